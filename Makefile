@@ -1,0 +1,35 @@
+# Every target depends on .venv: on a fresh clone `make test` alone sets everything up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch/torchvision pins are the builds that lie on this project's machines' disk; pip takes
+# them from there. pyproject.toml declares ranges, so users may install any newer release.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test lint bench-cifar bench-suites smoke clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q tests suites/test_benchmarks.py --benchmark-disable -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check hpff_bench tests suites
+
+bench-cifar: install
+	$(BIN)/hpff-bench sweep suites/cifar10.toml --preset $${PRESET:-quick} --resume
+	$(BIN)/hpff-bench report results/cifar10 -o reports/cifar10
+
+bench-suites: install
+	$(BIN)/python -m pytest suites/ --benchmark-only
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Auxiliary nets (heads, decoder), local losses, and PFF patching."""

@@ -1,0 +1,37 @@
+"""Local losses: cross-entropy, supervised contrastive (InfoPro's 'contrast'), reconstruction."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y)
+
+
+def supcon(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020), one view per sample.
+
+    Anchors without a positive in the batch are left out of the mean.
+    """
+    z = F.normalize(features, dim=1)
+    logits = z @ z.T / temperature
+    n = z.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (y[:, None] == y[None, :]) & ~self_mask
+    pos_count = positives.sum(1)
+    pos_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)
+    has_pos = pos_count > 0
+    per_anchor = -pos_log_prob / pos_count.clamp(min=1)
+    return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+
+
+def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE between the decoder's sigmoid output and the de-normalised image in [0, 1]."""
+    return F.binary_cross_entropy(decoded, target)
+
+
+LOCAL_LOSSES = {"ce": cross_entropy, "supcon": supcon}

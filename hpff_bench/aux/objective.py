@@ -1,0 +1,113 @@
+"""An auxiliary objective: the aux net(s) at one point of the network and their loss.
+
+`run()` does the forward *and* backward of the aux nets on a detached copy of a feature map
+and returns the gradient for that feature map, so the aux graph is gone before the backbone
+is backpropagated, and the caller decides where that gradient goes (one module, or a whole
+HiLo window).
+
+PFF (grid n > 1): output-averaged terms (classifiers) average g(patch) over the patches
+before the loss; per-patch terms (the decoder) reconstruct each patch's own image region and
+average the per-patch losses. `batched` runs all patches at once, folded into the batch;
+`streamed` keeps one patch's aux activations alive at a time. For an output-averaged term
+streaming costs an extra forward per patch: a no-grad pass gives the averaged output and its
+loss gradient, then each patch is recomputed with grad and backpropagated with its share
+(1/n² of that gradient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hpff_bench.aux.losses import reconstruction
+from hpff_bench.aux.pff import fold_patches, patch_groups, patch_slices
+from hpff_bench.memory.scope import scope
+
+
+@dataclass
+class Term:
+    net: nn.Module
+    coef: float
+    # averaged: loss(mean over patches of net(patch), y); per-patch: mean of loss(net(patch), region)
+    kind: str  # "averaged" | "per-patch"
+    loss: Callable | None = None
+
+
+class AuxObjective(nn.Module):
+    def __init__(self, terms: list[Term], grid: int, exec_mode: str, name: str):
+        super().__init__()
+        self.nets = nn.ModuleList(t.net for t in terms)
+        self.terms = terms
+        self.grid = grid
+        self.exec_mode = exec_mode
+        self.name = name
+        self.forward_calls = 0  # aux-net calls (a patch counts once)
+
+    def run(self, feature: torch.Tensor, y: torch.Tensor, target: torch.Tensor, weight: float):
+        """Forward + backward of `weight * loss`; returns (loss detached, d(weight*loss)/d feature)."""
+        with scope("aux", None, self.name):
+            if self.grid == 1 or self.exec_mode == "batched":
+                return self._run_batched(feature, y, target, weight)
+            return self._run_streamed(feature, y, target, weight)
+
+    def _run_batched(self, feature, y, target, weight):
+        n = self.grid
+        a = feature.detach().requires_grad_()
+        inp = a if n == 1 else fold_patches(a, n)
+        total = 0.0
+        with patch_groups(n * n):
+            for term in self.terms:
+                out = term.net(inp)
+                self.forward_calls += n * n
+                if term.kind == "averaged":
+                    if n > 1:
+                        out = out.view(a.shape[0], n * n, *out.shape[1:]).mean(1)
+                    loss = term.loss(out, y)
+                else:
+                    loss = reconstruction(out, target if n == 1 else fold_patches(target, n))
+                total = total + term.coef * loss
+        (weight * total).backward()
+        return total.detach(), a.grad
+
+    def _run_streamed(self, feature, y, target, weight):
+        n = self.grid
+        h, w = feature.shape[2:]
+        slices = patch_slices(h, w, n)
+        tslices = patch_slices(*target.shape[2:], n) if target is not None else slices
+        grad = torch.zeros_like(feature)
+        total = torch.zeros((), device=feature.device)
+
+        def backprop_patch(net, sl, out_fn):
+            a = feature[:, :, sl[0], sl[1]].detach().requires_grad_()
+            out_fn(net(a))
+            self.forward_calls += 1
+            grad[:, :, sl[0], sl[1]] += a.grad
+
+        for term in self.terms:
+            if term.kind == "per-patch":
+                for sl, tsl in zip(slices, tslices):
+                    region = target[:, :, tsl[0], tsl[1]]
+
+                    def step(out, region=region):
+                        nonlocal total
+                        loss = term.coef * reconstruction(out, region) / (n * n)
+                        (weight * loss).backward()
+                        total = total + loss.detach()
+
+                    backprop_patch(term.net, sl, step)
+            else:
+                with torch.no_grad():
+                    outs = [term.net(feature[:, :, sl[0], sl[1]]) for sl in slices]
+                self.forward_calls += len(slices)
+                mean = torch.stack(outs).mean(0).requires_grad_()
+                del outs
+                loss = term.coef * term.loss(mean, y)
+                (weight * loss).backward()
+                total = total + loss.detach()
+                share = mean.grad / (n * n)
+                for sl in slices:
+                    backprop_patch(term.net, sl, lambda out, share=share: out.backward(share))
+        return total, grad

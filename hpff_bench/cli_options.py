@@ -1,0 +1,151 @@
+"""The run options shared by `profile`, `estimate`, `train` and the benchmarks.
+
+One place turns command-line flags into a validated `RunConfig`, so every command accepts the
+same options with the same help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hpff_bench.config import (
+    DATASETS,
+    DEVICES,
+    HILO_EXECS,
+    HPFF_INFOPRO_LAMBDAS,
+    INFOPRO_AUX,
+    LOCAL_LOSSES,
+    METHODS,
+    PFF_EXECS,
+    PFF_ON,
+    PRECISIONS,
+    SPLITS,
+    InfoProLambdas,
+    RunConfig,
+)
+
+HILO_HELP = """\
+HiLo (hierarchical local learning, HPFF paper). The independent level (IL) is each module's
+own local loss; the cascade level (CL) gives every window of --cascade-span adjacent modules
+(windows slide by one) its own auxiliary net on the window's output, whose gradient flows
+through the whole window and stops at its input. The last window is closed by the network's
+own classifier. Weights default to the official CIFAR code's 0.001*IL + 0.999*CL."""
+
+PFF_HELP = """\
+PFF (patch feature fusion). The auxiliary nets' input is split into an n x n grid of patches.
+Classifier-type heads average the per-patch outputs before the loss (y = mean g(patch)); the
+InfoPro decoder reconstructs each patch's own image region and the per-patch losses are
+averaged. The official CIFAR code applies PFF to the reconstruction decoder only (one decoder
+per quadrant, four BCE losses summed); here every auxiliary net of the chosen level(s) uses
+patches, and the losses are averaged, as the paper's formula says."""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    g = parser.add_argument_group("run")
+    g.add_argument("--network", default=d.network, help="network (default %(default)s)")
+    g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)} (default %(default)s)")
+    g.add_argument("--k", type=int, default=d.k, help="number of modules K (default %(default)s)")
+    g.add_argument(
+        "--split",
+        default=d.split,
+        help=f"split scheme: {', '.join(SPLITS)}; auto = the InfoPro table where it has the "
+        "network and K, else the HPFF table, else uniform (default %(default)s)",
+    )
+    g.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)}: sets image size and classes")
+    g.add_argument("--image-size", type=int, default=None, help="override the dataset's image size")
+    g.add_argument("--num-classes", type=int, default=None, help="override the dataset's classes")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
+    g.add_argument("--steps", type=int, default=d.steps, help="measured steps (default %(default)s)")
+    g.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps (default %(default)s)")
+    g.add_argument("--device", default=d.device, help=f"{', '.join(DEVICES)} (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--precision", default=d.precision, help=f"{', '.join(PRECISIONS)}")
+    o = parser.add_argument_group("optimizer (SGD, Nesterov momentum)")
+    o.add_argument("--lr", type=float, default=d.lr)
+    o.add_argument("--momentum", type=float, default=d.momentum)
+    o.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    i = parser.add_argument_group("InfoPro")
+    i.add_argument("--aux", default=None, help=f"InfoPro classifier head: {', '.join(INFOPRO_AUX)} (default 1c2f; 2c2f with --hpff)")
+    i.add_argument("--local-loss", default=None, help=f"{', '.join(LOCAL_LOSSES)}: task term of InfoPro's loss (default ce)")
+    lam = InfoProLambdas()
+    for name in ("ixx_1", "ixy_1", "ixx_2", "ixy_2"):
+        i.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=float,
+            default=None,
+            help=f"InfoPro lambda (default {getattr(lam, name)}; "
+            f"{getattr(HPFF_INFOPRO_LAMBDAS, name)} with --hpff)",
+        )
+    h = parser.add_argument_group("HiLo", HILO_HELP)
+    h.add_argument("--hilo", action="store_true", help="add the cascade level")
+    h.add_argument("--cascade-span", type=int, default=d.cascade_span, help="modules per cascade window (default %(default)s)")
+    h.add_argument("--no-independent", action="store_true", help="drop the independent level (the paper's 'CL' ablation)")
+    h.add_argument("--w-independent", type=float, default=d.w_independent, help="IL weight (default %(default)s, official code)")
+    h.add_argument("--w-cascade", type=float, default=d.w_cascade, help="CL weight (default %(default)s, official code)")
+    h.add_argument(
+        "--hilo-exec",
+        default=d.hilo_exec,
+        help="fused: each module's forward runs once per step and its graph lives while a window "
+        "still needs it; reference: every window recomputes its modules' forward from the "
+        "window's input, as the official code does. Same gradients. (default %(default)s)",
+    )
+    p = parser.add_argument_group("PFF", PFF_HELP)
+    p.add_argument("--pff-grid", type=int, default=d.pff_grid, help="n for an n x n patch grid: 1 (off), 2, 4")
+    p.add_argument("--pff-on", default=d.pff_on, help=f"which level's aux nets use patches: {', '.join(PFF_ON)}")
+    p.add_argument(
+        "--pff-exec",
+        default=d.pff_exec,
+        help="batched: all patches in one call, folded into the batch; streamed: one patch's aux "
+        "activations live at a time (output-averaged heads run every patch twice: a no-grad pass "
+        "for the averaged output, then a per-patch recomputation to backpropagate its share). "
+        f"One of {', '.join(PFF_EXECS)} (default %(default)s)",
+    )
+    p.add_argument("--hpff", action="store_true", help="= --hilo --pff-grid 2, and for InfoPro HPFF's own "
+                   "loss settings (ce, 2c2f, ixx 5->0, ixy 0.5->0)")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve flags (and the --hpff shortcut) into a validated RunConfig (raises ConfigError)."""
+    hpff = getattr(args, "hpff", False)
+    lam_default = HPFF_INFOPRO_LAMBDAS if hpff else InfoProLambdas()
+    lambdas = InfoProLambdas(
+        **{
+            n: (getattr(args, n) if getattr(args, n) is not None else getattr(lam_default, n))
+            for n in ("ixx_1", "ixy_1", "ixx_2", "ixy_2")
+        }
+    )
+    pff_grid = args.pff_grid
+    if hpff and pff_grid == 1:
+        pff_grid = 2
+    cfg = RunConfig(
+        network=args.network,
+        method=args.method,
+        k=args.k,
+        split=args.split,
+        dataset=args.dataset,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        seed=args.seed,
+        precision=args.precision,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        aux=args.aux or ("2c2f" if hpff else "1c2f"),
+        local_loss=args.local_loss or "ce",
+        lambdas=lambdas,
+        hilo=args.hilo or hpff,
+        cascade_span=args.cascade_span,
+        independent=not args.no_independent,
+        w_independent=args.w_independent,
+        w_cascade=args.w_cascade,
+        hilo_exec=args.hilo_exec,
+        pff_grid=pff_grid,
+        pff_on=args.pff_on,
+        pff_exec=args.pff_exec,
+    )
+    return cfg.validate()

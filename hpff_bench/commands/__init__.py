@@ -1,0 +1,1 @@
+"""Sub-commands of `hpff-bench`; each module exposes add_parser(subparsers)."""

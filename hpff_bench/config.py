@@ -1,0 +1,232 @@
+"""One frozen description of a run, validated before anything is built.
+
+Every command (profile, estimate, train, sweep, benchmarks) builds a `RunConfig`, so the
+same options mean the same thing everywhere and a config can be hashed into a `config_id`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from hpff_bench.errors import ConfigError
+
+# dataset -> (image size, classes). Profiling and estimation need no data, only these.
+DATASETS: dict[str, tuple[int, int]] = {
+    "cifar10": (32, 10),
+    "cifar100": (32, 100),
+    "svhn": (32, 10),
+    "stl10": (96, 10),
+    "imagenet": (224, 1000),
+    "folder": (32, 10),
+    "fake": (32, 10),
+}
+METHODS = ("bp", "gc", "greedy", "dgl", "infopro")
+LOCAL_METHODS = ("greedy", "dgl", "infopro")
+SPLITS = ("auto", "infopro", "hpff", "uniform")
+DEVICES = ("auto", "cpu", "cuda")
+INFOPRO_AUX = ("1c2f", "2c2f")
+LOCAL_LOSSES = ("ce", "supcon")
+HILO_EXECS = ("fused", "reference")
+PFF_GRIDS = (1, 2, 4)
+PFF_ON = ("independent", "cascade", "both")
+PFF_EXECS = ("batched", "streamed")
+PRECISIONS = ("fp32",)
+
+
+@dataclass(frozen=True)
+class InfoProLambdas:
+    """InfoPro's λ1 (reconstruction, 'ixx') and λ2 (task, 'ixy') at the first and last local module."""
+
+    ixx_1: float = 5.0
+    ixy_1: float = 0.05
+    ixx_2: float = 0.2
+    ixy_2: float = 0.5
+
+    def at(self, i: int, n_local: int) -> tuple[float, float]:
+        """λ1, λ2 for local module i of n_local, linear in i (DESIGN.md §2)."""
+        ratio = 0.0 if n_local <= 1 else i / (n_local - 1)
+        return (
+            self.ixx_1 * (1 - ratio) + self.ixx_2 * ratio,
+            self.ixy_1 * (1 - ratio) + self.ixy_2 * ratio,
+        )
+
+
+# HPFF's own InfoPro commands (DESIGN.md §2): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
+HPFF_INFOPRO_LAMBDAS = InfoProLambdas(ixx_1=5.0, ixy_1=0.5, ixx_2=0.0, ixy_2=0.0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    network: str = "resnet32"
+    method: str = "bp"
+    k: int = 1
+    split: str = "auto"
+    dataset: str = "cifar10"
+    image_size: int | None = None
+    num_classes: int | None = None
+    batch_size: int = 64
+    steps: int = 3
+    warmup: int = 1
+    device: str = "auto"
+    seed: int = 0
+    precision: str = "fp32"
+    # optimizer (SGD, Nesterov momentum, as the papers train)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # InfoPro
+    aux: str = "1c2f"
+    local_loss: str = "ce"
+    lambdas: InfoProLambdas = field(default_factory=InfoProLambdas)
+    # HiLo
+    hilo: bool = False
+    cascade_span: int = 2
+    independent: bool = True
+    w_independent: float = 0.001
+    w_cascade: float = 0.999
+    hilo_exec: str = "fused"
+    # PFF
+    pff_grid: int = 1
+    pff_on: str = "both"
+    pff_exec: str = "batched"
+
+    # ----- derived values ---------------------------------------------------------------
+    @property
+    def resolved_image_size(self) -> int:
+        return self.image_size if self.image_size is not None else DATASETS[self.dataset][0]
+
+    @property
+    def resolved_num_classes(self) -> int:
+        return self.num_classes if self.num_classes is not None else DATASETS[self.dataset][1]
+
+    @property
+    def is_local(self) -> bool:
+        return self.method in LOCAL_METHODS
+
+    @property
+    def ablation(self) -> str | None:
+        """The HPFF paper's ablation label (IL, CL, IL+CL, IL+CL+PFF); None for non-local methods."""
+        if not self.is_local:
+            return None
+        parts = []
+        if self.independent or not self.hilo:
+            parts.append("IL")
+        if self.hilo:
+            parts.append("CL")
+        if self.pff_grid > 1:
+            parts.append("PFF")
+        return "+".join(parts)
+
+    @property
+    def label(self) -> str:
+        """Human label used in tables, e.g. `InfoPro+HPFF (n=2)`, `DGL+HiLo (CL)`."""
+        base = {"bp": "BP", "gc": "GC", "greedy": "Greedy SL", "dgl": "DGL", "infopro": "InfoPro"}[
+            self.method
+        ]
+        if not self.is_local:
+            return base
+        if self.hilo and self.pff_grid > 1:
+            name = f"{base}+HPFF (n={self.pff_grid})"
+            return name if self.independent else f"{name} (CL)"
+        if self.hilo:
+            return f"{base}+HiLo" + ("" if self.independent else " (CL)")
+        if self.pff_grid > 1:
+            return f"{base}+PFF (n={self.pff_grid})"
+        return base
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Every option, resolved (image size and classes filled in)."""
+        d = dataclasses.asdict(self)
+        d["image_size"] = self.resolved_image_size
+        d["num_classes"] = self.resolved_num_classes
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; allowed: {sorted(known)}")
+        if isinstance(d.get("lambdas"), dict):
+            d["lambdas"] = InfoProLambdas(**d["lambdas"])
+        return cls(**d)
+
+    def config_id(self) -> str:
+        """Stable hash of the canonical (resolved, key-sorted) config."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ----- validation -------------------------------------------------------------------
+    def validate(self) -> RunConfig:
+        """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
+        from hpff_bench.networks import NETWORKS  # local import: networks import config
+        from hpff_bench.networks.splits import resolve_cuts
+
+        _choice("network", self.network, tuple(NETWORKS))
+        _choice("method", self.method, METHODS)
+        _choice("split", self.split, SPLITS)
+        _choice("dataset", self.dataset, tuple(DATASETS))
+        _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("aux", self.aux, INFOPRO_AUX)
+        _choice("local-loss", self.local_loss, LOCAL_LOSSES)
+        _choice("hilo-exec", self.hilo_exec, HILO_EXECS)
+        _choice("pff-grid", self.pff_grid, PFF_GRIDS)
+        _choice("pff-on", self.pff_on, PFF_ON)
+        _choice("pff-exec", self.pff_exec, PFF_EXECS)
+        for name in ("batch_size", "steps", "k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup!r}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"--num-classes must be >= 2, got {self.num_classes}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        for name in ("w_independent", "w_cascade"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        resolve_cuts(self.network, self.split, self.k)  # K range and split-table existence
+        if not self.is_local:
+            if self.hilo or self.pff_grid > 1:
+                raise ConfigError(
+                    f"--hilo/--pff-grid/--hpff need a local method (one of {', '.join(LOCAL_METHODS)}), "
+                    f"got --method {self.method}"
+                )
+            if not self.independent:
+                raise ConfigError("--no-independent needs --hilo with a local method")
+        if self.hilo:
+            if self.cascade_span < 2:
+                raise ConfigError(f"--cascade-span must be >= 2, got {self.cascade_span}")
+            if self.k < self.cascade_span:
+                raise ConfigError(
+                    f"--hilo with --cascade-span {self.cascade_span} needs K >= {self.cascade_span} "
+                    f"modules, got --k {self.k}"
+                )
+        else:
+            if not self.independent:
+                raise ConfigError("--no-independent removes the independent level; it needs --hilo")
+            if self.pff_grid > 1 and self.pff_on == "cascade":
+                raise ConfigError("--pff-on cascade needs --hilo (without it there is no cascade level)")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"unknown --{name} {value!r}; allowed: {', '.join(str(a) for a in allowed)}"
+        )

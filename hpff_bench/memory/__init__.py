@@ -1,0 +1,1 @@
+"""Memory probes: live-tensor tracker, CUDA allocator, NVML, fake-tensor prediction, bounds."""

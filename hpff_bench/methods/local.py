@@ -1,0 +1,222 @@
+"""Locally supervised learning (Greedy SL, DGL, InfoPro), with HPFF's HiLo and PFF as options.
+
+Without HiLo each module j is trained by its own auxiliary objective (the last one by the
+network's cross-entropy), and its graph is backpropagated and released before module j+1
+runs. HiLo adds the cascade level: window W_i = modules i..i+s-1 gets an aux objective on
+module i+s-1's output whose gradient flows through the whole window and stops at its input;
+the last window is closed by the network's own classifier. The plain method is HiLo's
+independent level alone with weight 1 and window size 1, and runs through the same code.
+
+Two executions of HiLo, same gradients:
+- fused: each module's forward runs once. A window's gradient is carried down through the
+  window with input-only vector-Jacobian products (no weight gradients), and added to each
+  module's pending output gradient. Once no open window contains a module, one backward of its
+  summed output gradient gives its weight gradients and frees its graph. Per module and step:
+  1 forward, s-1 input-only VJPs, 1 full backward.
+- reference: every window recomputes its modules' forward from its (stored, detached) input,
+  as the official code does: K + s·(K-s+1) module forwards per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hpff_bench.aux.heads import Decoder, DGLHead, GreedyHead, InfoProClassifier
+from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy
+from hpff_bench.aux.objective import AuxObjective, Term
+from hpff_bench.aux.pff import check_divisible
+from hpff_bench.memory.scope import scope
+from hpff_bench.methods.base import Method, StepOutput
+from hpff_bench.networks import NETWORKS
+
+
+class LocalLearning(Method):
+    def __init__(self, config, device="cpu", foreach=None):
+        super().__init__(config, device, foreach)
+        c = config
+        k = len(self.modules_)
+        self.name = c.method
+        self.span = c.cascade_span if c.hilo else 1
+        w_il = c.w_independent if c.hilo else 1.0
+        # IL weight per module (the last module's IL is the network's CE); tests scale these
+        self.il_weights = [w_il if (c.independent or not c.hilo) else 0.0] * k
+        self.w_cascade = c.w_cascade
+        grid_il = c.pff_grid if c.pff_on in ("independent", "both") else 1
+        grid_cl = c.pff_grid if c.pff_on in ("cascade", "both") else 1
+        shapes = self._module_output_shapes()
+        self.independent: dict[int, AuxObjective] = {}
+        self.cascade: dict[int, AuxObjective] = {}
+        with torch.device(self.device):
+            for j in range(k - 1):
+                if self.il_weights[j] > 0 or not c.hilo:
+                    obj = self._objective(shapes[j], j, grid_il, f"aux/independent/{j}")
+                    self.independent[j] = obj
+                    self.aux_nets[f"independent{j}"] = obj
+            if c.hilo:
+                for i in range(k - self.span + 1):
+                    end = i + self.span - 1
+                    if end < k - 1:  # the last window is closed by the network's classifier
+                        obj = self._objective(shapes[end], end, grid_cl, f"aux/cascade/{i}")
+                        self.cascade[i] = obj
+                        self.aux_nets[f"cascade{i}"] = obj
+        self._params = [list(m.parameters()) for m in self.modules_]
+        self._build_optimizer()
+
+    @property
+    def module_count(self) -> int:
+        return len(self.modules_)
+
+    # ----- construction ------------------------------------------------------------------
+    def _module_output_shapes(self) -> list[tuple[int, ...]]:
+        """(C, H, W) after each module, from a forward on meta tensors (no memory, no compute)."""
+        c = self.config
+        size = c.resolved_image_size
+        with torch.device("meta"):
+            units = list(NETWORKS[c.network].build(c.resolved_num_classes).units)
+            h = torch.empty(1, 3, size, size)
+            shapes = []
+            for r in self.unit_ranges:
+                for u in r:
+                    h = units[u](h)
+                shapes.append(tuple(h.shape[1:]))
+        return shapes
+
+    def _objective(self, shape, position: int, grid: int, name: str) -> AuxObjective:
+        c = self.config
+        channels, height, width = shape
+        size = c.resolved_image_size
+        if grid > 1:
+            check_divisible(height, width, grid, f"the output of module {position} ({name})")
+            check_divisible(size, size, grid, "the input image")
+        spatial = height // grid
+        classes = c.resolved_num_classes
+        if c.method == "greedy":
+            terms = [Term(GreedyHead(channels, spatial, classes), 1.0, "averaged", cross_entropy)]
+        elif c.method == "dgl":
+            terms = [Term(DGLHead(channels, spatial, classes), 1.0, "averaged", cross_entropy)]
+        elif c.method == "infopro":
+            lam1, lam2 = c.lambdas.at(position, len(self.modules_) - 1)
+            out_dim = classes if c.local_loss == "ce" else 128
+            terms = [
+                Term(Decoder(channels, size // grid), lam1, "per-patch"),
+                Term(
+                    InfoProClassifier(channels, spatial, out_dim, c.aux),
+                    lam2,
+                    "averaged",
+                    LOCAL_LOSSES[c.local_loss],
+                ),
+            ]
+        else:
+            raise ValueError(f"not a local method: {c.method}")
+        return AuxObjective(terms, grid, c.pff_exec, name)
+
+    # ----- training step -----------------------------------------------------------------
+    def _forward_backward(self, x, y):
+        target = self.denormalize(x) if self.config.method == "infopro" else None
+        if self.config.hilo and self.config.hilo_exec == "reference":
+            return self._reference(x, y, target)
+        return self._fused(x, y, target)
+
+    def _final_ce_grad(self, logits, y):
+        """Cross-entropy at the head: (loss, dloss/dlogits)."""
+        with scope("loss"):
+            a = logits.detach().requires_grad_()
+            loss = F.cross_entropy(a, y)
+            loss.backward()
+        return loss.detach(), a.grad
+
+    def _backward_module(self, j, out, grad):
+        """Weight gradients of module j for output gradient `grad`; frees its graph."""
+        with scope("backbone", j, f"module{j}"):
+            torch.autograd.backward(out, grad, inputs=self._params[j])
+
+    def _fused(self, x, y, target):
+        k, s = len(self.modules_), self.span
+        outs, inps, pending = {}, {}, {}
+        h, loss, logits = x, None, None
+        for e in range(k):
+            # a module that is inside a window but not its first needs its input's gradient
+            needs_input_grad = s > 1 and e >= 1
+            inp = h if e == 0 else h.detach().requires_grad_(needs_input_grad)
+            out = self.run_module(e, inp)
+            outs[e], inps[e] = out, inp
+            h = out.detach()
+            window = e - s + 1 if s > 1 else -1
+            if e < k - 1:
+                grad = None
+                if e in self.independent:
+                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e])
+                window_grad = None
+                if window >= 0:
+                    _, window_grad = self.cascade[window].run(out, y, target, self.w_cascade)
+            else:
+                loss, dce = self._final_ce_grad(out, y)
+                logits = h
+                grad = self.il_weights[e] * dce if self.il_weights[e] > 0 else None
+                window_grad = self.w_cascade * dce if window >= 0 else None
+                del dce
+            pending[e] = _add(grad, window_grad)
+            if window_grad is not None:
+                g = window_grad
+                for j in range(e, window, -1):  # carry the window's gradient down to its input
+                    with scope("backbone", j, f"module{j}"):
+                        (g,) = torch.autograd.grad(outs[j], inps[j], g, retain_graph=True)
+                    pending[j - 1] = _add(pending[j - 1], g)
+                del g, window_grad
+            del grad
+            done = e - s + 1  # no window that is still open contains this module
+            if done >= 0:
+                self._finish(done, outs, inps, pending)
+        for j in sorted(outs):
+            self._finish(j, outs, inps, pending)
+        return StepOutput(loss, logits)
+
+    def _finish(self, j, outs, inps, pending):
+        out, grad = outs.pop(j), pending.pop(j)
+        inps.pop(j)
+        if grad is not None:
+            self._backward_module(j, out, grad)
+
+    def _reference(self, x, y, target):
+        k, s = len(self.modules_), self.span
+        inputs = {0: x}  # detached input of each module, kept while a window may start there
+        loss = logits = None
+        for e in range(k):
+            inp = inputs[e]
+            if self.il_weights[e] > 0:
+                out = self.run_module(e, inp)
+                if e < k - 1:
+                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e])
+                else:
+                    loss, dce = self._final_ce_grad(out, y)
+                    logits, grad = out.detach(), self.il_weights[e] * dce
+                self._backward_module(e, out, grad)
+            else:
+                with torch.no_grad():
+                    out = self.run_module(e, inp)
+            inputs[e + 1] = out.detach()
+            del out
+            i = e - s + 1
+            if self.config.hilo and i >= 0:
+                z = inputs[i]
+                for j in range(i, e + 1):
+                    z = self.run_module(j, z)
+                if e < k - 1:
+                    _, grad = self.cascade[i].run(z, y, target, self.w_cascade)
+                else:
+                    loss, dce = self._final_ce_grad(z, y)
+                    logits, grad = z.detach(), self.w_cascade * dce
+                with scope("backbone", e, f"module{e}"):
+                    torch.autograd.backward(z, grad)
+                del z, grad
+                inputs.pop(i)
+        return StepOutput(loss, logits)
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b

@@ -1,0 +1,21 @@
+"""Networks as flat sequences of units (stem, blocks, head) that a split can cut anywhere."""
+
+from hpff_bench.networks.cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
+from hpff_bench.networks.units import NetworkSpec, UnitNetwork
+
+# name -> (spec: cheap block layout, builder(num_classes) -> UnitNetwork)
+NETWORKS: dict[str, NetworkSpec] = {
+    f"resnet{d}": NetworkSpec(
+        name=f"resnet{d}",
+        stage_blocks=((d - 2) // 6,) * 3,
+        build=lambda num_classes, d=d: cifar_resnet(d, num_classes),
+    )
+    for d in CIFAR_RESNET_DEPTHS
+}
+
+
+def build_network(name: str, num_classes: int) -> UnitNetwork:
+    return NETWORKS[name].build(num_classes)
+
+
+__all__ = ["NETWORKS", "NetworkSpec", "UnitNetwork", "build_network"]

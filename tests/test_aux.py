@@ -1,0 +1,55 @@
+"""Every aux net accepts the channel counts and spatial sizes a CIFAR ResNet produces."""
+
+import pytest
+import torch
+
+from hpff_bench.aux.heads import Decoder, DGLHead, GreedyHead, InfoProClassifier
+from hpff_bench.aux.losses import supcon
+from hpff_bench.aux.pff import PatchBatchNorm2d, fold_patches, patch_groups, patch_slices
+
+STAGES = [(16, 32), (32, 16), (64, 8)]
+
+
+@pytest.mark.parametrize("channels,spatial", STAGES)
+@pytest.mark.parametrize("grid", [1, 2, 4])
+def test_heads_accept_every_stage(channels, spatial, grid):
+    s = spatial // grid
+    x = torch.randn(4, channels, s, s)
+    for head in (GreedyHead(channels, s, 10), DGLHead(channels, s, 10),
+                 InfoProClassifier(channels, s, 10, "1c2f"), InfoProClassifier(channels, s, 128, "2c2f")):
+        out = head(x)
+        assert out.shape[0] == 4 and out.shape[1] in (10, 128)
+    assert Decoder(channels, 32 // grid)(x).shape == (4, 3, 32 // grid, 32 // grid)
+
+
+def test_infopro_classifier_widths_follow_the_paper():
+    assert InfoProClassifier(16, 32, 10).features[0].out_channels == 32
+    assert InfoProClassifier(16, 32, 10).features[0].stride == (2, 2)
+    assert InfoProClassifier(64, 8, 10).features[0].stride == (1, 1)
+    assert len(InfoProClassifier(32, 16, 10, "2c2f").features) == 6
+
+
+def test_fold_patches_matches_slices():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    folded = fold_patches(x, 2).view(2, 4, 3, 2, 2)
+    for p, (hs, ws) in enumerate(patch_slices(4, 4, 2)):
+        assert torch.equal(folded[:, p], x[:, :, hs, ws])
+
+
+def test_patch_batchnorm_normalises_each_patch_alone():
+    bn = PatchBatchNorm2d(3)
+    x = torch.randn(8, 3, 4, 4)
+    folded = fold_patches(x, 2)
+    with patch_groups(4):
+        out = bn(folded).view(8, 4, 3, 2, 2)
+    for p, (hs, ws) in enumerate(patch_slices(4, 4, 2)):
+        alone = torch.nn.functional.batch_norm(x[:, :, hs, ws], None, None, training=True)
+        torch.testing.assert_close(out[:, p], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_supcon_prefers_clustered_features():
+    y = torch.tensor([0, 0, 1, 1])
+    good = torch.tensor([[1.0, 0], [1, 0.01], [0, 1], [0.01, 1]])
+    bad = torch.tensor([[1.0, 0], [0, 1], [1, 0.01], [0.01, 1]])
+    assert supcon(good, y) < supcon(bad, y)
+    assert torch.isfinite(supcon(torch.randn(4, 8), torch.tensor([0, 1, 2, 3])))
