@@ -40,6 +40,14 @@ per quadrant, four BCE losses summed); here every auxiliary net of the chosen le
 patches, and the losses are averaged, as the paper's formula says."""
 
 
+PRECISION_HELP = f"""{', '.join(PRECISIONS)} (default fp32). bf16/fp16 run every module and
+aux-net forward under torch.autocast (losses in fp32) with a gradient scaler for fp16. CPU and
+CUDA autocast keep different ops in low precision (CUDA: convolutions, linear and matmul in
+fp16/bf16, batch norm in the input's dtype; CPU: bf16 lists are similar but several ops fall
+back to fp32), so a prediction made on CPU fake tensors uses the CPU autocast lists: under
+bf16/fp16 it can differ from a CUDA run by the activations those ops keep."""
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     d = RunConfig()
     g = parser.add_argument_group("run")
@@ -60,7 +68,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps (default %(default)s)")
     g.add_argument("--device", default=d.device, help=f"{', '.join(DEVICES)} (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--precision", default=d.precision, help=f"{', '.join(PRECISIONS)}")
+    g.add_argument("--precision", default=d.precision, help=PRECISION_HELP)
     o = parser.add_argument_group("optimizer (SGD, Nesterov momentum)")
     o.add_argument("--lr", type=float, default=d.lr)
     o.add_argument("--momentum", type=float, default=d.momentum)
@@ -77,6 +85,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"InfoPro lambda (default {getattr(lam, name)}; "
             f"{getattr(HPFF_INFOPRO_LAMBDAS, name)} with --hpff)",
         )
+    i.add_argument("--predsim-beta", type=float, default=d.predsim_beta,
+                   help="PredSim: (1-beta)*prediction + beta*similarity (default %(default)s)")
     h = parser.add_argument_group("HiLo", HILO_HELP)
     h.add_argument("--hilo", action="store_true", help="add the cascade level")
     h.add_argument("--cascade-span", type=int, default=d.cascade_span, help="modules per cascade window (default %(default)s)")
@@ -138,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         aux=args.aux or ("2c2f" if hpff else "1c2f"),
         local_loss=args.local_loss or "ce",
         lambdas=lambdas,
+        predsim_beta=args.predsim_beta,
         hilo=args.hilo or hpff,
         cascade_span=args.cascade_span,
         independent=not args.no_independent,

@@ -23,8 +23,8 @@ DATASETS: dict[str, tuple[int, int]] = {
     "folder": (32, 10),
     "fake": (32, 10),
 }
-METHODS = ("bp", "gc", "greedy", "dgl", "infopro")
-LOCAL_METHODS = ("greedy", "dgl", "infopro")
+METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
+LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
 SPLITS = ("auto", "infopro", "hpff", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
@@ -33,7 +33,7 @@ HILO_EXECS = ("fused", "reference")
 PFF_GRIDS = (1, 2, 4)
 PFF_ON = ("independent", "cascade", "both")
 PFF_EXECS = ("batched", "streamed")
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,8 @@ class RunConfig:
     aux: str = "1c2f"
     local_loss: str = "ce"
     lambdas: InfoProLambdas = field(default_factory=InfoProLambdas)
+    # PredSim: (1 - beta) * prediction loss + beta * similarity-matching loss
+    predsim_beta: float = 0.99
     # HiLo
     hilo: bool = False
     cascade_span: int = 2
@@ -123,9 +125,14 @@ class RunConfig:
     @property
     def label(self) -> str:
         """Human label used in tables, e.g. `InfoPro+HPFF (n=2)`, `DGL+HiLo (CL)`."""
-        base = {"bp": "BP", "gc": "GC", "greedy": "Greedy SL", "dgl": "DGL", "infopro": "InfoPro"}[
-            self.method
-        ]
+        base = {
+            "bp": "BP",
+            "gc": "GC",
+            "greedy": "Greedy SL",
+            "dgl": "DGL",
+            "infopro": "InfoPro",
+            "predsim": "PredSim",
+        }[self.method]
         if not self.is_local:
             return base
         if self.hilo and self.pff_grid > 1:
@@ -193,6 +200,8 @@ class RunConfig:
             raise ConfigError(f"--num-classes must be >= 2, got {self.num_classes}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.predsim_beta <= 1:
+            raise ConfigError(f"--predsim-beta must be in [0, 1], got {self.predsim_beta}")
         for name in ("w_independent", "w_cascade"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")

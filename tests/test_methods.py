@@ -8,7 +8,7 @@ import torch
 from hpff_bench.config import RunConfig
 from hpff_bench.methods import build_method, synthetic_batch
 
-LOCAL = ("greedy", "dgl", "infopro")
+LOCAL = ("greedy", "dgl", "infopro", "predsim")
 ALL = ("bp", "gc", *LOCAL)
 
 

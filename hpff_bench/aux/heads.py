@@ -90,3 +90,28 @@ class Decoder(nn.Module):
 
 
 HEADS = {"greedy": GreedyHead, "dgl": DGLHead}
+
+
+class PredSimPrediction(nn.Module):
+    """PredSim's prediction head: average-pool so that C·p² <= 2048, linear."""
+
+    def __init__(self, channels: int, spatial: int, out_dim: int):
+        super().__init__()
+        p = max(1, min(spatial, math.isqrt(2048 // channels) if channels <= 2048 else 1))
+        self.pool = nn.AdaptiveAvgPool2d(p)
+        self.fc = nn.Linear(channels * p * p, out_dim)
+
+    def forward(self, x):
+        return self.fc(self.pool(x).flatten(1))
+
+
+class PredSimSimilarity(nn.Module):
+    """PredSim's similarity head: a 3x3 convolution whose flattened output is compared
+    sample-to-sample (cosine similarity) against the labels' similarity."""
+
+    def __init__(self, channels: int, spatial: int, out_dim: int = 0):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1)

@@ -35,3 +35,11 @@ def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 LOCAL_LOSSES = {"ce": cross_entropy, "supcon": supcon}
+
+
+def similarity_matching(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PredSim's similarity loss: MSE between the cosine-similarity matrices of the features
+    and of the one-hot labels (1 for the same class, 0 otherwise)."""
+    z = F.normalize(features, dim=1)
+    target = (y[:, None] == y[None, :]).to(z.dtype)
+    return F.mse_loss(z @ z.T, target)

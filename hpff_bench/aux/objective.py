@@ -16,6 +16,7 @@ loss gradient, then each patch is recomputed with grad and backpropagated with i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,8 +38,9 @@ class Term:
 
 
 class AuxObjective(nn.Module):
-    def __init__(self, terms: list[Term], grid: int, exec_mode: str, name: str):
+    def __init__(self, terms: list[Term], grid: int, exec_mode: str, name: str, autocast=contextlib.nullcontext):
         super().__init__()
+        self.autocast = autocast  # the method's mixed-precision context; losses stay in fp32
         self.nets = nn.ModuleList(t.net for t in terms)
         self.terms = terms
         self.grid = grid
@@ -60,7 +62,8 @@ class AuxObjective(nn.Module):
         total = 0.0
         with patch_groups(n * n):
             for term in self.terms:
-                out = term.net(inp)
+                with self.autocast():
+                    out = term.net(inp).float()
                 self.forward_calls += n * n
                 if term.kind == "averaged":
                     if n > 1:
@@ -82,7 +85,9 @@ class AuxObjective(nn.Module):
 
         def backprop_patch(net, sl, out_fn):
             a = feature[:, :, sl[0], sl[1]].detach().requires_grad_()
-            out_fn(net(a))
+            with self.autocast():
+                out = net(a).float()
+            out_fn(out)
             self.forward_calls += 1
             grad[:, :, sl[0], sl[1]] += a.grad
 
@@ -99,8 +104,8 @@ class AuxObjective(nn.Module):
 
                     backprop_patch(term.net, sl, step)
             else:
-                with torch.no_grad():
-                    outs = [term.net(feature[:, :, sl[0], sl[1]]) for sl in slices]
+                with torch.no_grad(), self.autocast():
+                    outs = [term.net(feature[:, :, sl[0], sl[1]]).float() for sl in slices]
                 self.forward_calls += len(slices)
                 mean = torch.stack(outs).mean(0).requires_grad_()
                 del outs

@@ -15,6 +15,7 @@ METHOD_CLASSES: dict[str, type[Method]] = {
     "greedy": LocalLearning,
     "dgl": LocalLearning,
     "infopro": LocalLearning,
+    "predsim": LocalLearning,
 }
 
 

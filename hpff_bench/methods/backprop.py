@@ -26,9 +26,9 @@ class Backprop(Method):
         for k in range(len(self.modules_)):
             h = self._forward(k, h)
         with scope("loss"):
-            loss = F.cross_entropy(h, y)
+            loss = F.cross_entropy(h.float(), y)
         with scope("backbone", None, "backward"):
-            loss.backward()
+            (loss * self._scale).backward()
         return StepOutput(loss.detach(), h.detach())
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 from hpff_bench.config import RunConfig
 from hpff_bench.data.normalization import MEAN_STD
@@ -46,6 +47,8 @@ class Method(nn.Module):
         self.register_buffer("_mean", torch.tensor(mean, device=self.device).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(std, device=self.device).view(1, 3, 1, 1), persistent=False)
         self.optimizer: torch.optim.Optimizer | None = None
+        self._amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+        self._scale: float | torch.Tensor = 1.0
 
     # ----- construction helpers ----------------------------------------------------------
     def _build_optimizer(self) -> None:
@@ -57,6 +60,18 @@ class Method(nn.Module):
             weight_decay=c.weight_decay,
             nesterov=c.momentum > 0,
             foreach=self._foreach,
+        )
+        # fp16 needs loss scaling; the scaler's inf checks read values, impossible on fake
+        # tensors, so predictions leave it out (its state is a few scalars).
+        fake = any(is_fake(p) for p in self.parameters())
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.config.precision == "fp16" and not fake
+        )
+
+    def autocast(self):
+        """Mixed-precision context for forwards (a no-op in fp32)."""
+        return torch.autocast(
+            self.device.type, dtype=self._amp_dtype or torch.float32, enabled=self._amp_dtype is not None
         )
 
     @property
@@ -85,7 +100,7 @@ class Method(nn.Module):
         return x * self._std + self._mean
 
     def run_module(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        with scope("backbone", k, f"module{k}"):
+        with scope("backbone", k, f"module{k}"), self.autocast():
             self.forward_calls += 1
             return self.modules_[k](x)
 
@@ -93,7 +108,11 @@ class Method(nn.Module):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         out = self.compute_gradients(x, y)
         with scope("optimizer"):
-            self.optimizer.step()
+            if self.scaler.is_enabled():
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
         return out
 
     def compute_gradients(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
@@ -101,6 +120,9 @@ class Method(nn.Module):
         self.train()
         with scope("optimizer"):
             self.optimizer.zero_grad(set_to_none=True)
+            # every backward seed is multiplied by the loss scale (1 unless fp16 on a real device)
+            if self.scaler.is_enabled():
+                self._scale = self.scaler.scale(torch.ones((), device=self.device))
         return self._forward_backward(x, y)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
@@ -109,9 +131,10 @@ class Method(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.eval()
-        for module in self.modules_:
-            x = module(x)
-        return x
+        with self.autocast():
+            for module in self.modules_:
+                x = module(x)
+        return x.float()
 
 
 def synthetic_batch(

@@ -22,8 +22,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hpff_bench.aux.heads import Decoder, DGLHead, GreedyHead, InfoProClassifier
-from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy
+from hpff_bench.aux.heads import (
+    Decoder,
+    DGLHead,
+    GreedyHead,
+    InfoProClassifier,
+    PredSimPrediction,
+    PredSimSimilarity,
+)
+from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
 from hpff_bench.aux.objective import AuxObjective, Term
 from hpff_bench.aux.pff import check_divisible
 from hpff_bench.memory.scope import scope
@@ -107,9 +114,15 @@ class LocalLearning(Method):
                     LOCAL_LOSSES[c.local_loss],
                 ),
             ]
+        elif c.method == "predsim":
+            beta = c.predsim_beta
+            terms = [
+                Term(PredSimPrediction(channels, spatial, classes), 1 - beta, "averaged", cross_entropy),
+                Term(PredSimSimilarity(channels, spatial), beta, "averaged", similarity_matching),
+            ]
         else:
             raise ValueError(f"not a local method: {c.method}")
-        return AuxObjective(terms, grid, c.pff_exec, name)
+        return AuxObjective(terms, grid, c.pff_exec, name, self.autocast)
 
     # ----- training step -----------------------------------------------------------------
     def _forward_backward(self, x, y):
@@ -122,8 +135,8 @@ class LocalLearning(Method):
         """Cross-entropy at the head: (loss, dloss/dlogits)."""
         with scope("loss"):
             a = logits.detach().requires_grad_()
-            loss = F.cross_entropy(a, y)
-            loss.backward()
+            loss = F.cross_entropy(a.float(), y)
+            (loss * self._scale).backward()
         return loss.detach(), a.grad
 
     def _backward_module(self, j, out, grad):
@@ -146,10 +159,10 @@ class LocalLearning(Method):
             if e < k - 1:
                 grad = None
                 if e in self.independent:
-                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e])
+                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e] * self._scale)
                 window_grad = None
                 if window >= 0:
-                    _, window_grad = self.cascade[window].run(out, y, target, self.w_cascade)
+                    _, window_grad = self.cascade[window].run(out, y, target, self.w_cascade * self._scale)
             else:
                 loss, dce = self._final_ce_grad(out, y)
                 logits = h
@@ -187,7 +200,7 @@ class LocalLearning(Method):
             if self.il_weights[e] > 0:
                 out = self.run_module(e, inp)
                 if e < k - 1:
-                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e])
+                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e] * self._scale)
                 else:
                     loss, dce = self._final_ce_grad(out, y)
                     logits, grad = out.detach(), self.il_weights[e] * dce
@@ -203,7 +216,7 @@ class LocalLearning(Method):
                 for j in range(i, e + 1):
                     z = self.run_module(j, z)
                 if e < k - 1:
-                    _, grad = self.cascade[i].run(z, y, target, self.w_cascade)
+                    _, grad = self.cascade[i].run(z, y, target, self.w_cascade * self._scale)
                 else:
                     loss, dce = self._final_ce_grad(z, y)
                     logits, grad = z.detach(), self.w_cascade * dce

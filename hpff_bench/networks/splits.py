@@ -38,13 +38,25 @@ INFOPRO_TABLE: dict[str, dict[int, list[Cut]]] = {
         8: [(1, 4), (1, 11), (2, 0), (2, 7), (2, 14), (3, 3), (3, 10)],
         16: _r(1, (1, 4, 7, 10, 13, 16)) + _r(2, (1, 4, 7, 11, 15)) + _r(3, (1, 5, 9, 13)),
     },
+    # ImageNet, K=2: the cut is inside layer2 (stage 2)
+    "resnet101": {2: [(2, 0)]},
+    "resnet152": {2: [(2, 5)]},
+    "resnext101_32x8d": {2: [(2, 2)]},
 }
 
 # HPFF (Su et al., ECCV 2024): the paper's K -> module ends; the stem is folded into the first
-# module and the last end is the end of the network. "Every block is a module."
-HPFF_K: dict[str, dict[int, str]] = {
+# module and the last end is the end of the network. On CIFAR "every block is a module".
+_HPFF_IMAGENET: dict[int, list[Cut]] = {
+    # config ends [3,0] [3,9] [3,17] [4,2]; [4,2] is the network's end
+    4: [(3, 0), (3, 9), (3, 17)],
+    8: [(2, 0), (3, 1), (3, 5), (3, 9), (3, 13), (3, 17), (3, 21)],
+}
+HPFF_K: dict[str, dict[int, str | list[Cut]]] = {
     "resnet32": {16: "every-block"},
     "resnet110": {55: "every-block"},
+    "resnet101": _HPFF_IMAGENET,
+    "resnet152": _HPFF_IMAGENET,
+    "resnext101_32x8d": _HPFF_IMAGENET,
 }
 
 
@@ -93,8 +105,10 @@ def resolve_cuts(network: str, split: str, k: int) -> Split:
                 + (f"K in {sorted(table)}" if table else f"only {', '.join(HPFF_K)}")
                 + f" (use --split uniform for any K from 1 to {max_k})"
             )
-        # module ends at every block; the last end is the network's end, not a cut
-        return Split("hpff", k, tuple(range(1, spec.num_blocks)))
+        if table[k] == "every-block":
+            # module ends at every block; the last end is the network's end, not a cut
+            return Split("hpff", k, tuple(range(1, spec.num_blocks)))
+        return Split("hpff", k, tuple(spec.unit_index(s, b) for s, b in table[k]))
     if split == "uniform":
         if not 1 <= k <= max_k:
             raise ConfigError(f"--k {k} is out of range for {network}: uniform allows 1 to {max_k}")
