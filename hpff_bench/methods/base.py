@@ -49,6 +49,7 @@ class Method(nn.Module):
         self.optimizer: torch.optim.Optimizer | None = None
         self._amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
         self._scale: float | torch.Tensor = 1.0
+        self.grad_sync = None  # set by hpff_bench.distributed.attach under torchrun
 
     # ----- construction helpers ----------------------------------------------------------
     def _build_optimizer(self) -> None:
@@ -108,6 +109,8 @@ class Method(nn.Module):
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         out = self.compute_gradients(x, y)
         with scope("optimizer"):
+            if self.grad_sync is not None:  # once per step, after every local backward
+                self.grad_sync()
             if self.scaler.is_enabled():
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
