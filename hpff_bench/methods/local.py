@@ -8,11 +8,13 @@ the last window is closed by the network's own classifier. The plain method is H
 independent level alone with weight 1 and window size 1, and runs through the same code.
 
 Two executions of HiLo, same gradients:
-- fused: each module's forward runs once. A window's gradient is carried down through the
-  window with input-only vector-Jacobian products (no weight gradients), and added to each
-  module's pending output gradient. Once no open window contains a module, one backward of its
-  summed output gradient gives its weight gradients and frees its graph. Per module and step:
-  1 forward, s-1 input-only VJPs, 1 full backward.
+- fused: each module's forward runs once and its graph is kept (retain_graph) until the last
+  window containing it is closed. A window's gradient is carried down through its modules
+  at once (each backward gives that module's weight gradients and, except at the window's
+  start, the gradient for the module below); the IL gradient is a weight-only backward of its
+  module. Windows are closed before the IL aux net runs, so the oldest graph is gone first.
+  Nothing is held between backward calls but the graphs themselves. Per module and step:
+  1 forward, s backward passes for the windows that contain it, 1 weight-only for IL.
 - reference: every window recomputes its modules' forward from its (stored, detached) input,
   as the official code does: K + s·(K-s+1) module forwards per step.
 """
@@ -139,57 +141,57 @@ class LocalLearning(Method):
             (loss * self._scale).backward()
         return loss.detach(), a.grad
 
-    def _backward_module(self, j, out, grad):
-        """Weight gradients of module j for output gradient `grad`; frees its graph."""
+    def _backward_module(self, j, out, grad, inp=None, retain=False):
+        """Backpropagate `grad` through module j: weight gradients, and the gradient for the
+        module's input when `inp` is given (returned). `retain` keeps the graph for a later use."""
         with scope("backbone", j, f"module{j}"):
-            torch.autograd.backward(out, grad, inputs=self._params[j])
+            if inp is None:
+                torch.autograd.backward(out, grad, inputs=self._params[j], retain_graph=retain)
+                return None
+            torch.autograd.backward(out, grad, inputs=[inp, *self._params[j]], retain_graph=retain)
+            g, inp.grad = inp.grad, None
+            return g
 
     def _fused(self, x, y, target):
         k, s = len(self.modules_), self.span
-        outs, inps, pending = {}, {}, {}
+        hilo = s > 1
+        # the step at which each module's graph is used for the last time: when the last
+        # window containing it is closed
+        last_use = [min(j, k - s) + s - 1 if hilo else j for j in range(k)]
+        outs, inps = {}, {}
         h, loss, logits = x, None, None
         for e in range(k):
-            # a module that is inside a window but not its first needs its input's gradient
-            needs_input_grad = s > 1 and e >= 1
-            inp = h if e == 0 else h.detach().requires_grad_(needs_input_grad)
+            inp = h if e == 0 else h.detach().requires_grad_(hilo)
             out = self.run_module(e, inp)
             outs[e], inps[e] = out, inp
             h = out.detach()
-            window = e - s + 1 if s > 1 else -1
-            if e < k - 1:
-                grad = None
-                if e in self.independent:
-                    _, grad = self.independent[e].run(out, y, target, self.il_weights[e] * self._scale)
-                window_grad = None
-                if window >= 0:
-                    _, window_grad = self.cascade[window].run(out, y, target, self.w_cascade * self._scale)
-            else:
+            il_grad = window_grad = None
+            if e == k - 1:
                 loss, dce = self._final_ce_grad(out, y)
                 logits = h
-                grad = self.il_weights[e] * dce if self.il_weights[e] > 0 else None
-                window_grad = self.w_cascade * dce if window >= 0 else None
+                if self.il_weights[e] > 0:
+                    il_grad = self.il_weights[e] * dce
+                if hilo:
+                    window_grad = self.w_cascade * dce
                 del dce
-            pending[e] = _add(grad, window_grad)
-            if window_grad is not None:
-                g = window_grad
-                for j in range(e, window, -1):  # carry the window's gradient down to its input
-                    with scope("backbone", j, f"module{j}"):
-                        (g,) = torch.autograd.grad(outs[j], inps[j], g, retain_graph=True)
-                    pending[j - 1] = _add(pending[j - 1], g)
-                del g, window_grad
-            del grad
-            done = e - s + 1  # no window that is still open contains this module
-            if done >= 0:
-                self._finish(done, outs, inps, pending)
-        for j in sorted(outs):
-            self._finish(j, outs, inps, pending)
+            il_follows = il_grad is not None or e in self.independent
+            start = e - s + 1
+            if hilo and start >= 0:
+                # close window `start` first, so the oldest graph is freed before the IL aux net runs
+                if e < k - 1:
+                    _, window_grad = self.cascade[start].run(out, y, target, self.w_cascade * self._scale)
+                g, window_grad = window_grad, None
+                for j in range(e, start - 1, -1):
+                    keep = last_use[j] > e or (j == e and il_follows)
+                    g = self._backward_module(j, outs[j], g, inps[j] if j > start else None, keep)
+            if e in self.independent:
+                _, il_grad = self.independent[e].run(out, y, target, self.il_weights[e] * self._scale)
+            if il_grad is not None:
+                self._backward_module(e, out, il_grad, None, retain=last_use[e] > e)
+            del il_grad, out
+            for j in [j for j in outs if last_use[j] <= e]:
+                del outs[j], inps[j]
         return StepOutput(loss, logits)
-
-    def _finish(self, j, outs, inps, pending):
-        out, grad = outs.pop(j), pending.pop(j)
-        inps.pop(j)
-        if grad is not None:
-            self._backward_module(j, out, grad)
 
     def _reference(self, x, y, target):
         k, s = len(self.modules_), self.span
@@ -226,10 +228,3 @@ class LocalLearning(Method):
                 inputs.pop(i)
         return StepOutput(loss, logits)
 
-
-def _add(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
