@@ -25,11 +25,16 @@ lint: install
 	$(BIN)/ruff check hpff_bench tests suites
 
 bench-cifar: install
-	$(BIN)/hpff-bench sweep suites/cifar10.toml --preset $${PRESET:-quick} --resume
-	$(BIN)/hpff-bench report results/cifar10 -o reports/cifar10
+	$(BIN)/hpff-bench sweep suites/cifar10.toml --preset $${PRESET:-quick} --resume --data-root $${DATA_ROOT:-data}; rc=$$?; \
+	$(BIN)/hpff-bench report results/cifar10 -o reports/cifar10 && exit $$rc
 
+# BENCH_PRESET=quick (CPU, ~2-3 min on 2 cores) | paper (GPU); BENCH_ARGS: more pytest options
 bench-suites: install
-	$(BIN)/python -m pytest suites/ --benchmark-only
+	mkdir -p results/benchmarks
+	$(BIN)/python -m pytest suites/ --benchmark-only -p no:cacheprovider \
+		--hpff-preset $${BENCH_PRESET:-quick} \
+		--benchmark-json results/benchmarks/pytest-benchmark.json $(BENCH_ARGS)
+	$(BIN)/python -m hpff_bench report results/benchmarks/pytest-benchmark.json -o reports/benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

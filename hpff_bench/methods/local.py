@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from hpff_bench.aux.heads import (
     Decoder,
@@ -81,7 +82,8 @@ class LocalLearning(Method):
         """(C, H, W) after each module, from a forward on meta tensors (no memory, no compute)."""
         c = self.config
         size = c.resolved_image_size
-        with torch.device("meta"):
+        # outside any fake-tensor mode: meta tensors need no faking (and it costs seconds)
+        with unset_fake_temporarily(), torch.device("meta"):
             units = list(NETWORKS[c.network].build(c.resolved_num_classes).units)
             h = torch.empty(1, 3, size, size)
             shapes = []

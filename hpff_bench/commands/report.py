@@ -1,0 +1,51 @@
+"""`hpff-bench report RESULTS... [-o reports/NAME]`: tables and figures from results files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = """\
+Turn results into a paper-style report: index.html (self-contained), report.md, every table as
+CSV and LaTeX (booktabs), every figure as PNG and SVG. RESULTS are result files (.jsonl, one
+record per line), directories searched recursively for .jsonl/.json files, or JSON files written
+by `pytest suites/ --benchmark-json FILE`. Figures without data are left out with a line saying why."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="render tables and figures from results files", description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results files or directories")
+    p.add_argument(
+        "-o", "--output", default=None, metavar="DIR",
+        help="output directory (default: reports/NAME, NAME = the first RESULTS' name without suffix)",
+    )
+    p.add_argument("--title", default=None, help="page title (default: 'hpff-bench report: NAME')")
+    p.set_defaults(func=run)
+
+
+def default_output(first: str) -> Path:
+    p = Path(first)
+    name = p.name if p.is_dir() else p.stem
+    return Path("reports") / (name or "report")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hpff_bench.report import build_report  # matplotlib is imported only when needed
+
+    out = Path(args.output) if args.output else default_output(args.results[0])
+    report = build_report(args.results, out, title=args.title)
+    ok = report.records - report.failed
+    print(
+        f"report: {report.index} ({report.records} records, {ok} ok, {report.failed} not ok; "
+        f"{len(report.figures)} figures, {len(report.tables)} tables)"
+    )
+    print(f"  markdown: {report.markdown}")
+    print(f"  figures:  {out / 'figures'}  tables: {out / 'tables'}")
+    for what, why in report.left_out.items():
+        print(f"  left out {what}: {why}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0

@@ -1,0 +1,226 @@
+"""A simulation of PyTorch's CUDA caching allocator, replayed on a tracker's event log.
+
+Why: `torch.cuda.max_memory_allocated` counts *blocks*, not tensor bytes, and
+`max_memory_reserved` counts the segments the allocator took from cudaMalloc and keeps.
+Both depend on the order of allocations and frees, which a fake-tensor run gives exactly;
+this model turns that order into the allocator's numbers without a GPU.
+
+Rules, as read in c10/cuda/CUDACachingAllocator.cpp (pytorch/pytorch, the native allocator:
+constants, `round_size`, `get_pool`, `get_allocation_size`, `get_free_block`,
+`should_split`, `alloc_found_block`, `free_block`/`try_merge_blocks`, and the `allocate`
+wrapper that skips size 0):
+- sizes round up to a multiple of 512 B (kMinBlockSize), at least 512; a request of 0 B
+  allocates nothing;
+- rounded sizes <= 1 MiB (kSmallSize) use the small pool, others the large pool;
+- a new segment (cudaMalloc) is 2 MiB (kSmallBuffer) for small requests, 20 MiB
+  (kLargeBuffer) for requests below 10 MiB (kMinLargeAlloc), else the request rounded up to
+  2 MiB (kRoundLarge);
+- best fit: the free block of the pool with the smallest size >= the request, ties broken
+  by the lower address (BlockComparatorSize orders by stream, size, pointer);
+- a found block is split when the remainder is >= 512 B (small pool) or > 1 MiB (large
+  pool); otherwise the whole block is handed out;
+- `allocated_bytes` and `active_bytes` count the whole block handed out, `requested_bytes`
+  the size asked for, `reserved_bytes` the segments;
+- a freed block merges with free neighbours of its segment; segments are never returned to
+  the driver (no empty_cache, no OOM retry in the model).
+Not modelled (defaults that do not apply to a single-stream training step): several
+streams, max_split_size / roundup_power2_divisions / expandable_segments settings, CUDA
+graphs, the garbage-collection threshold, and releasing cached segments on OOM.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from hpff_bench.memory.tracker import ALLOC, FREE, MARK
+
+MIN_BLOCK = 512  # kMinBlockSize
+SMALL_SIZE = 1 << 20  # kSmallSize: largest small-pool request
+SMALL_BUFFER = 2 << 20  # kSmallBuffer: small-pool segment
+LARGE_BUFFER = 20 << 20  # kLargeBuffer: segment for 1-10 MiB requests
+MIN_LARGE_ALLOC = 10 << 20  # kMinLargeAlloc
+ROUND_LARGE = 2 << 20  # kRoundLarge
+
+
+def round_size(nbytes: int) -> int:
+    if nbytes < MIN_BLOCK:
+        return MIN_BLOCK
+    return (nbytes + MIN_BLOCK - 1) // MIN_BLOCK * MIN_BLOCK
+
+
+def allocation_size(size: int) -> int:
+    """Segment size cudaMalloc'ed for a (rounded) request that no cached block fits."""
+    if size <= SMALL_SIZE:
+        return SMALL_BUFFER
+    if size < MIN_LARGE_ALLOC:
+        return LARGE_BUFFER
+    return (size + ROUND_LARGE - 1) // ROUND_LARGE * ROUND_LARGE
+
+
+class _Block:
+    __slots__ = ("addr", "size", "requested", "allocated", "prev", "next", "small")
+
+    def __init__(self, addr: int, size: int, small: bool):
+        self.addr, self.size, self.small = addr, size, small
+        self.requested = 0
+        self.allocated = False
+        self.prev: _Block | None = None
+        self.next: _Block | None = None
+
+
+@dataclass
+class _Stat:
+    current: int = 0
+    peak: int = 0
+
+    def add(self, n: int) -> None:
+        self.current += n
+        if self.current > self.peak:
+            self.peak = self.current
+
+    def reset_peak(self) -> None:
+        self.peak = self.current
+
+
+@dataclass
+class AllocatorStats:
+    """Peaks since the last reset, like torch.cuda.memory_stats()['*_bytes.all.peak']."""
+
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    peak_active_bytes: int
+    peak_requested_bytes: int
+    allocated_bytes: int
+    reserved_bytes: int
+    segments: int
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "peak_allocated_bytes": self.peak_allocated_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
+            "peak_active_bytes": self.peak_active_bytes,
+            "peak_requested_bytes": self.peak_requested_bytes,
+            "allocated_bytes": self.allocated_bytes,
+            "reserved_bytes": self.reserved_bytes,
+            "segments": self.segments,
+        }
+
+
+class CachingAllocatorModel:
+    """One device, one stream. `malloc(n) -> handle`, `free(handle)`, peaks as the real one."""
+
+    def __init__(self) -> None:
+        # free blocks per pool, sorted by (size, addr): best fit is a bisect
+        self._free = {True: [], False: []}
+        self._next_addr = 0
+        self.allocated = _Stat()
+        self.reserved = _Stat()
+        self.requested = _Stat()
+        self.segments = 0
+
+    # ----- public API -------------------------------------------------------------------
+    def malloc(self, nbytes: int) -> _Block | None:
+        if nbytes == 0:  # CUDACachingAllocator::allocate skips malloc for size 0
+            return None
+        size = round_size(nbytes)
+        small = size <= SMALL_SIZE
+        block = self._take_free(size, small)
+        if block is None:
+            seg = allocation_size(size)
+            block = _Block(self._next_addr, seg, small)
+            self._next_addr += seg
+            self.reserved.add(seg)
+            self.segments += 1
+        remaining = block.size - size
+        if (remaining >= MIN_BLOCK) if small else (remaining > SMALL_SIZE):
+            rest = _Block(block.addr + size, remaining, small)
+            rest.prev, rest.next = block, block.next
+            if block.next is not None:
+                block.next.prev = rest
+            block.next = rest
+            block.size = size
+            self._insert_free(rest)
+        block.allocated = True
+        block.requested = nbytes
+        self.allocated.add(block.size)
+        self.requested.add(nbytes)
+        return block
+
+    def free(self, block: _Block | None) -> None:
+        if block is None:
+            return
+        block.allocated = False
+        self.allocated.add(-block.size)
+        self.requested.add(-block.requested)
+        block.requested = 0
+        for nb in (block.prev, block.next):
+            if nb is not None and not nb.allocated:
+                self._remove_free(nb)
+                if nb is block.prev:
+                    block.addr = nb.addr
+                    block.prev = nb.prev
+                    if nb.prev is not None:
+                        nb.prev.next = block
+                else:
+                    block.next = nb.next
+                    if nb.next is not None:
+                        nb.next.prev = block
+                block.size += nb.size
+        self._insert_free(block)
+
+    def reset_peak(self) -> None:
+        for s in (self.allocated, self.reserved, self.requested):
+            s.reset_peak()
+
+    def stats(self) -> AllocatorStats:
+        return AllocatorStats(
+            peak_allocated_bytes=self.allocated.peak,
+            peak_reserved_bytes=self.reserved.peak,
+            peak_active_bytes=self.allocated.peak,  # one stream: active == allocated
+            peak_requested_bytes=self.requested.peak,
+            allocated_bytes=self.allocated.current,
+            reserved_bytes=self.reserved.current,
+            segments=self.segments,
+        )
+
+    # ----- free lists -------------------------------------------------------------------
+    def _take_free(self, size: int, small: bool) -> _Block | None:
+        pool = self._free[small]
+        i = bisect.bisect_left(pool, (size, -1))
+        if i == len(pool):
+            return None
+        _, _, block = pool.pop(i)
+        return block
+
+    def _insert_free(self, block: _Block) -> None:
+        bisect.insort(self._free[block.small], (block.size, block.addr, block))
+
+    def _remove_free(self, block: _Block) -> None:
+        pool = self._free[block.small]
+        i = bisect.bisect_left(pool, (block.size, block.addr))
+        assert pool[i][2] is block
+        pool.pop(i)
+
+
+def replay(events, persistent_bytes: list[int] | tuple[int, ...] = ()) -> AllocatorStats:
+    """Replay a tracker event log; peaks count from its last MARK (the measurement start).
+
+    persistent_bytes: allocations made before everything else that stay for the whole run
+    (e.g. cuBLAS workspaces, which live as long as their handle).
+    """
+    model = CachingAllocatorModel()
+    for n in persistent_bytes:
+        model.malloc(n)
+    live: dict[int, _Block | None] = {}
+    last_mark = max((i for i, e in enumerate(events) if e[0] == MARK), default=-1)
+    for i, (op, sid, nbytes) in enumerate(events):
+        if op == ALLOC:
+            live[sid] = model.malloc(nbytes)
+        elif op == FREE:
+            if sid in live:
+                model.free(live.pop(sid))
+        elif i == last_mark:
+            model.reset_peak()
+    return model.stats()

@@ -1,0 +1,152 @@
+"""Predict a CUDA run's memory on a machine without a GPU.
+
+How: build the method and run one measured training step inside FakeTensorMode on cpu fake
+tensors (sizes and lifetimes are those of a real run; nothing is allocated or computed),
+with SGD's foreach kernels as CUDA uses them, under the live-tensor tracker. The state a
+warm-up step leaves behind (gradients, momentum buffers) is synthesised before it (zero
+gradients + one optimizer step), which costs a fraction of a step. The tracker's event log
+is replayed through a model of the CUDA caching allocator.
+The prediction is of a run after warm-up: a real run's later warm-up steps can only grow the
+allocator's cache further, which the model does not replay (see allocator_model).
+
+Every number is the sum of labelled terms, each from a mechanism we can name:
+- live_tensors (traced): tensor storages live at the peak, each rounded to the allocator's
+  512-B blocks; exact on fake tensors.
+- allocator_blocks (modelled): blocks handed out whole because the remainder was too small
+  to split (large pool: <= 1 MiB), over the live bytes at the peak.
+- cublas_workspace (assumed): cuBLAS allocates a workspace through the caching allocator per
+  (handle, stream) the first time it runs and keeps it; handles are per thread, and a
+  training step uses two threads (forward on the caller's, backward on autograd's device
+  thread): 2 x 32 MiB on Hopper, 2 x 4 MiB on earlier GPUs (DESIGN.md §4). Present after
+  warm-up, so inside max_memory_allocated.
+  => peak_allocated_bytes = live_tensors + allocator_blocks + cublas_workspace
+     (predicts torch.cuda.max_memory_allocated after warm-up and a peak reset)
+- allocator_cache (modelled): free blocks the allocator keeps in its segments.
+  => peak_reserved_bytes = peak_allocated_bytes + allocator_cache (max_memory_reserved)
+- cuda_context (assumed, never measured here): CUDA context and loaded kernels, which NVML
+  counts but the allocator does not; DESIGN.md §4 gives ~0.3-0.6 GB; override it with a
+  value measured on your GPU (memory.gpu_check prints one).
+  => device_used_bytes = peak_reserved_bytes + cuda_context (NVML's per-process use)
+Not modelled: cuDNN convolution workspaces (transient allocations whose size cuDNN's
+heuristics pick at run time), cuDNN batch-norm reserve space, other processes on the GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from hpff_bench.errors import ConfigError
+from hpff_bench.memory.allocator_model import replay
+from hpff_bench.memory.bound import lower_bound
+from hpff_bench.memory.trace import trace_training
+from hpff_bench.memory.tracker import cuda_block_size
+
+MIB = 1 << 20
+# cuBLAS workspace per handle and stream (DESIGN.md §4: 4 MiB, 32 MiB on Hopper).
+CUBLAS_WORKSPACE_BYTES = {
+    "hopper": 32 * MIB,
+    "ada": 4 * MIB,
+    "ampere": 4 * MIB,
+    "turing": 4 * MIB,
+    "volta": 4 * MIB,
+}
+CUDA_ARCHS = tuple(CUBLAS_WORKSPACE_BYTES)
+DEFAULT_CUDA_ARCH = "hopper"
+CUBLAS_WORKSPACES = 2  # forward (caller's thread) + backward (autograd's device thread)
+# An assumption, labelled as such in every output: the middle of DESIGN.md's 0.3-0.6 GB.
+DEFAULT_CUDA_CONTEXT_BYTES = 512 * MIB
+
+
+def predict(
+    config,
+    *,
+    cuda_arch: str = DEFAULT_CUDA_ARCH,
+    cuda_context_bytes: int | None = None,
+    cublas_workspaces: int = CUBLAS_WORKSPACES,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Predicted CUDA memory for one training step of `config` (see the module docstring).
+
+    Returns {"modules", "params", "forward_calls", "predicted": {...}}."""
+    if cuda_arch not in CUBLAS_WORKSPACE_BYTES:
+        raise ConfigError(f"unknown --cuda-arch {cuda_arch!r}; allowed: {', '.join(CUDA_ARCHS)}")
+    if cuda_context_bytes is not None and cuda_context_bytes < 0:
+        raise ConfigError(f"--cuda-context-bytes must be >= 0, got {cuda_context_bytes}")
+    context_given = cuda_context_bytes is not None
+    context = cuda_context_bytes if context_given else DEFAULT_CUDA_CONTEXT_BYTES
+    t0 = time.perf_counter()
+    trace = trace_training(
+        config,
+        fake=True,
+        rounding=cuda_block_size,
+        # The state a warm-up step leaves (gradients, momentum buffers) is synthesised rather
+        # than computed: a whole step costs seconds on fake tensors and changes no live byte.
+        synthetic_warmup=True,
+        warmup=0,
+        steps=1,  # every step after the first is the same on fake tensors
+        foreach=True,  # torch's default on CUDA: temporaries the size of all gradients
+        record_events=True,
+        progress=progress,
+    )
+    tr = trace.tracker
+    ws_each = CUBLAS_WORKSPACE_BYTES[cuda_arch]
+    ws_total = ws_each * cublas_workspaces
+    stats = replay(tr.events, persistent_bytes=[ws_each] * cublas_workspaces)
+    bound = lower_bound(tr)
+    live = tr.peak
+    terms = {
+        "live_tensors": _term(live, "traced", "tensor storages live at the peak (fake-tensor trace), each rounded to 512-B blocks"),
+        "allocator_blocks": _term(
+            stats.peak_allocated_bytes - live - ws_total,
+            "modelled",
+            "whole blocks handed out (unsplit remainders) over the live bytes, CUDA caching-allocator model",
+        ),
+        "cublas_workspace": _term(
+            ws_total,
+            "assumed",
+            f"{cublas_workspaces} x {ws_each // MIB} MiB ({cuda_arch}): one per cuBLAS handle (forward and backward threads)",
+        ),
+        "allocator_cache": _term(
+            stats.peak_reserved_bytes - stats.peak_allocated_bytes,
+            "modelled",
+            "free blocks cached in the allocator's segments at the reserved peak",
+        ),
+        "cuda_context": _term(
+            context,
+            "assumed" if not context_given else "given",
+            "CUDA context and kernel images; not measurable without a GPU"
+            + ("" if context_given else "; default assumption, set --cuda-context-bytes"),
+        ),
+    }
+    predicted = {
+        "peak_allocated_bytes": stats.peak_allocated_bytes,
+        "peak_reserved_bytes": stats.peak_reserved_bytes,
+        "device_used_bytes": stats.peak_reserved_bytes + context,
+        "peak_requested_bytes": stats.peak_requested_bytes,
+        "live_peak_bytes": live,
+        "breakdown_bytes": dict(tr.peak_breakdown),
+        "per_module_peak_bytes": dict(tr.per_scope_peak),
+        "lower_bound_bytes": bound["lower_bound_bytes"],
+        "lower_bound_terms": bound["terms"],
+        "lower_bound_module": bound["binding_module"],
+        "efficiency": bound["efficiency"],
+        "terms": terms,
+        "assumptions": {
+            "cuda_arch": cuda_arch,
+            "cublas_workspaces": cublas_workspaces,
+            "cuda_context_bytes": context,
+            "optimizer_foreach": True,
+        },
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return {
+        "modules": trace.modules,
+        "params": trace.params,
+        "forward_calls": trace.forward_calls,
+        "predicted": predicted,
+    }
+
+
+def _term(nbytes: int, source: str, what: str) -> dict:
+    return {"bytes": int(nbytes), "source": source, "what": what}

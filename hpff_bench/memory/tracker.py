@@ -1,0 +1,386 @@
+"""Live tensor-storage bytes, exact, on any device (CPU, CUDA, fake tensors).
+
+Why a dispatch mode: every tensor an op creates passes through `__torch_dispatch__`, so we
+see each new storage the moment it is born, whichever Python object (if any) keeps it; a
+`weakref` callback on the storage sees the moment it dies. Views share their base's
+storage and are counted once (keyed by storage identity). tracemalloc never sees tensor
+memory and RSS is not exact, so this is the only exact count we have without a GPU.
+
+Why not torch's MemTracker: its module tracking raises when a module runs twice per step or
+when backward runs inside forward, which is what local learning does (DESIGN.md §4).
+
+What it keeps (all in bytes, after the optional per-storage rounding, e.g. `cuda_block_size`):
+- current and peak total, and the breakdown by category at the moment of the peak (sums to
+  the peak);
+- the peak while each scope (hpff_bench.memory.scope) was active: `per_scope_peak`;
+- for the lower bound (memory.bound): per scope group, the largest "persistent state + live
+  bytes born in that group" seen at one moment;
+- an ordered event log (alloc id/raw bytes, free id, a mark where the measurement starts),
+  which memory.allocator_model replays through a model of the CUDA caching allocator.
+
+Categories: tensors that exist before the step are registered (parameters and buffers,
+gradients, optimizer state, inputs). New storages take their category from the scope they
+are born in: forward under a "backbone" scope -> backbone_activations, under "aux" ->
+aux_activations; born while autograd executes a backward node (with grad mode off, so
+gradient checkpointing's recomputed forward still counts as activations), or in the loss,
+optimizer or step scopes -> other (temporaries). A storage that becomes a parameter's `.grad` moves to
+gradients (post-accumulate-grad hook).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from hpff_bench.memory import scope as _scope
+
+CATEGORIES = (
+    "parameters",
+    "gradients",
+    "optimizer",
+    "inputs",
+    "backbone_activations",
+    "aux_activations",
+    "other",
+)
+PERSISTENT = ("parameters", "gradients", "optimizer", "inputs")
+_PERSISTENT = frozenset(PERSISTENT)
+
+# Event log entries: (ALLOC, id, raw nbytes) / (FREE, id, 0) / (MARK, 0, 0) where the
+# measured window starts (peaks are reset there, as torch.cuda.reset_peak_memory_stats does).
+ALLOC, FREE, MARK = 1, 0, 2
+
+_PRIM_DEVICE = torch.ops.prim.device.default
+_get_ident = threading.get_ident
+_current_scope = _scope._current.get
+
+KIB = 1024
+CUDA_MIN_BLOCK = 512
+
+
+def cuda_block_size(nbytes: int) -> int:
+    """Bytes the CUDA caching allocator hands out for a request (round_size in
+    c10/cuda/CUDACachingAllocator.cpp): 0 -> no allocation; else a multiple of 512, at least 512."""
+    if nbytes <= 0:
+        return 0
+    return (nbytes + CUDA_MIN_BLOCK - 1) // CUDA_MIN_BLOCK * CUDA_MIN_BLOCK
+
+
+def _storages(out) -> list:
+    """Storages of the tensors in an op's output (a tensor, or a tuple/list of them, nested once).
+
+    Tensors on the meta device hold no memory anywhere (shape inference) and are skipped; a
+    fake tensor reports the device it stands for, so it is kept."""
+    if isinstance(out, torch.Tensor):
+        return [] if out.is_meta else [out.untyped_storage()]
+    found = []
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            if isinstance(o, torch.Tensor):
+                if not o.is_meta:
+                    found.append(o.untyped_storage())
+            elif isinstance(o, (tuple, list)):
+                found.extend(
+                    t.untyped_storage() for t in o if isinstance(t, torch.Tensor) and not t.is_meta
+                )
+    return found
+
+
+_MUTATES: dict = {}
+
+
+def _mutates(func) -> bool:
+    """Whether an op writes to an argument (in place or out=), i.e. may resize a storage."""
+    m = _MUTATES.get(func)
+    if m is None:
+        try:
+            m = any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
+        except AttributeError:  # not an OpOverload: assume it may
+            m = True
+        _MUTATES[func] = m
+    return m
+
+
+class _Entry:
+    __slots__ = ("sid", "raw", "size", "category", "group", "ref")
+
+    def __init__(self, sid, raw, size, category, group, ref):
+        self.sid, self.raw, self.size = sid, raw, size
+        self.category, self.group, self.ref = category, group, ref
+
+
+def default_group(s: _scope.Scope) -> Hashable | None:
+    """A scope's group for the lower bound: backbone module k is group k (memory.bound's
+    method_groups also puts each module's aux nets in its group)."""
+    if s.kind == "backbone":
+        return s.index
+    return None
+
+
+class LiveTensorTracker(TorchDispatchMode):
+    """Use as a context manager around the work to track; `reset_peak()` starts the measured window.
+
+    rounding: bytes -> bytes, applied per storage (None = exact nbytes).
+    group_of: Scope -> group id (or None) for the lower bound's per-module working sets.
+    record_events: keep the event log for the allocator model.
+    """
+
+    def __init__(
+        self,
+        rounding: Callable[[int], int] | None = None,
+        group_of: Callable[[_scope.Scope], Hashable | None] = default_group,
+        record_events: bool = True,
+    ):
+        super().__init__()
+        self.rounding = rounding
+        self.group_of = group_of
+        self.record_events = record_events
+        self.events: list[tuple[int, int, int]] = []
+        self._entries: dict[int, _Entry] = {}
+        self._next_sid = 1
+        self.current = 0
+        self.by_category = dict.fromkeys(CATEGORIES, 0)
+        self.persistent = 0  # parameters + gradients + optimizer + inputs, now
+        self.group_bytes: dict[Hashable, int] = {}  # live non-persistent bytes born in a group
+        self._group_cache: dict[tuple, Hashable | None] = {}
+        self._owner = threading.get_ident()
+        self._owner_scope = _scope.current()
+        self._hooks: list = []
+        self.reset_peak()
+
+    # ----- peaks ------------------------------------------------------------------------
+    def reset_peak(self) -> None:
+        """Forget peaks: the peak becomes what is live now (reset_peak_memory_stats semantics)."""
+        self.peak = self.current
+        self.peak_breakdown = dict(self.by_category)
+        self.per_scope_peak: dict[str, int] = {}
+        self.persistent_peak = self.persistent
+        self.persistent_peak_breakdown = {c: self.by_category[c] for c in PERSISTENT}
+        # group -> (persistent + group bytes, breakdown of persistent, group bytes, scope key)
+        self.group_peak: dict[Hashable, tuple[int, dict, int, str]] = {}
+        if self.record_events:
+            self.events.append((MARK, 0, 0))
+
+    # ----- registration -----------------------------------------------------------------
+    def register(self, tensors: Iterable[torch.Tensor | None], category: str) -> None:
+        """Record tensors that already exist (or re-label known ones) under `category`."""
+        if category not in self.by_category:
+            raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
+        for t in tensors:
+            if t is None:
+                continue
+            st = t.untyped_storage()
+            e = self._entries.get(id(st))
+            if e is None:
+                self._add(st, category, None, None)
+            elif e.category != category:
+                self._move(e, category)
+
+    def register_method_state(self, params: Iterable[torch.nn.Parameter], buffers: Iterable[torch.Tensor],
+                              optimizer: torch.optim.Optimizer | None, inputs: Iterable[torch.Tensor]) -> None:
+        """Register everything a training step starts with, by category."""
+        params = list(params)
+        self.register(params, "parameters")
+        self.register(buffers, "parameters")
+        self.register((p.grad for p in params), "gradients")
+        if optimizer is not None:
+            state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+            self.register(state, "optimizer")
+        self.register(inputs, "inputs")
+
+    def watch_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Move a storage to `gradients` when it becomes a parameter's .grad."""
+        for p in params:
+            if p.requires_grad:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad))
+
+    def _on_grad(self, p: torch.Tensor) -> None:
+        if p.grad is not None:
+            e = self._entries.get(id(p.grad.untyped_storage()))
+            if e is not None and e.category != "gradients":
+                self._move(e, "gradients")
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    def __exit__(self, *exc):
+        self.remove_hooks()
+        self.record_events = False  # what dies after the tracked work is not part of the log
+        return super().__exit__(*exc)
+
+    # ----- the dispatch hook ------------------------------------------------------------
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps every mode's __torch_dispatch__ in a dynamo-disable frame by default, a
+        # few microseconds per op; nothing is compiled inside a tracked step
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is _PRIM_DEVICE:
+            # A fake tensor's device query (autograd and foreach grouping ask it for every
+            # tensor; 2/3 of all dispatches of a fake step) is answered as FakeTensor does,
+            # without a second trip through FakeTensorMode; it creates nothing.
+            device = getattr(args[0], "fake_device", None)
+            if device is not None:
+                return device
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        if isinstance(out, torch.Tensor):  # the common case, without building a list
+            if out.is_meta:
+                return out
+            st = out.untyped_storage()
+            e = self._entries.get(id(st))
+            if e is None:
+                self._add(st, *self._birth())
+            elif e.raw != st.nbytes():  # resized in place (resize_, out= variants)
+                self._resize(e, st.nbytes())
+            return out
+        sts = _storages(out)
+        if not sts:
+            return out
+        entries = self._entries
+        category = None
+        mutates = None
+        for st in sts:
+            e = entries.get(id(st))
+            if e is not None:  # a view, or an in-place / out= op on a known storage
+                if mutates is None:
+                    mutates = _mutates(func)
+                if mutates:
+                    nbytes = st.nbytes()
+                    if nbytes != e.raw:  # resized in place (resize_, out= variants)
+                        self._resize(e, nbytes)
+                continue
+            if category is None:
+                category, group, key = self._birth()
+            self._add(st, category, group, key)
+        return out
+
+    def _birth(self) -> tuple[str, Hashable | None, str]:
+        """(category, group, scope key) for a storage born now."""
+        if _get_ident() == self._owner:
+            s = _current_scope()
+            self._owner_scope = s
+        else:  # autograd's device threads (CUDA backward) do not see our ContextVar
+            s = self._owner_scope
+        sk = (s.kind, s.index, s.name)
+        group = self._group_cache.get(sk, self)
+        if group is self:
+            group = self._group_cache[sk] = self.group_of(s)
+        if torch._C._current_autograd_node() is not None and not torch.is_grad_enabled():
+            category = "other"  # a backward temporary (backward runs with grad mode off)
+        elif s.kind == "backbone":  # forward, or a checkpointed forward recomputed in backward
+            category = "backbone_activations"
+        elif s.kind == "aux":
+            category = "aux_activations"
+        else:
+            category = "other"
+        return category, group, s.key
+
+    # ----- bookkeeping ------------------------------------------------------------------
+    def _add(self, st, category: str, group, key: str | None) -> None:
+        raw = st.nbytes()
+        size = self.rounding(raw) if self.rounding is not None else raw
+        sid = self._next_sid
+        self._next_sid += 1
+        k = id(st)
+        entries = self._entries
+        ref = weakref.ref(st, lambda _r, k=k: self._free(k))
+        e = _Entry(sid, raw, size, category, group, ref)
+        entries[k] = e
+        if self.record_events:
+            self.events.append((ALLOC, sid, raw))
+        self.current += size
+        self.by_category[category] += size
+        persistent = category in _PERSISTENT
+        if persistent:
+            self.persistent += size
+            if self.persistent > self.persistent_peak:
+                self.persistent_peak = self.persistent
+                self.persistent_peak_breakdown = {c: self.by_category[c] for c in PERSISTENT}
+        elif group is not None:
+            self.group_bytes[group] = self.group_bytes.get(group, 0) + size
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_breakdown = dict(self.by_category)
+        if key is not None:
+            if self.current > self.per_scope_peak.get(key, -1):
+                self.per_scope_peak[key] = self.current
+            if group is not None:
+                gb = self.group_bytes.get(group, 0)
+                cand = self.persistent + gb
+                best = self.group_peak.get(group)
+                if best is None or cand > best[0]:
+                    self.group_peak[group] = (
+                        cand,
+                        {c: self.by_category[c] for c in PERSISTENT},
+                        gb,
+                        key,
+                    )
+
+    def _free(self, k: int) -> None:
+        e = self._entries.pop(k, None)
+        if e is None:
+            return
+        if self.record_events:
+            self.events.append((FREE, e.sid, 0))
+        self.current -= e.size
+        self.by_category[e.category] -= e.size
+        if e.category in _PERSISTENT:
+            self.persistent -= e.size
+        elif e.group is not None:
+            self.group_bytes[e.group] -= e.size
+
+    def _move(self, e: _Entry, category: str) -> None:
+        was = e.category in _PERSISTENT
+        now = category in _PERSISTENT
+        self.by_category[e.category] -= e.size
+        self.by_category[category] += e.size
+        e.category = category
+        if was and not now:
+            self.persistent -= e.size
+            if e.group is not None:
+                self.group_bytes[e.group] = self.group_bytes.get(e.group, 0) + e.size
+        elif now and not was:
+            self.persistent += e.size
+            if e.group is not None:
+                self.group_bytes[e.group] -= e.size
+            if self.persistent > self.persistent_peak:
+                self.persistent_peak = self.persistent
+                self.persistent_peak_breakdown = {c: self.by_category[c] for c in PERSISTENT}
+
+    def _resize(self, e: _Entry, nbytes: int) -> None:
+        """A storage changed size in place: model it as free + alloc of the same id."""
+        size = self.rounding(nbytes) if self.rounding is not None else nbytes
+        delta = size - e.size
+        if self.record_events:
+            self.events.append((FREE, e.sid, 0))
+            self.events.append((ALLOC, e.sid, nbytes))
+        e.raw, e.size = nbytes, size
+        self.current += delta
+        self.by_category[e.category] += delta
+        if e.category in _PERSISTENT:
+            self.persistent += delta
+        elif e.group is not None:
+            self.group_bytes[e.group] += delta
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_breakdown = dict(self.by_category)
+
+    # ----- results ----------------------------------------------------------------------
+    @property
+    def live_storages(self) -> int:
+        return len(self._entries)
+
+    def summary(self) -> dict:
+        return {
+            "peak_bytes": self.peak,
+            "current_bytes": self.current,
+            "breakdown_bytes": dict(self.peak_breakdown),
+            "per_module_peak_bytes": dict(self.per_scope_peak),
+        }

@@ -1,0 +1,318 @@
+"""Profile one configuration (measured) and estimate it (predicted, no GPU needed).
+
+`profile_config(cfg)` runs warm-up steps, then measured steps, and returns the profile record
+of notes/INTERFACES.md. Where the peak comes from:
+- CUDA: the caching allocator (`max_memory_allocated` etc. after warm-up and a peak reset
+  between synchronisations), NVML sampled by a thread; then one extra step under the
+  live-tensor tracker gives the breakdown, per-module peaks and the lower bound (that step is
+  not timed).
+- CPU: the live-tensor tracker is the measurement (exact bytes of live tensor storages); it
+  runs from the method's build, so nothing live escapes it, and the timed steps include its
+  overhead (see tests/test_memory_tracker.py). SGD runs with foreach kernels, as on CUDA.
+Both also run the fake-tensor prediction (memory.predict) and fill `predicted`.
+
+`estimate_config(cfg)` is the prediction alone; `estimate_batches` repeats it over batch
+sizes and finds the largest batch that fits a memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from hpff_bench.errors import ConfigError
+from hpff_bench.memory import cuda_probe
+from hpff_bench.memory.bound import lower_bound, method_groups
+from hpff_bench.memory.nvml import DEFAULT_INTERVAL_S, NvmlSampler
+from hpff_bench.memory.predict import predict
+from hpff_bench.memory.trace import trace_training
+from hpff_bench.memory.tracker import LiveTensorTracker, cuda_block_size
+
+Progress = Callable[[str], None] | None
+
+
+# ----- devices ----------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """auto -> cuda when available, else cpu; asking for cuda without one is a ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    return torch.device(device)
+
+
+# ----- profile ----------------------------------------------------------------------------
+def profile_config(
+    cfg,
+    *,
+    snapshot: str | None = None,
+    nvml_interval_s: float = DEFAULT_INTERVAL_S,
+    with_prediction: bool = True,
+    predict_options: dict | None = None,
+    progress: Progress = None,
+) -> dict:
+    """Measure `cfg` (validated RunConfig) and return the profile record."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    if snapshot and device.type != "cuda":
+        raise ConfigError("--snapshot records the CUDA allocator's history; it needs --device cuda")
+    if nvml_interval_s <= 0:
+        raise ConfigError(f"--nvml-interval-ms must be > 0, got {nvml_interval_s * 1000:g}")
+    if device.type == "cuda":
+        measured = _profile_cuda(cfg, device, snapshot, nvml_interval_s, progress)
+    else:
+        measured = _profile_cpu(cfg, device, progress)
+    step = measured.pop("step_seconds")
+    record = {
+        "label": cfg.label,
+        "ablation": cfg.ablation,
+        "config": cfg.to_dict(),
+        "modules": measured.pop("modules"),
+        "params": measured.pop("params"),
+        "device": str(device),
+        "forward_calls": measured.pop("forward_calls"),
+        "peak_memory_bytes": measured["memory"]["peak_memory_bytes"],
+        "memory_source": measured["memory"]["source"],
+        "step_seconds": step,
+        "images_per_second": (cfg.batch_size / step) if step else None,
+        "memory": {k: v for k, v in measured["memory"].items() if k != "peak_memory_bytes"},
+        "predicted": None,
+    }
+    if with_prediction:
+        if progress:
+            progress("prediction on fake tensors")
+        p = predict(cfg, progress=progress, **(predict_options or {}))["predicted"]
+        record["predicted"] = {
+            k: p[k] for k in ("peak_allocated_bytes", "peak_reserved_bytes", "device_used_bytes", "terms")
+        }
+    return record
+
+
+def _memory_fields(tracker: LiveTensorTracker, measured_peak: int) -> dict:
+    bound = lower_bound(tracker, measured_peak)
+    return {
+        "breakdown_bytes": dict(tracker.peak_breakdown),
+        "per_module_peak_bytes": dict(tracker.per_scope_peak),
+        "tracked_peak_bytes": tracker.peak,
+        "lower_bound_bytes": bound["lower_bound_bytes"],
+        "lower_bound_terms": bound["terms"],
+        "lower_bound_module": bound["binding_module"],
+        "efficiency": bound["efficiency"],
+    }
+
+
+def _profile_cpu(cfg, device, progress) -> dict:
+    # SGD with foreach kernels, as on CUDA: the peak then includes the optimizer temporaries a
+    # GPU run has (and the prediction models), and the tracked step dispatches ~half the ops
+    trace = trace_training(cfg, fake=False, device=device, foreach=True, progress=progress)
+    tr = trace.tracker
+    memory = {
+        "source": "tensor-tracker",
+        "peak_memory_bytes": tr.peak,
+        "peak_allocated_bytes": None,
+        "peak_reserved_bytes": None,
+        "peak_active_bytes": None,
+        "peak_requested_bytes": None,
+        "nvml_peak_used_bytes": None,
+        "nvml_process_peak_bytes": None,
+        "nvml": {"available": False, "reason": "no CUDA device", "source": None},
+        **_memory_fields(tr, tr.peak),
+    }
+    return {
+        "modules": trace.modules,
+        "params": trace.params,
+        "forward_calls": trace.forward_calls,
+        "step_seconds": trace.median_step_seconds,
+        "memory": memory,
+    }
+
+
+def _profile_cuda(cfg, device, snapshot, nvml_interval_s, progress) -> dict:
+    from hpff_bench.methods import build_method, synthetic_batch
+
+    method = build_method(cfg, device=device)
+    x, y = synthetic_batch(cfg, device)
+    for i in range(cfg.warmup):
+        if progress:
+            progress(f"warm-up step {i + 1}/{cfg.warmup}")
+        method.train_step(x, y)
+    recorder = cuda_probe.SnapshotRecorder(snapshot) if snapshot else None
+    cuda_probe.reset_peaks(device)
+    if recorder:
+        recorder.start()
+    method.reset_counters()
+    times = []
+    sampler = NvmlSampler(device.index or 0, nvml_interval_s)
+    with sampler:
+        for i in range(cfg.steps):
+            if progress:
+                progress(f"measured step {i + 1}/{cfg.steps}")
+            t0 = time.perf_counter()
+            method.train_step(x, y)
+            torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+    peaks = cuda_probe.read_peaks(device)
+    forward_calls = method.forward_calls / cfg.steps
+    snapshot_files = recorder.stop() if recorder else None
+    # one more, untimed step under the tracker: breakdown, per-module peaks, bound
+    tracker = LiveTensorTracker(
+        rounding=cuda_block_size, group_of=method_groups(cfg, method.module_count), record_events=False
+    )
+    tracker.register_method_state(method.parameters(), method.buffers(), method.optimizer, (x, y))
+    tracker.watch_gradients(method.parameters())
+    tracker.reset_peak()
+    with tracker:
+        method.train_step(x, y)
+    nv = sampler.result
+    memory = {
+        "source": "cuda-allocator",
+        "peak_memory_bytes": peaks["peak_allocated_bytes"],
+        **{k: peaks[k] for k in ("peak_allocated_bytes", "peak_reserved_bytes", "peak_active_bytes", "peak_requested_bytes")},
+        "nvml_peak_used_bytes": nv.peak_used_bytes,
+        "nvml_process_peak_bytes": nv.peak_process_bytes,
+        "nvml": nv.as_dict(),
+        **_memory_fields(tracker, peaks["peak_allocated_bytes"]),
+    }
+    if snapshot_files:
+        memory["snapshot"] = snapshot_files
+    return {
+        "modules": method.module_count,
+        "params": sum(p.numel() for p in method.parameters()),
+        "forward_calls": forward_calls,
+        "step_seconds": statistics.median(times) if times else None,
+        "memory": memory,
+    }
+
+
+# ----- estimate ---------------------------------------------------------------------------
+def estimate_config(cfg, *, progress: Progress = None, **predict_options) -> dict:
+    """The prediction for `cfg` as a record (INTERFACES.md `estimate_config`)."""
+    cfg.validate()
+    p = predict(cfg, progress=progress, **predict_options)
+    return {
+        "label": cfg.label,
+        "ablation": cfg.ablation,
+        "config": cfg.to_dict(),
+        "modules": p["modules"],
+        "params": p["params"],
+        "forward_calls": p["forward_calls"],
+        "predicted": p["predicted"],
+    }
+
+
+def estimate_batches(
+    cfg,
+    batch_sizes: list[int],
+    *,
+    budget_bytes: int | None = None,
+    progress: Progress = None,
+    max_probes: int = 16,
+    **predict_options,
+) -> dict:
+    """Estimates at each batch size; with a budget, also the largest batch whose predicted
+    device use (reserved + CUDA context) fits it, found by further predictions."""
+    results: dict[int, dict] = {}
+
+    def at(b: int) -> dict:
+        if b not in results:
+            if progress:
+                progress(f"batch {b}")
+            results[b] = estimate_config(cfg.replace(batch_size=b), **predict_options)
+        return results[b]
+
+    for b in batch_sizes:
+        at(b)
+    out = {"estimates": [results[b] for b in batch_sizes], "budget": None}
+    if budget_bytes is None:
+        return out
+
+    unusable: dict[int, str] = {}
+
+    def used(b: int) -> float:
+        """Predicted device use; inf where the step cannot run at this batch size (e.g.
+        BatchNorm1d in an aux net needs 2 samples): such a batch never fits."""
+        try:
+            return at(b)["predicted"]["device_used_bytes"]
+        except (ValueError, RuntimeError) as e:
+            unusable[b] = f"{type(e).__name__}: {e}"
+            return math.inf
+
+    fits = sorted(b for b in results if used(b) <= budget_bytes)
+    fails = sorted(b for b in results if used(b) > budget_bytes)
+    lo = fits[-1] if fits else 0  # largest known to fit (0: none)
+    hi = min((b for b in fails if b > lo), default=None)  # smallest known to fail above lo
+    probes = 0
+    while hi is None and probes < max_probes:  # grow until something fails
+        nxt = max(1, lo * 2)
+        probes += 1
+        if used(nxt) <= budget_bytes:
+            lo = nxt
+        else:
+            hi = nxt
+    bisect_next = False
+    while hi is not None and hi - lo > 1 and probes < max_probes:
+        if lo > 0 and not bisect_next:  # memory is nearly affine in batch: interpolate
+            f_lo, f_hi = used(lo), used(hi)
+            guess = lo + int((budget_bytes - f_lo) * (hi - lo) / max(f_hi - f_lo, 1))
+        else:
+            guess = (lo + hi) // 2
+        guess = min(max(guess, lo + 1), hi - 1)
+        bisect_next = not bisect_next
+        probes += 1
+        if used(guess) <= budget_bytes:
+            lo = guess
+        else:
+            hi = guess
+    exact = hi is not None and hi - lo <= 1
+    out["budget"] = {
+        "budget_bytes": budget_bytes,
+        "largest_batch": lo if lo > 0 else None,
+        "device_used_bytes": used(lo) if lo > 0 else None,
+        "smallest_failing_batch": hi,
+        "exact": exact,
+        "predictions": len(results) + len(unusable),
+        "unusable_batches": unusable,
+        "compares": "predicted device_used_bytes (reserved + CUDA context) <= budget",
+    }
+    return out
+
+
+# ----- parsing helpers for the commands ---------------------------------------------------
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """'24GiB', '24 GB', '600MiB', '1.5e9' -> bytes (GB = 10^9, GiB = 2^30)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _UNITS:
+        raise ConfigError(f"{flag} {text!r} is not a size; use e.g. 24GiB, 24GB, 600MiB or a number of bytes")
+    value = float(m.group(1)) * _UNITS[unit]
+    if value < 0:
+        raise ConfigError(f"{flag} must be >= 0, got {text!r}")
+    return int(value)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """'64,128,256' -> [64, 128, 256]; each a positive integer."""
+    sizes = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise ConfigError(
+                f"--batch-size must be a positive integer or a comma-separated list of them, got {text!r}"
+            )
+        sizes.append(int(part))
+    return list(dict.fromkeys(sizes))
+
+
+BATCH_SWEEP = (16, 32, 64, 128, 256, 512, 1024, 2048)

@@ -1,0 +1,261 @@
+"""Turn results files (JSONL result records, pytest-benchmark JSON) into one flat DataFrame.
+
+Accepted inputs (files, or directories searched recursively for *.jsonl and *.json):
+- `.jsonl`: one result record per line (INTERFACES.md "Result record");
+- `.json` holding one record or a list of records (e.g. `hpff-bench profile --json`);
+- `.json` written by `pytest --benchmark-json` (suites/test_benchmarks.py puts the result record
+  in each benchmark's `extra_info["record"]`; the timing comes from the benchmark's stats).
+
+Result files are read by the results store (hpff_bench.runner.store.read_records: upgrades old
+schema versions, notes broken lines); pytest-benchmark files are converted here. Nested objects
+are flattened with "." (`memory.peak_allocated_bytes`), then a few derived
+columns with fixed names are added (see `_derive`), which is all the report code reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from hpff_bench.errors import ConfigError
+from hpff_bench.runner import store
+
+STATUSES = ("ok", "oom", "diverged", "skipped", "error")
+
+
+@dataclass
+class Loaded:
+    frame: pd.DataFrame
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines skipped, files not understood
+
+
+def find_files(paths) -> list[Path]:
+    """Expand directories; raise ConfigError for a path that does not exist or holds nothing."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix in (".jsonl", ".json") and q.is_file())
+            if not found:
+                raise ConfigError(f"{p}: no .jsonl or .json results files in this directory")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: no such file or directory")
+    return files
+
+
+def read_results(paths) -> Loaded:
+    """All records from `paths` as one DataFrame (one row per record) plus notes on what was skipped."""
+    files = find_files(paths)
+    records: list[dict] = []
+    notes: list[str] = []
+    for f in files:
+        recs, why = _read_file(f)
+        notes += why
+        for i, r in enumerate(recs):
+            records.append({**r, "_file": str(f), "_index": i})
+    frame = records_frame(records)
+    return Loaded(frame=_derive(frame), files=files, notes=notes)
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """Records -> flat DataFrame, nested objects flattened with '.' (as runner.store.load_results)."""
+    if not records:
+        return pd.DataFrame()
+    return pd.json_normalize([store.sanitize(r) for r in records], sep=".")
+
+
+# ----- reading files ---------------------------------------------------------------------------
+def _read_file(path: Path) -> tuple[list[dict], list[str]]:
+    """pytest-benchmark JSON is converted here; everything else goes through the results store's
+    reader (runner.store.read_records), which also upgrades records of older schema versions."""
+    bench = _pytest_benchmark(path)
+    if bench is not None:
+        recs, notes = _from_pytest_benchmark(path, bench)
+        out = []
+        for r in recs:
+            try:
+                out.append(store.upgrade(r))
+            except store.StoreError as e:
+                notes.append(f"{path}: benchmark {r.get('run_name')!r}: {e}; left out")
+        return out, notes
+    try:
+        loaded = store.read_records([path])
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [f"{path}: could not read ({e})"]
+    return loaded.records, list(loaded.notes)
+
+
+def _pytest_benchmark(path: Path) -> dict | None:
+    if path.suffix != ".json":
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("benchmarks"), list) else None
+
+
+def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str]]:
+    """pytest-benchmark JSON -> result records (kind 'benchmark'), timing from the stats."""
+    recs, notes = [], []
+    machine = data.get("machine_info") or {}
+    commit = data.get("commit_info") or {}
+    for b in data["benchmarks"]:
+        extra = b.get("extra_info") or {}
+        rec = extra.get("record")
+        if not isinstance(rec, dict):
+            notes.append(
+                f"{path}: benchmark {b.get('name')!r} has no hpff-bench record in extra_info; left out"
+            )
+            continue
+        rec = json.loads(json.dumps(rec))  # deep copy
+        rec.setdefault("schema", 1)
+        rec["kind"] = "benchmark"
+        rec.setdefault("status", "ok")
+        rec.setdefault("run_name", b.get("name"))
+        rec.setdefault("suite", f"pytest-benchmark:{path.stem}")
+        stats = b.get("stats") or {}
+        median = stats.get("median")
+        batch = ((rec.get("config") or {}).get("batch_size")) or extra.get("batch_size")
+        if median:
+            rec["timing"] = {
+                "step_seconds": median,
+                "images_per_second": (batch / median) if batch else None,
+                "steps": stats.get("rounds"),
+            }
+        env = rec.get("env") or {}
+        env.setdefault("cpu", (machine.get("cpu") or {}).get("brand_raw"))
+        env.setdefault("python", machine.get("python_version"))
+        env.setdefault("hostname", machine.get("node"))
+        env.setdefault("git_commit", commit.get("id"))
+        env.setdefault("time", data.get("datetime"))
+        rec["env"] = env
+        recs.append(rec)
+    if not data["benchmarks"]:
+        notes.append(f"{path}: pytest-benchmark file with no benchmarks (run with --benchmark-disable?)")
+    return recs, notes
+
+
+# ----- derived columns -------------------------------------------------------------------------
+def col(df: pd.DataFrame, name: str, default=None) -> pd.Series:
+    """A column, or a column of `default` where no record has it (missing data never crashes)."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series([default] * len(df), index=df.index, dtype="object" if default is None else None)
+
+
+def _num(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
+def _first(*series: pd.Series) -> pd.Series:
+    out = series[0]
+    for s in series[1:]:
+        out = out.where(out.notna(), s)
+    return out
+
+
+def _derive(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the columns the report reads: network, method, k, modules, measured/predicted bytes..."""
+    if df.empty:
+        return pd.DataFrame(columns=DERIVED)
+    d = pd.DataFrame(index=df.index)
+    d["file"] = col(df, "_file")
+    d["run_name"] = col(df, "run_name")
+    d["suite"] = col(df, "suite")
+    d["kind"] = col(df, "kind")
+    d["status"] = col(df, "status").fillna("ok")
+    d["message"] = col(df, "message")
+    d["network"] = col(df, "config.network").fillna("?")
+    d["dataset"] = col(df, "config.dataset").fillna("?")
+    d["method"] = col(df, "config.method").fillna("?")
+    d["k"] = _num(col(df, "config.k")).fillna(1).astype(int)
+    d["batch_size"] = _num(col(df, "config.batch_size"))
+    d["image_size"] = _num(col(df, "config.image_size"))
+    d["seed"] = _num(col(df, "config.seed"))
+    d["split"] = col(df, "config.split")
+    d["device"] = col(df, "config.device")
+    d["hilo"] = col(df, "config.hilo").fillna(False).astype(bool)
+    d["independent"] = col(df, "config.independent").fillna(True).astype(bool)
+    d["pff_grid"] = _num(col(df, "config.pff_grid")).fillna(1).astype(int)
+    d["pff_on"] = col(df, "config.pff_on")
+    d["pff_exec"] = col(df, "config.pff_exec")
+    d["local_loss"] = col(df, "config.local_loss")
+    d["label"] = _first(col(df, "label"), d["method"])
+    d["ablation"] = col(df, "ablation")
+    d["modules"] = _num(col(df, "modules"))
+    d["params"] = _num(col(df, "params"))
+    d["forward_calls"] = _num(col(df, "forward_calls"))
+    d["measured_source"] = _first(col(df, "memory.source"), col(df, "memory_source"))
+    # the measured peak: the allocator's (CUDA); on the CPU the tracker's peak, which profile
+    # records keep in peak_memory_bytes / memory.tracked_peak_bytes (peak_allocated_bytes is null)
+    tracked = _num(col(df, "memory.tracked_peak_bytes")).where(d["measured_source"] == "tensor-tracker")
+    d["measured_bytes"] = _first(
+        _num(col(df, "memory.peak_allocated_bytes")), _num(col(df, "memory.peak_memory_bytes")),
+        _num(col(df, "peak_memory_bytes")), tracked,
+    )
+    d.loc[d["measured_bytes"].isna(), "measured_source"] = None
+    d["reserved_bytes"] = _num(col(df, "memory.peak_reserved_bytes"))
+    d["predicted_bytes"] = _num(col(df, "predicted.peak_allocated_bytes"))
+    # the prediction's live-tensor bytes: the quantity the CPU tracker measures
+    d["predicted_live_bytes"] = _first(
+        _num(col(df, "predicted.live_peak_bytes")), _num(col(df, "predicted.terms.live_tensors.bytes"))
+    )
+    for cat in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other"):
+        d[f"measured.{cat}"] = _num(col(df, f"memory.breakdown_bytes.{cat}"))
+        d[f"predicted.{cat}"] = _num(col(df, f"predicted.breakdown_bytes.{cat}"))
+    d["step_seconds"] = _num(col(df, "timing.step_seconds"))
+    d["images_per_second"] = _num(col(df, "timing.images_per_second"))
+    top1 = _num(col(df, "accuracy.top1"))
+    d["test_error_pct"] = _first(_num(col(df, "accuracy.test_error_pct")), 100.0 * (1.0 - top1))
+    d["epochs"] = _num(col(df, "accuracy.epochs"))
+    for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device"):
+        d[f"env.{f}"] = col(df, f"env.{f}")
+    # the setting a memory number belongs to: same network, data shape and batch
+    d["setting"] = [
+        _setting(n, ds, b, s) for n, ds, b, s in zip(d["network"], d["dataset"], d["batch_size"], d["image_size"])
+    ]
+    # a configuration without the things that do not change what is run (seed, steps, device)
+    ignore = {"config.seed", "config.steps", "config.warmup", "config.device"}
+    cfg_cols = sorted(c for c in df.columns if c.startswith("config.") and c not in ignore)
+    if cfg_cols:
+        vals = df[cfg_cols].astype(object).where(df[cfg_cols].notna(), None).values.tolist()
+        names = [c[len("config."):] for c in cfg_cols]
+        d["config_key"] = ["|".join(f"{n}={v}" for n, v in zip(names, row)) for row in vals]
+    else:
+        d["config_key"] = "label=" + d["label"].astype(str)
+    return d[DERIVED]
+
+
+def _setting(network, dataset, batch, image_size) -> str:
+    parts = [str(network)]
+    if dataset and dataset != "?":
+        parts.append(str(dataset))
+    if batch == batch and batch is not None:
+        parts.append(f"batch {int(batch)}")
+    if image_size == image_size and image_size is not None and dataset in ("folder", "fake", "?"):
+        parts.append(f"{int(image_size)} px")
+    return " · ".join(parts)
+
+
+DERIVED = [
+    "file", "run_name", "suite", "kind", "status", "message", "network", "dataset", "method", "k",
+    "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
+    "pff_on", "pff_exec", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
+    "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",
+    *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],
+    "step_seconds", "images_per_second", "test_error_pct", "epochs",
+    *[f"env.{f}" for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device")],
+    "setting", "config_key",
+]
+
+
+def is_nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))

@@ -1,0 +1,127 @@
+"""Published CIFAR-10 test errors, each with its source, to print beside our own numbers.
+
+Every number here is copied from the project brief (DESIGN.md §2 and §3), which takes them from
+the papers. `modules` is the real number of gradient-isolated modules the paper's K means
+(DESIGN.md §2 "Counting K"): InfoPro's K is the module count; HPFF's ResNet-32 "K=16" is 15
+modules and its ResNet-110 "K=55" is 54. Our runs are matched on the real module count, so a
+number is never compared with a run that cut the network differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCES = {
+    "infopro": (
+        "Wang, Ni, Song, Yang, Huang. Revisiting Locally Supervised Learning: an Alternative to "
+        "End-to-end Training. ICLR 2021. CIFAR-10 test error, mean of 5 runs (DESIGN.md §3)."
+    ),
+    "hpff": (
+        "Su et al. HPFF: Hierarchical Locally Supervised Learning with Patch Feature Fusion. "
+        "ECCV 2024. CIFAR-10 test error, from summaries of the paper, approximate (DESIGN.md §2)."
+    ),
+}
+SHORT = {"infopro": "InfoPro paper (ICLR 2021)", "hpff": "HPFF paper (ECCV 2024)"}
+
+
+@dataclass(frozen=True)
+class Published:
+    source: str  # key of SOURCES
+    network: str
+    method: str  # bp | greedy | dgl | infopro
+    variant: str  # "" (plain) | "CL" | "IL+CL" | "IL+CL+PFF" (HiLo/HPFF; PFF with n=2)
+    paper_k: int  # K as the paper writes it
+    modules: int  # the real number of gradient-isolated modules
+    test_error_pct: float
+    local_loss: str | None = None  # InfoPro task loss: "ce" (softmax) | "supcon" (contrast)
+    dataset: str = "cifar10"
+
+    @property
+    def name(self) -> str:
+        base = {"bp": "BP", "greedy": "Greedy SL", "dgl": "DGL", "infopro": "InfoPro"}[self.method]
+        if self.local_loss:
+            base += " (softmax)" if self.local_loss == "ce" else " (contrast)"
+        return base + (f" [{self.variant}]" if self.variant else "")
+
+
+def _infopro() -> list[Published]:
+    rows: list[Published] = []
+    table = {
+        "resnet32": {
+            ("greedy", None): (10.30, 16.07, 21.19, 24.59),
+            ("dgl", None): (8.69, 11.48, 14.17, 16.21),
+            ("infopro", "ce"): (8.13, 8.64, 11.40, 14.23),
+            ("infopro", "supcon"): (7.76, 8.58, 11.13, 12.75),
+        },
+        "resnet110": {
+            ("greedy", None): (8.21, 13.16, 15.61, 18.92),
+            ("dgl", None): (7.70, 10.50, 12.46, 13.80),
+            ("infopro", "ce"): (7.01, 7.96, 9.40, 10.78),
+            ("infopro", "supcon"): (6.42, 7.30, 8.93, 9.90),
+        },
+    }
+    for network, methods in table.items():
+        for (method, loss), errors in methods.items():
+            for k, err in zip((2, 4, 8, 16), errors):
+                rows.append(Published("infopro", network, method, "", k, k, err, loss))
+    rows.append(Published("infopro", "resnet32", "bp", "", 1, 1, 7.37))
+    rows.append(Published("infopro", "resnet110", "bp", "", 1, 1, 6.50))
+    return rows
+
+
+def _hpff() -> list[Published]:
+    r32 = dict(source="hpff", network="resnet32", paper_k=16, modules=15)
+    r110 = dict(source="hpff", network="resnet110", paper_k=55, modules=54)
+    return [
+        # the ablation (DGL, ResNet-32 "K=16"); "IL" alone is plain DGL
+        Published(method="dgl", variant="", test_error_pct=14.08, **r32),
+        Published(method="dgl", variant="CL", test_error_pct=10.51, **r32),
+        Published(method="dgl", variant="IL+CL", test_error_pct=9.44, **r32),
+        Published(method="dgl", variant="IL+CL+PFF", test_error_pct=8.94, **r32),
+        Published(method="infopro", variant="", test_error_pct=12.93, **r32),
+        Published(method="infopro", variant="IL+CL+PFF", test_error_pct=8.99, **r32),
+        Published("hpff", "resnet32", "bp", "", 1, 1, 6.37),
+        Published(method="dgl", variant="", test_error_pct=14.45, **r110),
+        Published(method="dgl", variant="IL+CL+PFF", test_error_pct=8.74, **r110),
+        Published(method="infopro", variant="", test_error_pct=13.22, **r110),
+        Published(method="infopro", variant="IL+CL+PFF", test_error_pct=8.96, **r110),
+        Published("hpff", "resnet110", "bp", "", 1, 1, 5.42),
+    ]
+
+
+PUBLISHED: tuple[Published, ...] = tuple(_infopro() + _hpff())
+
+
+def variant_of(hilo: bool, independent: bool, pff_grid: int) -> str | None:
+    """Our run's variant in the papers' terms; None where no paper reports it (e.g. PFF n=4)."""
+    if not hilo:
+        return "" if pff_grid == 1 else None
+    if pff_grid == 1:
+        return "IL+CL" if independent else "CL"
+    return "IL+CL+PFF" if (independent and pff_grid == 2) else None
+
+
+def match(
+    network: str,
+    dataset: str,
+    method: str,
+    modules: int | None,
+    hilo: bool,
+    independent: bool,
+    pff_grid: int,
+    local_loss: str | None,
+) -> list[Published]:
+    """The published numbers for the same network, method, variant and real module count."""
+    variant = variant_of(bool(hilo), bool(independent), int(pff_grid or 1))
+    if variant is None or method not in ("bp", "greedy", "dgl", "infopro"):
+        return []
+    out = []
+    for p in PUBLISHED:
+        if (p.network, p.dataset, p.method, p.variant) != (network, dataset, method, variant):
+            continue
+        if method != "bp" and modules != p.modules:
+            continue
+        if p.local_loss is not None and local_loss is not None and p.local_loss != local_loss:
+            continue
+        out.append(p)
+    return out

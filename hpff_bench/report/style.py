@@ -1,0 +1,118 @@
+"""One colour, one marker and one order per method, and memory units, for every figure and table.
+
+A method is identified by its label (`RunConfig.label`, e.g. "InfoPro+HPFF (n=2)"). The colour
+depends only on the label, never on which other methods a report happens to contain, so the
+same method looks the same in every figure of every report: the base method picks a hue
+(BP black, GC grey, Greedy SL purple, DGL blue, InfoPro orange) and the HPFF variant picks the
+shade (plain lightest ... full HPFF darkest).
+"""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.colors as mcolors
+from matplotlib import colormaps
+
+BASES = ("BP", "GC", "Greedy SL", "DGL", "InfoPro", "PredSim")
+# variant key -> position (order within a base method, and shade)
+VARIANTS = ("", "PFF", "HiLo (CL)", "HiLo", "HPFF (CL)", "HPFF")
+_BASE_CMAP = {"Greedy SL": "Purples", "DGL": "Blues", "InfoPro": "Oranges", "PredSim": "Greens"}
+_FIXED = {"BP": "#222222", "GC": "#8c8c8c"}
+_MARKERS = {"BP": "*", "GC": "X", "Greedy SL": "v", "DGL": "o", "InfoPro": "s", "PredSim": "^"}
+_EXTRA = ("#2ca02c", "#d62728", "#17becf", "#bcbd22", "#e377c2", "#8c564b")
+
+_LABEL_RE = re.compile(
+    r"^(?P<base>BP|GC|Greedy SL|DGL|InfoPro|PredSim)"
+    r"(?:\+(?P<variant>HPFF|HiLo|PFF))?"
+    r"(?: \(n=(?P<n>\d+)\))?"
+    r"(?P<cl> \(CL\))?$"
+)
+
+# breakdown categories in stacking order (INTERFACES.md: memory.breakdown_bytes)
+BREAKDOWN = (
+    "parameters",
+    "gradients",
+    "optimizer",
+    "inputs",
+    "backbone_activations",
+    "aux_activations",
+    "other",
+)
+BREAKDOWN_LABELS = {
+    "parameters": "parameters",
+    "gradients": "gradients",
+    "optimizer": "optimizer state",
+    "inputs": "inputs",
+    "backbone_activations": "backbone activations",
+    "aux_activations": "aux-net activations",
+    "other": "other",
+}
+BREAKDOWN_COLORS = dict(
+    zip(BREAKDOWN, ("#4c72b0", "#8172b3", "#64b5cd", "#937860", "#dd8452", "#55a868", "#c7c7c7"))
+)
+
+# how each memory source is drawn: (hatch, legend text)
+SOURCES = {
+    "cuda-allocator": ("", "measured (CUDA allocator)"),
+    "tensor-tracker": ("....", "measured (live-tensor tracker)"),
+    "predicted": ("////", "predicted (fake tensors)"),
+}
+
+MIB = 2**20
+GIB = 2**30
+
+
+def parse_label(label: str) -> tuple[str, str, int]:
+    """(base, variant key, patch grid n) of a method label; unknown labels -> (label, '', 1)."""
+    m = _LABEL_RE.match(str(label or "").split(" [")[0])
+    if not m:
+        return (label or "?", "", 1)
+    variant = m.group("variant") or ""
+    if m.group("cl") and variant in ("HiLo", "HPFF"):
+        variant = f"{variant} (CL)"
+    return m.group("base"), variant, int(m.group("n") or 1)
+
+
+def method_sort_key(label: str) -> tuple:
+    base, variant, n = parse_label(label)
+    if base in BASES and variant in VARIANTS:
+        return (0, BASES.index(base), VARIANTS.index(variant), n, label)
+    return (1, 0, 0, 0, label)
+
+
+def order_methods(labels) -> list[str]:
+    """Labels in the one order used everywhere: BP, GC, Greedy SL, DGL, InfoPro, variants after."""
+    return sorted({str(x) for x in labels if x is not None and x == x}, key=method_sort_key)
+
+
+def method_color(label: str) -> str:
+    base, variant, n = parse_label(label)
+    if base in _FIXED and not variant:
+        return _FIXED[base]
+    if base in _BASE_CMAP and variant in VARIANTS:
+        cmap = colormaps[_BASE_CMAP[base]]
+        rgb = mcolors.to_rgb(cmap(0.4 + 0.55 * VARIANTS.index(variant) / (len(VARIANTS) - 1)))
+        if n > 2:  # a finer patch grid: the same shade, much darker
+            rgb = tuple(0.55 * v for v in rgb)
+        return mcolors.to_hex(rgb)
+    # anything we do not know: a stable colour from the label's characters
+    return _EXTRA[sum(map(ord, str(label))) % len(_EXTRA)]
+
+
+def method_marker(label: str) -> str:
+    return _MARKERS.get(parse_label(label)[0], "D")
+
+
+def memory_unit(max_bytes: float | None) -> tuple[str, int]:
+    """GiB where the largest value is at least 1 GiB, else MiB."""
+    if max_bytes is not None and max_bytes == max_bytes and max_bytes >= GIB:
+        return "GiB", GIB
+    return "MiB", MIB
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None or n != n:
+        return "n/a"
+    unit, scale = memory_unit(n)
+    return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"

@@ -1,0 +1,485 @@
+"""The report's tables, computed from the flat frame of `load.read_results`.
+
+Every table is a `Table`: `data` holds the raw numbers (written to CSV unrounded, memory in the
+unit named in the column header), `render()` gives the rounded strings used for LaTeX,
+Markdown and HTML. A table with no rows is not produced; `why` says what data it needs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from hpff_bench.report import published as pub
+from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, memory_unit, method_sort_key
+
+GLOBAL_METHODS = ("bp", "gc")  # one gradient-isolated module; every other method is local
+MEASURED_PREFERENCE = ("cuda-allocator", "tensor-tracker")
+# config fields that are the axes of a report, never part of a method's name
+_AXIS_FIELDS = {
+    "network", "dataset", "batch_size", "image_size", "num_classes", "k", "split", "seed",
+    "steps", "warmup", "device",
+}
+
+
+@dataclass
+class Table:
+    name: str  # file stem
+    title: str
+    data: pd.DataFrame
+    caption: str = ""
+    decimals: dict[str, int] = field(default_factory=dict)  # per column; default 2 for floats
+
+    def render(self) -> pd.DataFrame:
+        """Strings for display: rounded numbers, '—' for missing values."""
+        out = pd.DataFrame(index=self.data.index)
+        for c in self.data.columns:
+            nd = self.decimals.get(c, 2)
+            out[c] = [_fmt(v, nd) for v in self.data[c]]
+        return out
+
+
+def _fmt(v, decimals: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return "✓" if v else ""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if float(v).is_integer() and decimals == 0:
+            return str(int(v))
+        return f"{float(v):.{decimals}f}"
+    return str(v)
+
+
+# ----- shared aggregation ------------------------------------------------------------------
+def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
+    """Column `name`: the label, plus `[field=value]` where runs with one label differ otherwise.
+
+    E.g. two `DGL+HPFF (n=2)` configurations of one setting that differ only in pff_exec become
+    `DGL+HPFF (n=2) [pff_exec=batched]` and `... [pff_exec=streamed]`; K, batch, network and the
+    like are the report's axes and never part of a name.
+    """
+    df = df.copy()
+    df["name"] = df["label"].astype(str)
+    keys = df["config_key"].astype(str)
+    # only where two configurations would share a name in one setting (a panel, a table block)
+    for _, idx in df.groupby(["setting", "label"]).groups.items():
+        label = df.loc[idx[0], "label"]
+        sub = keys.loc[idx]
+        if sub.nunique() <= 1:
+            continue
+        fields = [dict(kv.split("=", 1) for kv in _pairs(k)) for k in sub]
+        names = sorted({f for d in fields for f in d})
+        varying = [
+            f for f in names
+            if f.split(".")[0] not in _AXIS_FIELDS and len({d.get(f) for d in fields}) > 1
+        ]
+        if not varying:
+            continue
+        for i, d in zip(idx, fields):
+            suffix = ", ".join(f"{f}={d.get(f)}" for f in varying[:3])
+            df.loc[i, "name"] = f"{label} [{suffix}]"
+    return df
+
+
+def _pairs(config_key: str) -> list[str]:
+    return [p for p in config_key.split("|") if "=" in p]
+
+
+def natural_key(s) -> tuple:
+    """'resnet32 · batch 64' before 'resnet110 · batch 1024', 'batch 8' before 'batch 16'."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(s)))
+
+
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def configs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, method name, K, modules): memory, breakdown, accuracy, speed."""
+    ok = ok_rows(df)
+    if ok.empty:
+        return pd.DataFrame()
+    rows = []
+    for (setting, name, k, modules), g in ok.groupby(
+        ["setting", "name", "k", ok["modules"].fillna(-1)], sort=False, dropna=False
+    ):
+        first = g.iloc[0]
+        row = {
+            "setting": setting, "network": first["network"], "dataset": first["dataset"],
+            "batch_size": first["batch_size"], "name": name, "label": first["label"],
+            "method": first["method"], "k": int(k), "modules": None if modules == -1 else int(modules),
+            "hilo": bool(first["hilo"]), "independent": bool(first["independent"]),
+            "pff_grid": int(first["pff_grid"]), "pff_on": first["pff_on"], "pff_exec": first["pff_exec"],
+            "local_loss": first["local_loss"], "ablation": first["ablation"],
+        }
+        # measured memory: the best source available (allocator over tracker), median over runs
+        row["measured_bytes"], row["measured_source"] = np.nan, None
+        row.update({f"breakdown.{c}": np.nan for c in BREAKDOWN})
+        row["breakdown_source"] = None
+        for src in MEASURED_PREFERENCE:
+            m = g[(g["measured_source"] == src) & g["measured_bytes"].notna()]
+            if not m.empty:
+                row["measured_bytes"], row["measured_source"] = float(m["measured_bytes"].median()), src
+                if m[[f"measured.{c}" for c in BREAKDOWN]].notna().any().any():
+                    row.update({f"breakdown.{c}": float(m[f"measured.{c}"].median()) for c in BREAKDOWN})
+                    row["breakdown_source"] = src
+                break
+        if math.isnan(row["measured_bytes"]):  # measured by a source we do not know
+            m = g[g["measured_bytes"].notna()]
+            if not m.empty:
+                row["measured_bytes"] = float(m["measured_bytes"].median())
+                row["measured_source"] = str(m["measured_source"].iloc[0])
+        row["predicted_bytes"] = float(g["predicted_bytes"].median()) if g["predicted_bytes"].notna().any() else np.nan
+        live = g["predicted_live_bytes"]
+        row["predicted_live_bytes"] = float(live.median()) if live.notna().any() else np.nan
+        # what the measurement is compared with: the allocator's peak with the predicted allocator
+        # peak; the live-tensor tracker (exact tensor bytes) with the prediction's live tensors
+        row["comparable_bytes"], row["comparable_what"] = np.nan, None
+        if row["measured_source"] == "cuda-allocator" and not math.isnan(row["predicted_bytes"]):
+            row["comparable_bytes"], row["comparable_what"] = row["predicted_bytes"], "allocator peak"
+        elif row["measured_source"] == "tensor-tracker" and not math.isnan(row["predicted_live_bytes"]):
+            row["comparable_bytes"], row["comparable_what"] = row["predicted_live_bytes"], "live tensors"
+        if row["breakdown_source"] is None and g[[f"predicted.{c}" for c in BREAKDOWN]].notna().any().any():
+            row.update({f"breakdown.{c}": float(g[f"predicted.{c}"].median()) for c in BREAKDOWN})
+            row["breakdown_source"] = "predicted"
+        if not math.isnan(row["measured_bytes"]):
+            row["shown_bytes"], row["shown_source"] = row["measured_bytes"], row["measured_source"]
+        else:
+            row["shown_bytes"] = row["predicted_bytes"]
+            row["shown_source"] = None if math.isnan(row["predicted_bytes"]) else "predicted"
+        # accuracy: one number per seed (the last record of a seed), mean and spread over seeds
+        acc = g[g["test_error_pct"].notna()]
+        if not acc.empty:
+            per_seed = acc.groupby(acc["seed"].fillna(-1))["test_error_pct"].last()
+            row["error_mean"] = float(per_seed.mean())
+            row["error_std"] = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan
+            row["seeds"] = int(len(per_seed))
+        else:
+            row["error_mean"], row["error_std"], row["seeds"] = np.nan, np.nan, 0
+        # speed, per device
+        sp = g[g["step_seconds"].notna()]
+        row["step_seconds"] = float(sp["step_seconds"].median()) if not sp.empty else np.nan
+        ips = g[g["images_per_second"].notna()]
+        row["images_per_second"] = float(ips["images_per_second"].median()) if not ips.empty else np.nan
+        row["speed_device"] = None  # the GPU's name, else the CPU's (records of schema 0: "cpu")
+        for f in ("env.device_name", "env.cpu", "env.device"):
+            dev = sp[f].dropna() if not sp.empty else pd.Series(dtype=object)
+            if not dev.empty:
+                row["speed_device"] = str(dev.iloc[0])
+                break
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["_order"] = [(natural_key(s), method_sort_key(n), k, m if m == m and m is not None else -1)
+                     for s, n, k, m in zip(out["setting"], out["name"], out["k"], out["modules"])]
+    out = out.sort_values("_order", kind="stable").drop(columns="_order")
+    return out.reset_index(drop=True)
+
+
+def _bp_reference(cfg: pd.DataFrame, setting: str, column: str) -> float:
+    bp = cfg[(cfg["setting"] == setting) & (cfg["method"] == "bp") & cfg[column].notna()]
+    return float(bp[column].iloc[0]) if not bp.empty else np.nan
+
+
+def _mem_cols(cfg: pd.DataFrame, columns: list[str]) -> tuple[str, int]:
+    """A table's memory unit: GiB where every value is at least 1 GiB, else MiB (no 0.04 GiB)."""
+    vals = pd.concat([cfg[c] for c in columns]).dropna() if len(cfg) else pd.Series(dtype=float)
+    vals = vals[vals > 0]
+    return memory_unit(float(vals.min()) if not vals.empty else None)
+
+
+def _mem_decimals(unit: str, *columns: str) -> dict[str, int]:
+    return {c: (2 if unit == "GiB" else 1) for c in columns}
+
+
+# ----- the tables --------------------------------------------------------------------------
+def memory_table(cfg: pd.DataFrame) -> Table | str:
+    c = cfg[cfg["shown_bytes"].notna()] if not cfg.empty else cfg
+    if c.empty:
+        return "no successful run has a measured or predicted peak memory"
+    unit, scale = _mem_cols(c, ["measured_bytes", "predicted_bytes"])
+    rel = [
+        s / _bp_reference(c, st, "shown_bytes") if not np.isnan(_bp_reference(c, st, "shown_bytes")) else np.nan
+        for s, st in zip(c["shown_bytes"], c["setting"])
+    ]
+    data = pd.DataFrame({
+        "setting": c["setting"].values,
+        "method": c["name"].values,
+        "K": c["k"].values,
+        "modules": c["modules"].values,
+        f"measured ({unit})": (c["measured_bytes"] / scale).values,
+        "measured by": c["measured_source"].values,
+        f"predicted CUDA peak ({unit})": (c["predicted_bytes"] / scale).values,
+        "vs BP (x)": rel,
+    })
+    return Table(
+        "memory_vs_k", "Peak memory per method and K", data,
+        f"Peak memory of one training step. 'measured by' names the probe (CUDA allocator, or the "
+        f"live-tensor tracker on a CPU); 'predicted CUDA peak' is the fake-tensor prediction of "
+        f"max_memory_allocated on a GPU; 'vs BP' divides the measured (else predicted) peak by BP's "
+        f"in the same setting. 1 {unit} = 2^{20 if unit == 'MiB' else 30} bytes.",
+        {"modules": 0, "K": 0, **_mem_decimals(unit, f"measured ({unit})", f"predicted CUDA peak ({unit})")},
+    )
+
+
+def breakdown_table(cfg: pd.DataFrame) -> Table | str:
+    c = cfg[cfg["breakdown_source"].notna()] if not cfg.empty else cfg
+    if c.empty:
+        return "no successful run has a memory breakdown (memory.breakdown_bytes or predicted.breakdown_bytes)"
+    cols = [f"breakdown.{b}" for b in BREAKDOWN]
+    totals = c[cols].sum(axis=1, min_count=1)
+    unit, scale = _mem_cols(pd.DataFrame({"t": totals}), ["t"])
+    data = pd.DataFrame({
+        "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
+        "source": c["breakdown_source"].values,
+    })
+    for b in BREAKDOWN:
+        data[f"{BREAKDOWN_LABELS[b]} ({unit})"] = (c[f"breakdown.{b}"] / scale).values
+    data[f"total ({unit})"] = (totals / scale).values
+    return Table(
+        "breakdown", "Where the memory goes", data,
+        "Memory live at the peak, by category (measured where a probe gave it, else predicted).",
+        {"K": 0, **_mem_decimals(unit, *[c for c in data.columns if c.endswith(f"({unit})")])},
+    )
+
+
+def accuracy_table(cfg: pd.DataFrame) -> Table | str:
+    c = cfg[cfg["error_mean"].notna()] if not cfg.empty else cfg
+    if c.empty:
+        return "no successful run has an accuracy (accuracy.test_error_pct or accuracy.top1)"
+    unit, scale = _mem_cols(c, ["shown_bytes"])
+    data = pd.DataFrame({
+        "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
+        "modules": c["modules"].values,
+        "test error (%)": c["error_mean"].values, "std (%)": c["error_std"].values,
+        "seeds": c["seeds"].values,
+        f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
+        "memory from": c["shown_source"].values,
+        "Pareto-optimal": pareto_mask(c).values,
+    })
+    return Table(
+        "accuracy", "Test error and peak memory", data,
+        "Test error: mean over seeds, std with ddof=1. Pareto-optimal: no other configuration in the "
+        "same setting has both lower error and lower memory.",
+        {"K": 0, "modules": 0, "seeds": 0, **_mem_decimals(unit, f"peak memory ({unit})")},
+    )
+
+
+def pareto_mask(c: pd.DataFrame) -> pd.Series:
+    """Non-dominated (lower memory, lower error) within each setting."""
+    mask = pd.Series(False, index=c.index)
+    for _, g in c.groupby("setting"):
+        g = g[g["shown_bytes"].notna() & g["error_mean"].notna()]
+        for i, r in g.iterrows():
+            dominated = (
+                (g["shown_bytes"] <= r["shown_bytes"]) & (g["error_mean"] <= r["error_mean"])
+                & ((g["shown_bytes"] < r["shown_bytes"]) | (g["error_mean"] < r["error_mean"]))
+            ).any()
+            mask[i] = not dominated
+    return mask
+
+
+def _published_for(r) -> list[pub.Published]:
+    return pub.match(
+        r["network"], r["dataset"], r["method"], r["modules"], r["hilo"], r["independent"],
+        r["pff_grid"], r["local_loss"],
+    )
+
+
+def ablation_table(cfg: pd.DataFrame) -> Table | str:
+    if cfg.empty:
+        return "no successful runs"
+    local = cfg[~cfg["method"].isin(GLOBAL_METHODS)]
+    groups = [
+        g for _, g in local.groupby(["setting", "method", "k"], sort=False)
+        if g["hilo"].any() and len(g[["hilo", "independent", "pff_grid"]].drop_duplicates()) > 1
+    ]
+    if not groups:
+        return ("no HiLo/HPFF run (--hilo or --hpff) beside another variant of the same local method, "
+                "network and K")
+    c = pd.concat(groups)
+    c = c[(c["error_mean"].notna()) | (c["shown_bytes"].notna())]
+    unit, scale = _mem_cols(c, ["shown_bytes"])
+    rows = []
+    for _, r in c.iterrows():
+        p = [x for x in _published_for(r) if x.source == "hpff"]
+        rows.append({
+            "setting": r["setting"], "method": r["name"], "K": r["k"], "modules": r["modules"],
+            "IL": bool(r["independent"] or not r["hilo"]), "CL": bool(r["hilo"]),
+            "PFF n": r["pff_grid"] if r["pff_grid"] > 1 else None,
+            "test error (%)": r["error_mean"], "std (%)": r["error_std"], "seeds": r["seeds"],
+            f"peak memory ({unit})": r["shown_bytes"] / scale if r["shown_bytes"] == r["shown_bytes"] else np.nan,
+            "memory from": r["shown_source"],
+            "published error (%)": p[0].test_error_pct if p else np.nan,
+            "published source": pub.SHORT[p[0].source] if p else None,
+        })
+    return Table(
+        "hpff_ablation", "HPFF ablation: independent level (IL), cascade level (CL), patch fusion (PFF)",
+        pd.DataFrame(rows),
+        "As in the HPFF paper's ablation (DGL, ResNet-32, K=16): IL alone is the plain local method.",
+        {"K": 0, "modules": 0, "PFF n": 0, "seeds": 0, **_mem_decimals(unit, f"peak memory ({unit})")},
+    )
+
+
+def patch_grid_table(cfg: pd.DataFrame) -> Table | str:
+    if cfg.empty:
+        return "no successful runs"
+    local = cfg[~cfg["method"].isin(GLOBAL_METHODS)]
+    groups = [
+        g for _, g in local.groupby(["setting", "method", "k", "hilo", "independent"], sort=False)
+        if g["pff_grid"].nunique() > 1
+    ]
+    if not groups:
+        return "no configuration was run with more than one PFF patch grid n (--pff-grid 1/2/4)"
+    c = pd.concat(groups).sort_values(["setting", "method", "k", "hilo", "pff_grid"], kind="stable")
+    unit, scale = _mem_cols(c, ["shown_bytes", "breakdown.aux_activations"])
+    data = pd.DataFrame({
+        "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
+        "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
+        "PFF on": [o if n > 1 else None for o, n in zip(c["pff_on"], c["pff_grid"])],
+        "PFF exec": [e if n > 1 else None for e, n in zip(c["pff_exec"], c["pff_grid"])],
+        f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
+        f"aux activations ({unit})": (c["breakdown.aux_activations"] / scale).values,
+        "memory from": c["shown_source"].values,
+        "test error (%)": c["error_mean"].values,
+    })
+    return Table(
+        "patch_grid", "PFF patch grid n: memory and error", data,
+        "n x n patches per auxiliary-net input (n=1: PFF off). 'aux activations' is the auxiliary "
+        "nets' share of the peak where the breakdown has it.",
+        {"K": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"aux activations ({unit})")},
+    )
+
+
+def parity_table(cfg: pd.DataFrame) -> Table | str:
+    c = cfg[cfg["measured_bytes"].notna() & cfg["comparable_bytes"].notna()] if not cfg.empty else cfg
+    if c.empty:
+        return PARITY_MISSING
+    unit, scale = _mem_cols(c, ["measured_bytes", "comparable_bytes"])
+    data = pd.DataFrame({
+        "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
+        f"measured ({unit})": (c["measured_bytes"] / scale).values,
+        "measured by": c["measured_source"].values,
+        f"predicted ({unit})": (c["comparable_bytes"] / scale).values,
+        "predicted quantity": c["comparable_what"].values,
+        "relative error (%)": (100.0 * (c["comparable_bytes"] - c["measured_bytes"]) / c["measured_bytes"]).values,
+    })
+    return Table(
+        "prediction_error", "Predicted vs measured peak memory", data,
+        "relative error = (predicted - measured) / measured. A CUDA allocator measurement is compared "
+        "with the predicted allocator peak (max_memory_allocated); a live-tensor tracker measurement "
+        "(CPU) with the prediction's live tensor bytes at the peak (each rounded to 512-B blocks), "
+        "since the CPU has no allocator rounding or cuBLAS workspaces.",
+        {"K": 0, **_mem_decimals(unit, f"measured ({unit})", f"predicted ({unit})")},
+    )
+
+
+PARITY_MISSING = (
+    "no run has both a measurement and a comparable prediction (CUDA allocator peak with the "
+    "predicted allocator peak, or live-tensor tracker with the predicted live tensors)"
+)
+
+
+def speed_table(cfg: pd.DataFrame) -> Table | str:
+    c = cfg[cfg["step_seconds"].notna() | cfg["images_per_second"].notna()] if not cfg.empty else cfg
+    if c.empty:
+        return "no run has timings (timing.step_seconds)"
+    rel = []
+    for _, r in c.iterrows():
+        bp = c[(c["setting"] == r["setting"]) & (c["method"] == "bp") & (c["speed_device"] == r["speed_device"])]
+        rel.append(r["step_seconds"] / bp["step_seconds"].iloc[0] if not bp.empty else np.nan)
+    data = pd.DataFrame({
+        "setting": c["setting"].values, "device": c["speed_device"].values, "method": c["name"].values,
+        "K": c["k"].values, "step time (ms)": (c["step_seconds"] * 1000).values,
+        "images/s": c["images_per_second"].values, "step time vs BP (x)": rel,
+    })
+    return Table(
+        "speed", "Training speed", data,
+        "Median time of one full training step; 'vs BP' divides by BP's on the same device and setting.",
+        {"K": 0, "images/s": 1, "step time (ms)": 1},
+    )
+
+
+def published_table(cfg: pd.DataFrame) -> Table | str:
+    if cfg.empty:
+        return "no successful runs"
+    rows = []
+    for _, r in cfg[cfg["error_mean"].notna()].iterrows():
+        for p in _published_for(r):
+            rows.append({
+                "network": r["network"], "method": r["name"], "paper K": p.paper_k, "modules": r["modules"],
+                "ours: test error (%)": r["error_mean"], "std (%)": r["error_std"], "seeds": r["seeds"],
+                "published (%)": p.test_error_pct, "published as": p.name, "source": pub.SHORT[p.source],
+            })
+    if not rows:
+        return ("no run with an accuracy matches a published configuration (CIFAR-10 ResNet-32/110 at "
+                "the papers' module counts; see published_reference)")
+    return Table(
+        "published_comparison", "Our test errors beside the published ones", pd.DataFrame(rows),
+        "Published numbers are matched on network, method, variant and the real number of modules. "
+        "Sources: " + " ".join(f"[{pub.SHORT[k]}] {v}" for k, v in pub.SOURCES.items()),
+        {"paper K": 0, "modules": 0, "seeds": 0},
+    )
+
+
+def published_reference_table() -> Table:
+    data = pd.DataFrame([
+        {"source": pub.SHORT[p.source], "network": p.network, "method": p.name, "paper K": p.paper_k,
+         "modules": p.modules, "test error (%)": p.test_error_pct}
+        for p in pub.PUBLISHED
+    ])
+    return Table(
+        "published_reference", "Published CIFAR-10 test errors", data,
+        " ".join(f"[{pub.SHORT[k]}] {v}" for k, v in pub.SOURCES.items()),
+        {"paper K": 0, "modules": 0},
+    )
+
+
+ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname")
+
+
+def environment_table(df: pd.DataFrame) -> Table | str:
+    if df.empty:
+        return "no records"
+    cols = [f"env.{f}" for f in ENV_FIELDS]
+    e = df[cols].astype(object).where(df[cols].notna(), None)
+    if all(v is None for v in e.values.ravel()):
+        return "no record has an env object"
+    rows = []
+    keys = ["|".join(str(v) for v in row) for row in e.values.tolist()]
+    for _, g in df.assign(_k=keys).groupby("_k", sort=False):
+        first = e.loc[g.index[0]]
+        row = {f: first[f"env.{f}"] for f in ENV_FIELDS}
+        row["runs"] = len(g)
+        row["kinds"] = ", ".join(sorted(g["kind"].dropna().astype(str).unique()))
+        row["settings"] = "; ".join(sorted(g["setting"].astype(str).unique()))
+        rows.append(row)
+    return Table(
+        "environment", "Where the numbers came from", pd.DataFrame(rows),
+        "One row per distinct environment (the env object of each record).", {"runs": 0},
+    )
+
+
+def failures_table(df: pd.DataFrame) -> Table | str:
+    if df.empty:
+        return "no records"
+    f = df[df["status"] != "ok"]
+    if f.empty:
+        return "every run finished with status ok"
+    data = pd.DataFrame({
+        "status": f["status"].values, "kind": f["kind"].values, "run": f["run_name"].values,
+        "setting": f["setting"].values, "method": f["label"].values, "K": f["k"].values,
+        "why": f["message"].fillna("(no message)").values,
+    })
+    return Table(
+        "failed_runs", "Runs that did not finish", data,
+        "Status oom: out of memory; diverged: loss became NaN/inf; skipped: not run here (e.g. needs a "
+        "GPU); error: an exception.",
+        {"K": 0},
+    )

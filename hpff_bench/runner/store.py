@@ -1,0 +1,364 @@
+"""The results store: one JSON object per run, one line each, in `results/<suite>/<run-name>.jsonl`.
+
+Writing (`append_record`): the whole line is written with one `write` on a file opened with
+O_APPEND, under an exclusive `fcntl.flock` on that file, then fsynced, so concurrent writers
+(two sweeps, `--jobs N`) never interleave and a killed process never leaves half a line behind
+a finished one. If a previous writer died mid-line (power loss), the next append starts a new
+line, and the loader reports and skips the broken one.
+
+Reading (`load_results`): files or directories (searched recursively for *.jsonl, and *.json
+files holding one record or a list) -> a pandas DataFrame with nested objects flattened by
+`pd.json_normalize` (`memory.peak_allocated_bytes`, `accuracy.top1`, ...). Every record is
+upgraded to the current schema first (`upgrade`), so files written by older versions load.
+
+Schema history
+--------------
+- 0: the bare dict of `hpff_bench.profiling.profile_config` / `estimate_config` and of early
+  `hpff-bench profile --json`: no `schema`, `run_id`, `kind` or `status`; `step_seconds`,
+  `images_per_second`, `steps`, `peak_memory_bytes`, `memory_source` (and for training
+  `top1`, `epochs`) at the top level; `name` for the run name.
+- 1: INTERFACES.md "Result record": schema, run_id, config_id, suite, run_name, kind, status,
+  message, label, ablation, config, modules, params, forward_calls, env, memory, predicted,
+  timing, accuracy; plus `preset` (the suite preset that produced it), `options` (the kind's
+  options that change its result, e.g. epochs; part of the resume key) and `traceback`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+KINDS = ("estimate", "profile", "train", "benchmark")
+STATUSES = ("ok", "oom", "diverged", "skipped", "error")
+RECORD_KEYS = (
+    "schema", "run_id", "config_id", "suite", "run_name", "kind", "status", "message", "label",
+    "ablation", "config", "modules", "params", "forward_calls", "env", "memory", "predicted",
+    "timing", "accuracy",
+)
+EXTRA_KEYS = ("preset", "options", "traceback")
+
+
+class StoreError(ValueError):
+    pass
+
+
+# ----- making records ------------------------------------------------------------------------
+def options_key(options: dict | None) -> str:
+    """Stable short hash of a kind's result-changing options ('' for none)."""
+    if not options:
+        return ""
+    blob = json.dumps(sanitize(options), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def task_key(record: dict) -> tuple[str, str, str]:
+    """What `--resume` compares: (kind, config_id, options hash)."""
+    return (record.get("kind") or "", record.get("config_id") or "", options_key(record.get("options")))
+
+
+def make_record(
+    kind: str,
+    status: str,
+    *,
+    config=None,
+    suite: str | None = None,
+    run_name: str | None = None,
+    message: str | None = None,
+    env: dict | None = None,
+    preset: str | None = None,
+    options: dict | None = None,
+    **parts,
+) -> dict:
+    """A complete schema-1 record; `config` is a RunConfig (label, ablation and config_id are
+    derived from it) or a config dict. `parts` are other record keys (memory, timing, ...)."""
+    if kind not in KINDS:
+        raise StoreError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    if status not in STATUSES:
+        raise StoreError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    unknown = set(parts) - set(RECORD_KEYS) - set(EXTRA_KEYS)
+    if unknown:
+        raise StoreError(f"unknown record key(s) {sorted(unknown)}")
+    rec = dict.fromkeys(RECORD_KEYS)
+    rec.update(schema=SCHEMA_VERSION, run_id=uuid.uuid4().hex, suite=suite, run_name=run_name,
+               kind=kind, status=status, message=message, env=env, preset=preset, options=options or None)
+    if config is not None:
+        if hasattr(config, "to_dict"):
+            rec.update(config=config.to_dict(), config_id=config.config_id(), label=config.label,
+                       ablation=config.ablation)
+        else:
+            rec.update(_derived_from_config_dict(config))
+    rec.update(parts)
+    return rec
+
+
+def _derived_from_config_dict(config: dict) -> dict:
+    out = {"config": config, "config_id": None, "label": None, "ablation": None}
+    try:
+        from hpff_bench.config import RunConfig
+
+        cfg = RunConfig.from_dict(config)
+        out.update(config_id=cfg.config_id(), label=cfg.label, ablation=cfg.ablation)
+    except Exception:  # a config from another version: still give it a stable id
+        blob = json.dumps(sanitize(config), sort_keys=True, separators=(",", ":"))
+        out["config_id"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return out
+
+
+def sanitize(obj):
+    """JSON-safe copy: non-finite floats -> None, tuples -> lists, numpy/torch scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [sanitize(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / 0-d torch
+        try:
+            return sanitize(obj.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if hasattr(obj, "to_dict"):
+        return sanitize(obj.to_dict())
+    return str(obj)
+
+
+def dumps(record: dict) -> str:
+    """One line of strict JSON (no NaN, no newline inside)."""
+    return json.dumps(sanitize(record), separators=(",", ":"), allow_nan=False)
+
+
+# ----- writing -------------------------------------------------------------------------------
+def safe_name(name: str) -> str:
+    """A run name usable as a file name."""
+    out = "".join(c if c.isalnum() or c in "._+=-" else "_" for c in name).strip("._")
+    return out or "run"
+
+
+def run_file(results_dir: str | os.PathLike, run_name: str) -> Path:
+    """results/<suite>/<run-name>.jsonl (`results_dir` is the suite's directory)."""
+    return Path(results_dir) / f"{safe_name(run_name)}.jsonl"
+
+
+def append_record(path: str | os.PathLike, record: dict) -> Path:
+    """Append `record` as one line, whole, under an exclusive lock; flushed and fsynced."""
+    path = Path(path)
+    line = (dumps(record) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size and _last_byte(path, size) != b"\n":
+                line = b"\n" + line  # a writer died mid-line: never glue onto its fragment
+            view = memoryview(line)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(path.parent)
+    return path
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----- upgrading -----------------------------------------------------------------------------
+def _v0_to_v1(rec: dict) -> dict:
+    rec = dict(rec)
+    content_id = hashlib.sha256(json.dumps(sanitize(rec), sort_keys=True).encode()).hexdigest()[:32]
+    if "run_name" not in rec and "name" in rec:
+        rec["run_name"] = rec.pop("name")
+    if rec.get("timing") is None and any(k in rec for k in ("step_seconds", "images_per_second", "steps")):
+        rec["timing"] = {
+            "step_seconds": rec.pop("step_seconds", None),
+            "images_per_second": rec.pop("images_per_second", None),
+            "steps": rec.pop("steps", None),
+        }
+    peak = rec.pop("peak_memory_bytes", None)
+    source = rec.pop("memory_source", None)
+    if rec.get("memory") is None and peak is not None:
+        rec["memory"] = {"source": source, "peak_allocated_bytes": peak}
+    elif isinstance(rec.get("memory"), dict) and source is not None:
+        rec["memory"] = {"source": source, **rec["memory"]}
+    if rec.get("accuracy") is None and "top1" in rec:
+        top1 = rec.pop("top1")
+        rec["accuracy"] = {
+            "top1": top1,
+            "test_error_pct": None if top1 is None else 100.0 * (1.0 - top1),
+            "epochs": rec.pop("epochs", None),
+            "per_epoch": rec.pop("per_epoch", None),
+        }
+    if rec.get("kind") is None:
+        if rec.get("accuracy") is not None:
+            rec["kind"] = "train"
+        elif rec.get("memory") is not None:
+            rec["kind"] = "profile"
+        else:
+            rec["kind"] = "estimate"
+    rec.setdefault("status", "ok")
+    rec.setdefault("run_id", content_id)  # stable: loading twice gives the same id
+    if isinstance(rec.get("config"), dict):
+        derived = _derived_from_config_dict(rec["config"])
+        for k in ("config_id", "label", "ablation"):
+            if rec.get(k) is None:
+                rec[k] = derived[k]
+    if "device" in rec:  # v0 kept the device at the top level; v1 has it in env
+        env = dict(rec.get("env") or {})
+        env.setdefault("device", rec.pop("device"))
+        rec["env"] = env
+    for k in RECORD_KEYS:
+        rec.setdefault(k, None)
+    rec["schema"] = 1
+    return rec
+
+
+UPGRADES = {0: _v0_to_v1}  # version -> function returning the record at version + 1
+
+
+def upgrade(record: dict) -> dict:
+    """`record` at the current schema version (StoreError for one from a newer version)."""
+    version = record.get("schema", 0)
+    if not isinstance(version, int) or version < 0:
+        raise StoreError(f"bad schema version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"schema {version} is newer than this hpff-bench reads ({SCHEMA_VERSION}); upgrade hpff-bench")
+    while version < SCHEMA_VERSION:
+        record = UPGRADES[version](record)
+        version = record["schema"]
+    return record
+
+
+# ----- reading -------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    records: list[dict]
+    notes: list[str] = field(default_factory=list)  # what was skipped and why
+
+
+def result_files(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.suffix in (".jsonl", ".json") and q.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or directory")
+    return files
+
+
+def _iter_file(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record or None, why not) for every record-looking thing in `path`."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and "benchmarks" not in data:
+            yield 1, data, None
+            return
+        if isinstance(data, list):
+            for i, r in enumerate(data, 1):
+                yield (i, r, None) if isinstance(r, dict) else (i, None, "not an object")
+            return
+        if data is not None:
+            yield 1, None, "not a result record (pytest-benchmark files are read by `hpff-bench report`)"
+            return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield n, None, f"not valid JSON ({e.msg}; a partly written line?)"
+            continue
+        yield (n, r, None) if isinstance(r, dict) else (n, None, "not an object")
+
+
+def read_records(paths, *, with_source: bool = False) -> Loaded:
+    """Every record in `paths`, upgraded to the current schema; unreadable lines become notes."""
+    out = Loaded([])
+    for f in result_files(paths):
+        for n, rec, why in _iter_file(f):
+            if rec is not None and "schema" not in rec and "config" not in rec:
+                why = "neither a result record nor a profile dict (no 'schema' or 'config' key)"
+                rec = None
+            if rec is None:
+                out.notes.append(f"{f}:{n}: {why}; left out")
+                continue
+            try:
+                rec = upgrade(rec)
+            except StoreError as e:
+                out.notes.append(f"{f}:{n}: {e}; left out")
+                continue
+            if with_source:
+                rec = {**rec, "_file": str(f), "_line": n}
+            out.records.append(rec)
+    return out
+
+
+def load_results(paths, *, warn: bool = True):
+    """Records in `paths` as a pandas DataFrame, nested objects flattened with '.'.
+
+    Columns always include every schema-1 top-level key, plus `_file` and `_line`."""
+    import pandas as pd
+
+    loaded = read_records(paths, with_source=True)
+    if warn:
+        for note in loaded.notes:
+            warnings.warn(note, stacklevel=2)
+    if not loaded.records:
+        return pd.DataFrame(columns=[*RECORD_KEYS, *EXTRA_KEYS, "_file", "_line"])
+    frame = pd.json_normalize([sanitize(r) for r in loaded.records], sep=".")
+    for k in RECORD_KEYS:
+        if k not in frame.columns and not any(c.startswith(k + ".") for c in frame.columns):
+            frame[k] = None
+    return frame
+
+
+def finished_keys(results_dir: str | os.PathLike, statuses: tuple[str, ...] = ("ok",)) -> set[tuple[str, str, str]]:
+    """task_key of every record in `results_dir` whose status is in `statuses` (for --resume)."""
+    d = Path(results_dir)
+    if not d.exists():
+        return set()
+    loaded = read_records([d])
+    return {task_key(r) for r in loaded.records if r.get("status") in statuses}
