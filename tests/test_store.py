@@ -149,3 +149,11 @@ def test_concurrent_appends_from_several_processes_never_interleave(tmp_path):
         assert pad == "x" * 60_000
         seen[int(w)].append(int(i))
     assert all(seen[w] == list(range(n)) for w in range(writers))  # each writer's order is kept
+
+
+def test_failed_runs_still_record_their_module_count():
+    for cfg, n in [(RunConfig(network="resnet32", method="dgl", k=16), 16),
+                   (RunConfig(network="resnet110", method="dgl", k=55), 54),
+                   (RunConfig(network="resnet32", method="gc", k=16), 1)]:
+        assert store.make_record("profile", "oom", config=cfg)["modules"] == n
+    assert store.make_record("profile", "ok", config=RunConfig(), modules=7)["modules"] == 7

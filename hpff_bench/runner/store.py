@@ -97,7 +97,20 @@ def make_record(
         else:
             rec.update(_derived_from_config_dict(config))
     rec.update(parts)
+    if rec["modules"] is None and hasattr(config, "to_dict"):
+        rec["modules"] = _module_count(config)  # failed runs still say how many modules they had
     return rec
+
+
+def _module_count(cfg) -> int | None:
+    """Real gradient-isolated modules of `cfg` from its split (bp/gc: 1), without building it."""
+    try:
+        from hpff_bench.config import LOCAL_METHODS
+        from hpff_bench.networks.splits import resolve_cuts
+
+        return resolve_cuts(cfg.network, cfg.split, cfg.k).modules if cfg.method in LOCAL_METHODS else 1
+    except Exception:
+        return None
 
 
 def _derived_from_config_dict(config: dict) -> dict:

@@ -21,6 +21,10 @@ A suite file (Python's tomllib; see suites/cifar10.toml for a full example)::
     network = "resnet32"
     k = 55
 
+    [[exclude]]                      # (lists match any of their values)
+    method = ["bp", "gc"]
+    hpff = true
+
     [[set]]                          # then rules that change matching runs (duplicates,
     where = { method = "bp" }        # by config_id, are dropped: bp runs once, at K=1)
     k = 1
