@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import hashlib
 import json
@@ -116,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from e
     import torch
 
+    from hpff_bench import distributed
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 records and reports
+        distributed.shutdown()
+        return 0 if result.status == "ok" else 1
+    distributed.shutdown()
     rec = store.make_record(
         "train", result.status, suite="train", run_name=name, message=result.message,
         env=capture_env(init_cuda=torch.cuda.is_available() and torch.cuda.is_initialized()),

@@ -22,7 +22,7 @@ import os
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from hpff_bench.config import RunConfig
@@ -138,6 +138,8 @@ class TrainResult:
     steps: int = 0
     data_source: str | None = None
     checkpoint: str | None = None
+    memory: dict | None = None  # per-process peaks under torchrun
+    world_size: int = 1
 
     @property
     def top1(self) -> float | None:
@@ -153,9 +155,12 @@ class TrainResult:
             "params": self.params,
             "forward_calls": self.forward_calls,
             "options": self.options,
+            "memory": self.memory,
             "timing": {
                 "step_seconds": self.step_seconds,
-                "images_per_second": (bs / self.step_seconds) if self.step_seconds else None,
+                # every process steps its own batch at once: images/s of the whole job
+                "images_per_second": (bs * self.world_size / self.step_seconds) if self.step_seconds else None,
+                "world_size": self.world_size,
                 "steps": self.steps,
             },
             "accuracy": {
@@ -220,9 +225,9 @@ class _Loaders:
     source: str
 
 
-def _loaders(cfg: RunConfig, opts: TrainOptions, device) -> _Loaders:
+def _loaders(cfg: RunConfig, opts: TrainOptions, device, ctx=None) -> _Loaders:
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
     splits = load_splits(
         cfg.dataset,
@@ -247,22 +252,34 @@ def _loaders(cfg: RunConfig, opts: TrainOptions, device) -> _Loaders:
     pin = device.type == "cuda"
     common = {"num_workers": workers, "pin_memory": pin, "persistent_workers": workers > 0}
     n = len(splits.train)
+    test_set = splits.test
+    if ctx is not None and ctx.enabled:
+        # --batch-size is per process; every process sees its own shard of every epoch
+        sampler = DistributedSampler(splits.train, ctx.world_size, ctx.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        n //= ctx.world_size
+        # test: disjoint strided shards (no padding), so summed counts are exact
+        test_set = Subset(splits.test, range(ctx.rank, len(splits.test), ctx.world_size))
+    else:
+        sampler = RandomSampler(splits.train, generator=g)
     train = DataLoader(
         splits.train,
         batch_size=cfg.batch_size,
-        sampler=RandomSampler(splits.train, generator=g),
+        sampler=sampler,
         drop_last=n > cfg.batch_size,  # a last batch of 1 breaks BatchNorm in the aux nets
         generator=g,
         **common,
     )
     eval_bs = opts.eval_batch_size or min(1024, max(cfg.batch_size, 256))
-    test = DataLoader(splits.test, batch_size=eval_bs, shuffle=False, **common)
+    test = DataLoader(test_set, batch_size=eval_bs, shuffle=False, **common)
     return _Loaders(train, test, g, splits.source)
 
 
-def evaluate(method, loader, device) -> float:
-    """Top-1 accuracy (0-1) of `method.predict` over `loader`."""
+def evaluate(method, loader, device, ctx=None) -> float:
+    """Top-1 accuracy (0-1) of `method.predict` over `loader` (summed over processes)."""
     import torch
+
+    from hpff_bench import distributed
 
     correct = total = 0
     with torch.no_grad():
@@ -271,7 +288,20 @@ def evaluate(method, loader, device) -> float:
             y = y.to(device, non_blocking=True)
             correct += (method.predict(x).argmax(1) == y).sum().item()
             total += y.numel()
+    if ctx is not None:
+        correct, total = distributed.sum_across([correct, total], ctx)
     return correct / max(total, 1)
+
+
+def _process_peak_bytes(device) -> tuple[str, int]:
+    """This process's peak: the CUDA allocator's on a GPU, else the max resident set size."""
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return "cuda-allocator", int(torch.cuda.max_memory_allocated(device))
+    return "process-max-rss", int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=None) -> TrainResult:
@@ -281,11 +311,16 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
     import torch
     from tqdm.auto import tqdm
 
+    from hpff_bench import distributed
     from hpff_bench.methods import build_method
 
     opts = (opts or TrainOptions()).validate()
     cfg = cfg.validate()
-    device = resolve_device(cfg.device)
+    ctx = distributed.setup(cfg.device)  # a no-op unless launched by torchrun
+    device = distributed.device_for(ctx, cfg.device) if ctx.enabled else resolve_device(cfg.device)
+    if not ctx.is_main:  # one process talks and writes checkpoints
+        opts = replace(opts, progress=False, checkpoint_dir=None)
+        log = lambda s: None  # noqa: E731
     if log is None:
         log = tqdm.write if opts.progress else (lambda s: None)
     if cfg.dataset == "folder" and cfg.num_classes is None:
@@ -294,11 +329,12 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         n = len(folder_classes(opts.data_root))
         if n and n != cfg.resolved_num_classes:
             cfg = cfg.replace(num_classes=n).validate()
-    loaders = _loaders(cfg, opts, device)
+    loaders = _loaders(cfg, opts, device, ctx)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     method = build_method(cfg, device)
+    distributed.attach(method, ctx)  # gradients averaged once per step, after every local backward
     params = sum(p.numel() for p in method.parameters())
     steps_per_epoch = len(loaders.train)
     warmup = opts.resolved_warmup_epochs
@@ -340,6 +376,8 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         # every epoch's data order and augmentation depend only on (seed, epoch): resume-exact
         epoch_seed = cfg.seed * 100_003 + epoch
         loaders.generator.manual_seed(epoch_seed)
+        if hasattr(loaders.train.sampler, "set_epoch"):
+            loaders.train.sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed)
         random.seed(epoch_seed)
         t_epoch = time.perf_counter()
@@ -382,7 +420,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         if result.status == "diverged":
             break
         train_seconds = time.perf_counter() - t_epoch
-        top1 = evaluate(method, loaders.test, device)
+        top1 = evaluate(method, loaders.test, device, ctx)
         info = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -421,6 +459,11 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
 
     result.per_epoch = history
     result.forward_calls = forward_calls
+    if ctx.enabled:
+        source, peak = _process_peak_bytes(device)
+        peaks = distributed.gather(peak, ctx)
+        result.world_size = ctx.world_size
+        result.memory = {"source": source, "peak_memory_bytes": max(peaks), "per_rank_peak_bytes": peaks}
     result.steps = len(history) * steps_per_epoch
     timed = step_times[1:] if len(step_times) > 1 else step_times  # the first step pays for warm-up
     result.step_seconds = statistics.median(timed) if timed else None
