@@ -11,7 +11,6 @@ import argparse
 from hpff_bench.config import (
     DATASETS,
     DEVICES,
-    HILO_EXECS,
     HPFF_INFOPRO_LAMBDAS,
     INFOPRO_AUX,
     LOCAL_LOSSES,

@@ -6,7 +6,7 @@ import torch
 from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
 from hpff_bench.networks import NETWORKS, build_network
-from hpff_bench.networks.splits import INFOPRO_TABLE, resolve_cuts
+from hpff_bench.networks.splits import resolve_cuts
 
 
 @pytest.mark.parametrize("network", ["resnet32", "resnet110"])

@@ -77,42 +77,40 @@ class AuxObjective(nn.Module):
 
     def _run_streamed(self, feature, y, target, weight):
         n = self.grid
-        h, w = feature.shape[2:]
-        slices = patch_slices(h, w, n)
+        slices = patch_slices(*feature.shape[2:], n)
         tslices = patch_slices(*target.shape[2:], n) if target is not None else slices
         grad = torch.zeros_like(feature)
         total = torch.zeros((), device=feature.device)
-
-        def backprop_patch(net, sl, out_fn):
-            a = feature[:, :, sl[0], sl[1]].detach().requires_grad_()
-            with self.autocast():
-                out = net(a).float()
-            out_fn(out)
-            self.forward_calls += 1
-            grad[:, :, sl[0], sl[1]] += a.grad
-
         for term in self.terms:
             if term.kind == "per-patch":
+                # the patch's own loss, averaged over patches: backpropagate it at once
                 for sl, tsl in zip(slices, tslices):
-                    region = target[:, :, tsl[0], tsl[1]]
-
-                    def step(out, region=region):
-                        nonlocal total
-                        loss = term.coef * reconstruction(out, region) / (n * n)
-                        (weight * loss).backward()
-                        total = total + loss.detach()
-
-                    backprop_patch(term.net, sl, step)
-            else:
-                with torch.no_grad(), self.autocast():
-                    outs = [term.net(feature[:, :, sl[0], sl[1]]).float() for sl in slices]
-                self.forward_calls += len(slices)
-                mean = torch.stack(outs).mean(0).requires_grad_()
-                del outs
-                loss = term.coef * term.loss(mean, y)
-                (weight * loss).backward()
-                total = total + loss.detach()
-                share = mean.grad / (n * n)
-                for sl in slices:
-                    backprop_patch(term.net, sl, lambda out, share=share: out.backward(share))
+                    out, a = self._patch_forward(term.net, feature, sl)
+                    loss = term.coef * reconstruction(out, target[:, :, tsl[0], tsl[1]]) / (n * n)
+                    (weight * loss).backward()
+                    grad[:, :, sl[0], sl[1]] += a.grad
+                    total = total + loss.detach()
+                continue
+            # output-averaged: the averaged output's loss gradient first (no graph kept) ...
+            with torch.no_grad(), self.autocast():
+                outs = [term.net(feature[:, :, sl[0], sl[1]]).float() for sl in slices]
+            self.forward_calls += len(slices)
+            mean = torch.stack(outs).mean(0).requires_grad_()
+            del outs
+            loss = term.coef * term.loss(mean, y)
+            (weight * loss).backward()
+            total = total + loss.detach()
+            share = mean.grad / (n * n)
+            # ... then each patch recomputed and backpropagated with its share
+            for sl in slices:
+                out, a = self._patch_forward(term.net, feature, sl)
+                out.backward(share)
+                grad[:, :, sl[0], sl[1]] += a.grad
         return total, grad
+
+    def _patch_forward(self, net, feature, sl):
+        a = feature[:, :, sl[0], sl[1]].detach().requires_grad_()
+        with self.autocast():
+            out = net(a).float()
+        self.forward_calls += 1
+        return out, a

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 

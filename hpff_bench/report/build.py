@@ -15,7 +15,7 @@ import html
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -141,7 +141,7 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
     _write_markdown(report, tables, title, sources)
     manifest = {
         "title": title,
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": sources,
         "records": report.records,
         "failed": report.failed,

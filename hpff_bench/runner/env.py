@@ -104,7 +104,7 @@ def _static_env(init_cuda: bool) -> dict:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def capture_env(init_cuda: bool = False) -> dict:
