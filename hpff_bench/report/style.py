@@ -14,6 +14,8 @@ import re
 import matplotlib.colors as mcolors
 from matplotlib import colormaps
 
+from hpff_bench.memory.tracker import CATEGORIES
+
 BASES = ("BP", "GC", "Greedy SL", "DGL", "InfoPro", "PredSim")
 # variant key -> position (order within a base method, and shade)
 VARIANTS = ("", "PFF", "HiLo (CL)", "HiLo", "HPFF (CL)", "HPFF")
@@ -29,16 +31,8 @@ _LABEL_RE = re.compile(
     r"(?P<cl> \(CL\))?$"
 )
 
-# breakdown categories in stacking order (INTERFACES.md: memory.breakdown_bytes)
-BREAKDOWN = (
-    "parameters",
-    "gradients",
-    "optimizer",
-    "inputs",
-    "backbone_activations",
-    "aux_activations",
-    "other",
-)
+# breakdown categories in stacking order: the tracker's own (memory.breakdown_bytes)
+BREAKDOWN = CATEGORIES
 BREAKDOWN_LABELS = {
     "parameters": "parameters",
     "gradients": "gradients",
