@@ -47,7 +47,8 @@ back to fp32), so a prediction made on CPU fake tensors uses the CPU autocast li
 bf16/fp16 it can differ from a CUDA run by the activations those ops keep."""
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = True) -> None:
+    """The RunConfig flags; step_counts=False leaves out --steps/--warmup (training counts epochs)."""
     d = RunConfig()
     g = parser.add_argument_group("run")
     g.add_argument("--network", default=d.network, help="network (default %(default)s)")
@@ -63,8 +64,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=None, help="override the dataset's image size")
     g.add_argument("--num-classes", type=int, default=None, help="override the dataset's classes")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
-    g.add_argument("--steps", type=int, default=d.steps, help="measured steps (default %(default)s)")
-    g.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps (default %(default)s)")
+    if step_counts:
+        g.add_argument("--steps", type=int, default=d.steps, help="measured steps (default %(default)s)")
+        g.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps (default %(default)s)")
     g.add_argument("--device", default=d.device, help=f"{', '.join(DEVICES)} (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--precision", default=d.precision, help=PRECISION_HELP)
@@ -136,8 +138,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         image_size=args.image_size,
         num_classes=args.num_classes,
         batch_size=args.batch_size,
-        steps=args.steps,
-        warmup=args.warmup,
+        steps=getattr(args, "steps", RunConfig.steps),
+        warmup=getattr(args, "warmup", RunConfig.warmup),
         device=args.device,
         seed=args.seed,
         precision=args.precision,

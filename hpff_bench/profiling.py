@@ -108,8 +108,12 @@ def _memory_fields(tracker: LiveTensorTracker, measured_peak: int) -> dict:
 
 def _profile_cpu(cfg, device, progress) -> dict:
     # SGD with foreach kernels, as on CUDA: the peak then includes the optimizer temporaries a
-    # GPU run has (and the prediction models), and the tracked step dispatches ~half the ops
-    trace = trace_training(cfg, fake=False, device=device, foreach=True, progress=progress)
+    # GPU run has (and the prediction models), and the tracked step dispatches ~half the ops.
+    # Memory comes from one tracked step (steps repeat exactly after warm-up), times from
+    # `steps` untracked ones, as on CUDA: the tracker's cost is in no reported time.
+    trace = trace_training(
+        cfg, fake=False, device=device, foreach=True, progress=progress, steps=1, timed_steps=cfg.steps
+    )
     tr = trace.tracker
     memory = {
         "source": "tensor-tracker",

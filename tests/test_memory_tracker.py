@@ -99,3 +99,44 @@ def test_local_learning_step_modules_called_twice_and_backward_inside():
 def test_register_rejects_unknown_categories(bad):
     with pytest.raises(ValueError, match="unknown category"):
         LiveTensorTracker().register([torch.empty(1)], bad)
+
+
+def test_op_kinds_from_schemas():
+    from hpff_bench.memory.tracker import _OP_KIND, CREATES, MAY_RESIZE, NO_NEW_STORAGE
+
+    aten = torch.ops.aten
+    assert _OP_KIND[aten.detach.default] == _OP_KIND[aten.view.default] == NO_NEW_STORAGE
+    assert _OP_KIND[aten.add_.Tensor] == _OP_KIND[aten._foreach_add_.List] == NO_NEW_STORAGE
+    assert _OP_KIND[aten.add.Tensor] == _OP_KIND[aten.convolution.default] == CREATES
+    assert _OP_KIND[aten.lift_fresh.default] == CREATES  # schema says alias; storage is new to us
+    assert _OP_KIND[aten.add.out] == _OP_KIND[aten.resize_.default] == MAY_RESIZE
+    assert _OP_KIND[aten.set_.source_Storage] == MAY_RESIZE
+
+
+def test_out_variants_resize_and_constants_are_counted():
+    t = LiveTensorTracker()
+    with t:
+        a, b = torch.ones(100), torch.ones(100)  # 800 B
+        c = torch.empty(0)
+        torch.add(a, b, out=c)  # out= grows c's storage to 400 B
+        assert t.current == 1200
+        a.add_(b)  # in place: nothing new
+        a.resize_(200)  # grows a's storage to 800 B
+        assert t.current == 1600
+        k = torch.tensor([1.0, 2.0])  # made outside dispatch, lifted into it: 8 B
+        assert t.current == 1608
+        del a, b, c, k
+        assert t.current == 0
+    assert t.peak == 1608
+
+
+def test_timed_steps_run_untracked_after_the_tracked_ones():
+    from hpff_bench.memory.trace import trace_training
+
+    cfg = RunConfig(network="resnet20", batch_size=2)
+    plain = trace_training(cfg, fake=False, warmup=1, steps=1)
+    timed = trace_training(cfg, fake=False, warmup=1, steps=1, timed_steps=2)
+    assert len(timed.step_seconds) == 2 and len(timed.tracked_step_seconds) == 1
+    assert timed.tracker.peak == plain.tracker.peak  # untracked steps leave the peak alone
+    with pytest.raises(ValueError, match="timed_steps needs real tensors"):
+        trace_training(cfg, fake=True, timed_steps=1)

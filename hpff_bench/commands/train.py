@@ -37,8 +37,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a configuration for accuracy (papers' recipe)", description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve",
+        allow_abbrev=False,  # else --warmup would silently mean --warmup-epochs
     )
-    add_config_arguments(p)
+    add_config_arguments(p, step_counts=False)
     r = p.add_argument_group("recipe (defaults: the papers')")
     r.add_argument("--batch-size", type=int, default=None,
                    help="default: the recipe's (1024 CIFAR/SVHN, 128 STL-10)")

@@ -29,7 +29,8 @@ class Trace:
     modules: int
     params: int
     forward_calls: float  # backbone-module forward calls per measured step
-    step_seconds: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)  # untracked timed steps
+    tracked_step_seconds: list[float] = field(default_factory=list)  # measured steps, tracked
 
     @property
     def median_step_seconds(self) -> float | None:
@@ -48,6 +49,7 @@ def trace_training(
     record_events: bool = False,
     progress: Callable[[str], None] | None = None,
     synthetic_warmup: bool = False,
+    timed_steps: int = 0,
 ) -> Trace:
     """Build `config`'s method, run `warmup` then `steps` training steps, tracking live bytes.
 
@@ -58,9 +60,14 @@ def trace_training(
     every parameter, then one optimizer step, which creates its state from them) instead of
     paying for a whole step; `warmup` real steps still follow. If a parameter then gets no
     gradient in the measured steps, the state was wrong for it and the trace is redone with a
-    real warm-up step."""
+    real warm-up step.
+
+    timed_steps: after the tracked steps, run and time this many steps with the tracker off
+    (real tensors only), so that step times carry none of the tracker's cost."""
     from hpff_bench.methods import build_method, synthetic_batch  # methods import memory.scope
 
+    if timed_steps and fake:
+        raise ValueError("timed_steps needs real tensors: fake steps do no work to time")
     warmup = config.warmup if warmup is None else warmup
     steps = config.steps if steps is None else steps
     device = torch.device(device)
@@ -72,7 +79,6 @@ def trace_training(
         # torch.tensor(...) inside the build are turned into fake tensors instead of failing
         mode = FakeTensorMode(allow_non_fake_inputs=True)
     tracker = LiveTensorTracker(rounding=rounding, record_events=record_events)
-    times: list[float] = []
     with mode, tracker:
         method = build_method(config, device=device, foreach=foreach)
         tracker.group_of = method_groups(config, method.module_count)
@@ -87,12 +93,7 @@ def trace_training(
         tracker.register_method_state(method.parameters(), method.buffers(), method.optimizer, (x, y))
         tracker.reset_peak()
         method.reset_counters()
-        for i in range(steps):
-            if progress:
-                progress(f"measured step {i + 1}/{steps}")
-            t0 = time.perf_counter()
-            method.train_step(x, y)
-            times.append(time.perf_counter() - t0)
+        tracked_times = _timed_steps(method, x, y, steps, "measured step", progress)
         forward_calls = method.forward_calls / max(steps, 1)
         ungraded = [p for p in method.parameters() if p.requires_grad and p.grad is None]
     if synthetic_warmup and ungraded:
@@ -101,9 +102,23 @@ def trace_training(
         return trace_training(
             config, fake=fake, device=device, rounding=rounding, warmup=max(1, warmup), steps=steps,
             foreach=foreach, record_events=record_events, progress=progress, synthetic_warmup=False,
+            timed_steps=timed_steps,
         )
+    times = _timed_steps(method, x, y, timed_steps, "timed step (tracker off)", progress)
     n_params = sum(p.numel() for p in method.parameters())
-    return Trace(tracker, method.module_count, n_params, forward_calls, times)
+    return Trace(tracker, method.module_count, n_params, forward_calls, times, tracked_times)
+
+
+def _timed_steps(method, x, y, n: int, label: str, progress) -> list[float]:
+    """Run n training steps; their wall times in seconds."""
+    times = []
+    for i in range(n):
+        if progress:
+            progress(f"{label} {i + 1}/{n}")
+        t0 = time.perf_counter()
+        method.train_step(x, y)  # the StepOutput is dropped at once, as in a training loop
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _synthesize_warm_state(method) -> None:
