@@ -9,6 +9,7 @@ each round's own ratio, which cancels the drift; `extra_info` keeps both overhea
 Run: pytest suites/test_tracker_overhead.py --benchmark-only -s
 """
 
+import contextlib
 import statistics
 import time
 
@@ -33,14 +34,6 @@ class BareDispatchMode(TorchDispatchMode):
         return func(*args, **kwargs) if kwargs else func(*args)
 
 
-class Untracked:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 @pytest.fixture(scope="module")
 def step():
     cfg = RunConfig(network="resnet32", batch_size=64)
@@ -53,7 +46,7 @@ def step():
 def test_tracker_overhead(benchmark, step):
     benchmark.group = "tracker overhead (resnet32, batch 64, CPU)"
     variants = {
-        "untracked": Untracked,
+        "untracked": contextlib.nullcontext,
         "bare dispatch mode": BareDispatchMode,
         "tracker": lambda: LiveTensorTracker(record_events=False),
     }

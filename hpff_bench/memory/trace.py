@@ -29,8 +29,7 @@ class Trace:
     modules: int
     params: int
     forward_calls: float  # backbone-module forward calls per measured step
-    step_seconds: list[float] = field(default_factory=list)  # untracked timed steps
-    tracked_step_seconds: list[float] = field(default_factory=list)  # measured steps, tracked
+    step_seconds: list[float] = field(default_factory=list)  # the untracked timed steps
 
     @property
     def median_step_seconds(self) -> float | None:
@@ -93,7 +92,7 @@ def trace_training(
         tracker.register_method_state(method.parameters(), method.buffers(), method.optimizer, (x, y))
         tracker.reset_peak()
         method.reset_counters()
-        tracked_times = _timed_steps(method, x, y, steps, "measured step", progress)
+        _timed_steps(method, x, y, steps, "measured step", progress)
         forward_calls = method.forward_calls / max(steps, 1)
         ungraded = [p for p in method.parameters() if p.requires_grad and p.grad is None]
     if synthetic_warmup and ungraded:
@@ -106,7 +105,7 @@ def trace_training(
         )
     times = _timed_steps(method, x, y, timed_steps, "timed step (tracker off)", progress)
     n_params = sum(p.numel() for p in method.parameters())
-    return Trace(tracker, method.module_count, n_params, forward_calls, times, tracked_times)
+    return Trace(tracker, method.module_count, n_params, forward_calls, times)
 
 
 def _timed_steps(method, x, y, n: int, label: str, progress) -> list[float]:

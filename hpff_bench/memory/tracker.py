@@ -28,8 +28,8 @@ gradients (post-accumulate-grad hook).
 
 Cost: every op of a tracked step makes a round trip into Python (~500 per resnet32 step).
 Views and in-place ops (about half of them; their kind is read once from the op's schema)
-return at once. On a resnet32 batch-64 CPU step the tracker costs 11-17 %, a bare dispatch mode
-alone 4-9 % (suites/test_tracker_overhead.py), so `profile` times untracked steps.
+return at once. On a resnet32 batch-64 CPU step the tracker costs 10-17 %, a bare dispatch mode
+alone 4-10 % (suites/test_tracker_overhead.py), so `profile` times untracked steps.
 """
 
 from __future__ import annotations
@@ -107,19 +107,17 @@ class _OpKind(dict):
     """func -> NO_NEW_STORAGE, CREATES or MAY_RESIZE."""
 
     def __missing__(self, func) -> int:
-        kind = MAY_RESIZE
+        kind = MAY_RESIZE  # not an OpOverload, or an op that can grow or swap a storage
         schema = getattr(func, "_schema", None)
         if schema is not None:
             name = schema.name.split("::")[-1]
             writes = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
-            if name.startswith("set_") or "resize" in name or any(a.kwarg_only for a in writes):
-                kind = MAY_RESIZE
-            elif writes or (func.is_view and not name.startswith("lift_fresh")):
+            out_variant = any(a.kwarg_only for a in writes)
+            if not (out_variant or name.startswith("set_") or "resize" in name):
                 # lift_fresh turns a tensor made outside dispatch (torch.tensor) into one
                 # inside it: its storage is new to us although the schema says alias
-                kind = NO_NEW_STORAGE
-            else:
-                kind = CREATES
+                aliases = writes or (func.is_view and not name.startswith("lift_fresh"))
+                kind = NO_NEW_STORAGE if aliases else CREATES
         self[func] = kind
         return kind
 
@@ -279,7 +277,8 @@ class LiveTensorTracker(TorchDispatchMode):
         elif isinstance(out, (tuple, list)):
             entries = self._entries
             sts = _storages(out)
-            new = [st for st in sts if id(st) not in entries]
+            # one entry per storage, even if two outputs share one
+            new = list({id(st): st for st in sts if id(st) not in entries}.values())
             if new:
                 self._born(new)
             if kind == MAY_RESIZE and len(new) < len(sts):
@@ -326,12 +325,11 @@ class LiveTensorTracker(TorchDispatchMode):
         current = self.current = self.current + size
         by_category = self.by_category
         by_category[category] += size
-        gb = 0
         if category in _PERSISTENT:
             self.persistent += size
             self._persistent_changed()
         elif group is not None:
-            gb = self.group_bytes[group] = self.group_bytes.get(group, 0) + size
+            self.group_bytes[group] = self.group_bytes.get(group, 0) + size
         if current > self.peak:
             self.peak = current
             self.peak_breakdown = by_category.copy()
@@ -340,7 +338,7 @@ class LiveTensorTracker(TorchDispatchMode):
             if current > per_scope.get(key, -1):
                 per_scope[key] = current
             if group is not None:
-                self._group_working_set(group, gb, key)
+                self._group_working_set(group, key)
 
     def _persistent_changed(self) -> None:
         """Keep a snapshot of the persistent categories (a new dict each change, so peaks that
@@ -350,8 +348,9 @@ class LiveTensorTracker(TorchDispatchMode):
             self.persistent_peak = self.persistent
             self.persistent_peak_breakdown = self._persistent_parts
 
-    def _group_working_set(self, group, gb: int, key: str) -> None:
+    def _group_working_set(self, group, key: str) -> None:
         """The lower bound's per-group peak of persistent state plus the group's live bytes."""
+        gb = self.group_bytes.get(group, 0)
         cand = self.persistent + gb
         best = self.group_peak.get(group)
         if best is None or cand > best[0]:
@@ -368,7 +367,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.by_category[e.category] -= size
         if e.category in _PERSISTENT:
             self.persistent -= size
-            self._persistent_parts = {c: self.by_category[c] for c in PERSISTENT}
+            self._persistent_changed()
         elif e.group is not None:
             self.group_bytes[e.group] -= size
 
