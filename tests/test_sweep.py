@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
 from hpff_bench.runner.sweep import run_sweep
 
@@ -106,7 +107,9 @@ def test_ctrl_c_keeps_finished_lines_and_resume_does_the_rest(tmp_path):
 
 def test_a_hung_task_times_out_and_is_recorded(tmp_path, monkeypatch):
     suite = write_suite(tmp_path, seeds=(0,), extra="")
-    monkeypatch.setenv("HPFF_BENCH_INJECT", "hang:-s0/")
+    # one seed is not a varying axis, so the run's name has no -s0: name the task's whole label
+    # (a substring that matched nothing let this pass only when the real run took over 3 s)
+    monkeypatch.setenv("HPFF_BENCH_INJECT", "hang:resnet20-bp-k1/train")
     res = run_sweep(suite, results=tmp_path / "r", timeout_s=3, progress=False)
     [rec] = res.records
     assert rec["status"] == "error" and "timeout" in rec["message"]
@@ -114,6 +117,12 @@ def test_a_hung_task_times_out_and_is_recorded(tmp_path, monkeypatch):
 
 def test_bad_injection_spec_is_an_error_record(tmp_path, monkeypatch):
     from hpff_bench.runner.worker import parse_inject
+
+    suite = write_suite(tmp_path, seeds=(0,))
+    monkeypatch.setenv("HPFF_BENCH_INJECT", "hang:-s0/")  # one seed: the name has no -s0
+    with pytest.raises(ConfigError, match="'-s0/' matches no task of this sweep; labels look like 'resnet20-bp-k1/train'"):
+        run_sweep(suite, results=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
 
     assert parse_inject("oom:a|crash:b") == [("oom", "a"), ("crash", "b")]
     with pytest.raises(ValueError, match="MODE:SUBSTRING"):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from hpff_bench.runner import store
 from hpff_bench.runner.suite import Plan, Task, load_suite
-from hpff_bench.runner.worker import PREFIX, THREADS_ENV
+from hpff_bench.runner.worker import INJECT_ENV, PREFIX, THREADS_ENV, parse_inject
 
 ISOLATE = ("auto", "always")
 
@@ -206,6 +206,17 @@ def _cuda_available() -> bool:
         return False
 
 
+def _check_injection(tasks) -> None:
+    """A fault-injection entry that names no task would test nothing: say so before running."""
+    labels = [t.label for t in tasks]
+    for mode, sub in parse_inject(os.environ.get(INJECT_ENV)):
+        if not any(sub in label for label in labels):
+            from hpff_bench.errors import ConfigError
+
+            example = f"; labels look like {labels[0]!r}" if labels else ""
+            raise ConfigError(f"{INJECT_ENV}: {mode}:{sub!r} matches no task of this sweep{example}")
+
+
 def run_sweep(
     suite_path: str | os.PathLike,
     *,
@@ -231,6 +242,7 @@ def run_sweep(
         raise ConfigError(f"--isolate must be one of {', '.join(ISOLATE)}, got {isolate!r}")
     suite = load_suite(suite_path)
     plan: Plan = suite.plan(preset, only)
+    _check_injection(plan.tasks)
     jobs = int(jobs or plan.sweep_options.get("jobs", 1))
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
