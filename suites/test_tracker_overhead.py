@@ -12,6 +12,8 @@ tracker 7 %. The bare mode's 9-10 ms per step is ~20 us for each of the ~490 ops
 Python, though one round trip costs 3-5 us in a tight loop: between large kernels the
 interpreter runs with cold caches. It is not the allocator: with glibc's mmap and trim
 thresholds raised (no page faults at all, instead of ~17,000 a step) the shares were the same.
+A mode that also takes each new storage's Python object and a weakref to it measured 4.8 %
+against the bare mode's 4.4 % in one run: the tracker's own bookkeeping is about 1 %.
 
 Run: pytest suites/test_tracker_overhead.py --benchmark-only -s
 """
