@@ -115,14 +115,16 @@ def test_a_hung_task_times_out_and_is_recorded(tmp_path, monkeypatch):
     assert rec["status"] == "error" and "timeout" in rec["message"]
 
 
-def test_bad_injection_spec_is_an_error_record(tmp_path, monkeypatch):
-    from hpff_bench.runner.worker import parse_inject
-
+def test_an_injection_that_names_no_task_is_refused_before_running(tmp_path, monkeypatch):
     suite = write_suite(tmp_path, seeds=(0,))
     monkeypatch.setenv("HPFF_BENCH_INJECT", "hang:-s0/")  # one seed: the name has no -s0
     with pytest.raises(ConfigError, match="'-s0/' matches no task of this sweep; labels look like 'resnet20-bp-k1/train'"):
         run_sweep(suite, results=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_bad_injection_spec_is_an_error_record(tmp_path, monkeypatch):
+    from hpff_bench.runner.worker import parse_inject
 
     assert parse_inject("oom:a|crash:b") == [("oom", "a"), ("crash", "b")]
     with pytest.raises(ValueError, match="MODE:SUBSTRING"):

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
 from hpff_bench.runner.suite import Plan, Task, load_suite
 from hpff_bench.runner.worker import INJECT_ENV, PREFIX, THREADS_ENV, parse_inject
@@ -211,8 +212,6 @@ def _check_injection(tasks) -> None:
     labels = [t.label for t in tasks]
     for mode, sub in parse_inject(os.environ.get(INJECT_ENV)):
         if not any(sub in label for label in labels):
-            from hpff_bench.errors import ConfigError
-
             example = f"; labels look like {labels[0]!r}" if labels else ""
             raise ConfigError(f"{INJECT_ENV}: {mode}:{sub!r} matches no task of this sweep{example}")
 
@@ -235,8 +234,6 @@ def run_sweep(
     """Run the suite (see the module docstring); returns what happened. KeyboardInterrupt is
     handled: finished records stay, running workers are stopped, `interrupted` is set."""
     from tqdm.auto import tqdm
-
-    from hpff_bench.errors import ConfigError
 
     if isolate not in ISOLATE:
         raise ConfigError(f"--isolate must be one of {', '.join(ISOLATE)}, got {isolate!r}")
