@@ -7,8 +7,8 @@ the op: the floor any Python `TorchDispatchMode` pays), and under the tracker. S
 shared 2-core VM drift by +-20 % between rounds, so an overhead is the median over rounds of
 each round's own ratio, which cancels the drift; `extra_info` keeps all three.
 
-What the numbers said (2026-11-29, idle VM, 40 rounds): control 0.2 %, bare mode 4-5 %,
-tracker 7 %. The bare mode's 9-10 ms per step is ~20 us for each of the ~490 ops that reach
+What the numbers said (2026-11-29, idle VM, four runs of 40 rounds): control within +-1 %,
+bare mode 4.2-5.8 %, tracker 5.5-7.6 %. The bare mode's 9-10 ms per step is ~20 us for each of the ~490 ops that reach
 Python, though one round trip costs 3-5 us in a tight loop: between large kernels the
 interpreter runs with cold caches. It is not the allocator: with glibc's mmap and trim
 thresholds raised (no page faults at all, instead of ~17,000 a step) the shares were the same.

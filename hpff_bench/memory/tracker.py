@@ -28,8 +28,8 @@ gradients (post-accumulate-grad hook).
 
 Cost: every op of a tracked step makes a round trip into Python (~500 per resnet32 step).
 Views and in-place ops (about half of them; their kind is read once from the op's schema)
-return at once. On a resnet32 batch-64 CPU step the tracker costs 6-8 % on an idle 2-core VM, of
-which 4-5 % is any dispatch mode's floor (suites/test_tracker_overhead.py; 10-17 % when the VM
+return at once. On a resnet32 batch-64 CPU step the tracker costs 5.5-7.6 % on an idle 2-core VM, of
+which 4-6 % is any dispatch mode's floor (suites/test_tracker_overhead.py; 10-17 % when the VM
 was loaded), so `profile` times untracked steps.
 """
 
