@@ -19,6 +19,7 @@ from hpff_bench.config import (
     PFF_ON,
     PRECISIONS,
     SPLITS,
+    VARIANTS,
     InfoProLambdas,
     RunConfig,
 )
@@ -96,10 +97,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     h.add_argument("--w-cascade", type=float, default=d.w_cascade, help="CL weight (default %(default)s, official code)")
     h.add_argument(
         "--hilo-exec",
-        default=d.hilo_exec,
+        default=None,
         help="fused: each module's forward runs once per step and its graph lives while a window "
         "still needs it; reference: every window recomputes its modules' forward from the "
-        "window's input, as the official code does. Same gradients. (default %(default)s)",
+        "window's input and backpropagates each level at once. Same gradients. official: the "
+        "official code's execution, the only one (and the default) with --variant official. "
+        "(default fused)",
+    )
+    h.add_argument(
+        "--variant",
+        default=d.variant,
+        help=f"{', '.join(VARIANTS)}: ours = hpff-bench's versions of the methods; official = the "
+        "official HPFF CIFAR code's step (IL = classifier alone, CL = quadrant decoders + "
+        "classifier, no loss on module 0, λ ratio i/(K-2) with the paper's K, its own aux nets "
+        "and execution); resnet32/resnet110 with the official module table only (default %(default)s)",
     )
     p = parser.add_argument_group("PFF", PFF_HELP)
     p.add_argument("--pff-grid", type=int, default=d.pff_grid, help="n for an n x n patch grid: 1 (off), 2, 4")
@@ -155,7 +166,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         independent=not args.no_independent,
         w_independent=args.w_independent,
         w_cascade=args.w_cascade,
-        hilo_exec=args.hilo_exec,
+        hilo_exec=args.hilo_exec or ("official" if args.variant == "official" else "fused"),
+        variant=args.variant,
         pff_grid=pff_grid,
         pff_on=args.pff_on,
         pff_exec=args.pff_exec,

@@ -33,7 +33,7 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
         self.device = torch.device(device)
-        self.split: Split = resolve_cuts(config.network, config.split, config.k)
+        self.split: Split = self._resolve_split(config)
         spec = NETWORKS[config.network]
         with torch.device(self.device):
             network = spec.build(config.resolved_num_classes)
@@ -52,6 +52,9 @@ class Method(nn.Module):
         self.grad_sync = None  # set by hpff_bench.distributed.attach under torchrun
 
     # ----- construction helpers ----------------------------------------------------------
+    def _resolve_split(self, config: RunConfig) -> Split:
+        return resolve_cuts(config.network, config.split, config.k)
+
     def _build_optimizer(self) -> None:
         c = self.config
         self.optimizer = torch.optim.SGD(

@@ -107,7 +107,10 @@ def _module_count(cfg) -> int | None:
     try:
         from hpff_bench.config import LOCAL_METHODS
         from hpff_bench.networks.splits import resolve_cuts
+        from hpff_bench.official_code import MODULE_ENDS
 
+        if getattr(cfg, "variant", "ours") == "official":
+            return len(MODULE_ENDS[cfg.network][cfg.k])
         return resolve_cuts(cfg.network, cfg.split, cfg.k).modules if cfg.method in LOCAL_METHODS else 1
     except Exception:
         return None
