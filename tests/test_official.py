@@ -157,3 +157,39 @@ def test_official_variant_peak_holds_every_graph_of_a_position():
     off = trace_training(official(**{**common}), fake=True, warmup=1, steps=1).tracker
     ours = trace_training(RunConfig(**common, hilo_exec="reference"), fake=True, warmup=1, steps=1).tracker
     assert off.peak > ours.peak
+
+
+def test_supcon_counts_anchors_without_positives_as_the_official_loss():
+    """Batch of 3: anchors 0 and 2 share a class (one positive each), anchor 1 has none.
+    Official: mean over all 3 anchors, anchor 1 contributing 0."""
+    import math
+
+    from hpff_bench.aux.losses import supcon
+
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 0])
+    t = 0.5  # a temperature where the float32 loss is far above rounding
+    # anchor 0: others are z1 (dot 0) and z2 (dot 1, the positive)
+    per_positive_anchor = -(1 / t - math.log(math.exp(0 / t) + math.exp(1 / t)))
+    want = (2 * per_positive_anchor + 0.0) / 3
+    assert supcon(z, y, temperature=t).item() == pytest.approx(want, rel=1e-6)
+    assert want < per_positive_anchor  # a mean over anchors with positives only would be 1.5x this
+
+
+def test_recipes_are_the_default_for_unset_infopro_options():
+    import argparse
+
+    from hpff_bench.cli_options import add_config_arguments, config_from_args
+    from hpff_bench.recipes import infopro_recipe
+
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    c = config_from_args(p.parse_args(["--network", "resnet110", "--method", "infopro", "--k", "16"]))
+    assert (c.aux, c.local_loss, tuple(vars(c.lambdas).values())) == ("1c2f", "supcon", (5, 0, 0.5, 1))
+    c = config_from_args(p.parse_args(["--network", "resnet32", "--method", "infopro", "--k", "4", "--ixy-2", "3"]))
+    assert tuple(vars(c.lambdas).values()) == (6, 0, 1, 3)  # the user's value wins, the rest from the recipe
+    c = config_from_args(p.parse_args(["--method", "infopro", "--k", "16", "--split", "hpff", "--hpff"]))
+    assert (c.aux, c.local_loss, c.lambdas) == ("2c2f", "ce", HPFF_INFOPRO_LAMBDAS)
+    assert infopro_recipe("cifar10", "resnet110", 55, False) is None  # no published command
+    assert "comand.sh" in infopro_recipe("svhn", "resnet110", 8, False).source
+    assert infopro_recipe("cifar10", "resnet32", 16, True).epochs == 400
