@@ -25,7 +25,7 @@ DATASETS: dict[str, tuple[int, int]] = {
 }
 METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
-SPLITS = ("auto", "infopro", "hpff", "uniform")
+SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
 LOCAL_LOSSES = ("ce", "supcon")
@@ -64,6 +64,7 @@ class RunConfig:
     method: str = "bp"
     k: int = 1
     split: str = "auto"
+    cuts: str = ""  # user-defined cut points, e.g. "1.14,2.8"; replaces the split table
     dataset: str = "cifar10"
     image_size: int | None = None
     num_classes: int | None = None
@@ -166,15 +167,19 @@ class RunConfig:
         return cls(**d)
 
     def config_id(self) -> str:
-        """Stable hash of the canonical (resolved, key-sorted) config."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable hash of the canonical (resolved, key-sorted) config. A field added later is
+        left out at its default, so configs written before it keep their ids."""
+        d = self.to_dict()
+        if not d["cuts"]:
+            del d["cuts"]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ----- validation -------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
         from hpff_bench.networks import NETWORKS  # local import: networks import config
-        from hpff_bench.networks.splits import resolve_cuts
+        from hpff_bench.networks.splits import split_of
 
         _choice("network", self.network, tuple(NETWORKS))
         _choice("method", self.method, METHODS)
@@ -205,7 +210,7 @@ class RunConfig:
         for name in ("w_independent", "w_cascade"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        resolve_cuts(self.network, self.split, self.k)  # K range and split-table existence
+        split_of(self)  # K range, split-table existence, --cuts syntax and range
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
                 raise ConfigError(

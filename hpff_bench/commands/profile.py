@@ -10,6 +10,7 @@ import sys
 from hpff_bench.cli_options import add_config_arguments, config_from_args
 from hpff_bench.errors import ConfigError
 from hpff_bench.memory.predict import CUDA_ARCHS, DEFAULT_CUDA_ARCH
+from hpff_bench.networks.splits import split_of
 
 HELP = """\
 Run --warmup steps, then --steps measured training steps of one configuration on synthetic
@@ -99,10 +100,13 @@ def run(args: argparse.Namespace) -> int:
             predict_options=options,
             progress=progress,
         )
+    split = split_of(cfg)
+    record["split"] = split.summary()
     if args.json:
         print(json.dumps(record))
     else:
         print(format_profile(record))
+        print(f"  {split.describe()}")
     return 0
 
 
