@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 HELP = """\
@@ -48,10 +49,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpff_bench import validation as V
     from hpff_bench.runner import store
     from hpff_bench.runner.suite import load_suite
-    from hpff_bench.runner.sweep import results_table, run_sweep, summary_lines
+    from hpff_bench.runner.sweep import run_sweep
 
+    V.integer("--table-rows", args.table_rows, low=0)
     if args.list:
         plan = load_suite(args.suite).plan(args.preset, args.only)
         done = store.finished_keys(f"{args.results}/{plan.suite}") if args.resume else set()
@@ -77,6 +80,19 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         progress=not args.no_progress,
     )
+    # Ctrl-C once more while the summary is printed would lose it: ignore it for these lines
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if res.interrupted else None
+    try:
+        return _print_summary(args, res)
+    finally:
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
+
+
+def _print_summary(args, res) -> int:
+    from hpff_bench.runner import store
+    from hpff_bench.runner.sweep import results_table, summary_lines
+
     if args.table_rows and res.results_dir.exists():
         records = store.read_records([res.results_dir]).records
         if records:
