@@ -520,10 +520,10 @@ class Suite:
                 if not m.hits:
                     notes.append(f"{m.where} matched nothing")
         if invalid:
-            more = f" (and {len(invalid) - 10} more)" if len(invalid) > 10 else ""
-            raise SuiteError(
-                f"{where0}: {len(invalid)} configuration(s) fail validation{more}; exclude them with "
-                "[[exclude]] tables (or set on_invalid = \"exclude\"):\n  " + "\n  ".join(invalid[:10])
+            more = f"; and {len(invalid) - 3} more" if len(invalid) > 3 else ""
+            raise SuiteError(  # one line: the CLI's rule for every error
+                f"{where0}: {len(invalid)} configuration(s) fail validation; exclude them with "
+                "[[exclude]] tables (or set on_invalid = \"exclude\"): " + "; ".join(invalid[:3]) + more
             )
         for m in global_ex:
             if not m.hits:
