@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 HELP = """\
@@ -79,14 +78,9 @@ def run(args: argparse.Namespace) -> int:
         isolate=args.isolate,
         timeout_s=args.timeout,
         progress=not args.no_progress,
+        exit_after_interrupt=True,  # after Ctrl-C, more Ctrl-C cannot cut the summary short
     )
-    # Ctrl-C once more while the summary is printed would lose it: ignore it for these lines
-    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if res.interrupted else None
-    try:
-        return _print_summary(args, res)
-    finally:
-        if old_int is not None:
-            signal.signal(signal.SIGINT, old_int)
+    return _print_summary(args, res)
 
 
 def _print_summary(args, res) -> int:

@@ -290,9 +290,12 @@ def run_sweep(
     timeout_s: float | None = None,
     progress: bool = True,
     log=print,
+    exit_after_interrupt: bool = False,
 ) -> SweepResult:
     """Run the suite (see the module docstring); returns what happened. KeyboardInterrupt is
-    handled: finished records stay, running workers are stopped, `interrupted` is set."""
+    handled: finished records stay, running workers are stopped, `interrupted` is set; further
+    Ctrl-C are ignored while it stops, and with `exit_after_interrupt` (the CLI, which exits
+    next) for good, so none can cut the summary short."""
     from tqdm.auto import tqdm
 
     if isolate not in ISOLATE:
@@ -471,7 +474,7 @@ def run_sweep(
             claims.release_all()
             bar.close()
         finally:
-            if old_int is not None:
+            if old_int is not None and not (res.interrupted and exit_after_interrupt):
                 signal.signal(signal.SIGINT, old_int)
     res.seconds = time.monotonic() - t_start
     return res
