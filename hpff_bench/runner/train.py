@@ -392,6 +392,12 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         n = len(folder_classes(opts.data_root))
         if n and n != cfg.resolved_num_classes:
             cfg = cfg.replace(num_classes=n).validate()
+    result_opts = opts.result_options()
+    ckpt_dir = Path(opts.checkpoint_dir) if opts.checkpoint_dir else None
+    ckpt_path = ckpt_dir / "last.pt" if ckpt_dir else None
+    ckpt = None
+    if opts.resume and ckpt_path is not None and ckpt_path.exists():  # checked before data or model
+        ckpt = load_checkpoint(ckpt_path, cfg.to_dict(), result_opts, device)
     loaders = _loaders(cfg, opts, device, ctx)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -407,9 +413,6 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         return lr_at(step / steps_per_epoch, base_lr, opts.epochs, warmup, opts.warmup_start_lr) / base_lr
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(method.optimizer, factor)
-    result_opts = opts.result_options()
-    ckpt_dir = Path(opts.checkpoint_dir) if opts.checkpoint_dir else None
-    ckpt_path = ckpt_dir / "last.pt" if ckpt_dir else None
     history: list[dict] = []
     step_times: list[float] = []
     forward_calls = None
@@ -417,8 +420,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
     result = TrainResult("ok", None, cfg, result_opts, method.module_count, params, None,
                          data_source=loaders.source, checkpoint=str(ckpt_path) if ckpt_path else None)
 
-    if opts.resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, cfg.to_dict(), result_opts, device)
+    if ckpt is not None:
         method.load_state_dict(ckpt["method"])
         method.optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
