@@ -36,8 +36,8 @@ CONFIGS: tuple[tuple[str, str, int, int, dict, dict], ...] = (
     ("resnet32", "dgl", 2, 256, {}, {}),
     ("resnet32", "infopro", 2, 256, {}, {}),
     ("resnet32", "dgl", 16, 1024, {}, {}),
-    ("resnet32", "infopro", 16, 1024, {}, {}),
-    ("resnet32", "infopro", 16, 1024, {}, {"cudnn_benchmark": True}),
+    ("resnet32", "infopro", 16, 1024, HPFF, {}),
+    ("resnet32", "infopro", 16, 1024, HPFF, {"cudnn_benchmark": True}),
     ("resnet32", "dgl", 16, 1024, HPFF, {}),
     ("resnet110", "bp", 1, 1024, {}, {}),
     ("resnet110", "gc", 16, 1024, {}, {}),
@@ -49,7 +49,7 @@ CONFIGS: tuple[tuple[str, str, int, int, dict, dict], ...] = (
     ("resnet110", "dgl", 55, 1024, HPFF, {}),
     ("resnet34", "bp", 1, 64, {"dataset": "imagenet"}, {}),
 )
-# --quick: the snapshot config, one local method, one HPFF config
+# --quick: the snapshot config, InfoPro+HPFF and DGL+HPFF at K=16
 QUICK = (0, 5, 7)
 
 

@@ -90,8 +90,8 @@ class CudaProbe:
     Each experiment returns raw allocator readings (bytes); memory.overheads turns them into
     context and workspace sizes, so that arithmetic is tested without a GPU."""
 
-    def __init__(self, index: int = 0):
-        self.device = torch.device("cuda", index)
+    def __init__(self, index: int = 0, device: torch.device | None = None):
+        self.device = torch.device("cuda", index) if device is None else device  # tests: cpu
 
     # ----- the device and its allocator ----------------------------------------------------
     def init_context(self) -> None:
