@@ -290,6 +290,10 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert calls[1]["snapshot"] is None and calls[2]["snapshot"] is None
     on = doc["parts"][1]["overheads"]
     assert on["cudnn_benchmark"] is True and on["cudnn"][0]["bytes"] == CUDNN_WS[True]
+    # against the prediction's assumptions on Hopper: 512 MiB context, 2 x 32 MiB cuBLAS
+    assert doc["parts"][1]["assumed"] == {"context_bytes": 512 * MIB, "cublas_total_bytes": 64 * MIB}
+    assert doc["parts"][1]["errors"] == {"context": pytest.approx(12 / 500), "context_after": pytest.approx(12 / 500),
+                                         "cublas_total": 0.0}
     bench = doc["parts"][3]
     assert bench["benchmarks"] == [f"test_train_step[{c}]" for c in plan.BENCHMARK_CASES]
     assert "--benchmark-only --hpff-device cuda" in bench["command"]
@@ -297,6 +301,7 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert md == report.markdown(doc)
     assert "Fake H200" in md and "+1.0 %" in md and "-10.0 %" in md and "500.0" in md
     assert "cudnn.benchmark on" in md and "| forward | 24.0 |" in md and "2 passed" in md
+    assert "assumed 512.0 MiB: error +2.4 %" in md
     out = capsys.readouterr().out
     assert "total (estimated, H200)" in out and "# GPU check" in out
 

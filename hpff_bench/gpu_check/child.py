@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from hpff_bench.gpu_check.plan import Part
-from hpff_bench.gpu_check.report import compare
+from hpff_bench.gpu_check.report import compare, compare_overheads
 from hpff_bench.memory.overheads import context_bytes, measure_overheads
 
 ENV_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_MODULE_LOADING", "CUBLAS_WORKSPACE_CONFIG", "PYTORCH_CUDA_ALLOC_CONF")
@@ -61,7 +61,8 @@ def run_part(part: Part, out: Path, *, probe=None, nvml_read="default", profile=
         nvml_read = default_nvml_read()
     t0 = time.perf_counter()
     if part.kind == "overheads":
-        record = {"overheads": measure_overheads(probe, nvml_read, part.cudnn_benchmark)}
+        o = measure_overheads(probe, nvml_read, part.cudnn_benchmark)
+        record = {"overheads": o, "device_name": o["device_name"], **compare_overheads(o, cuda_arch(o["capability"]))}
     elif part.kind == "config":
         record = _run_config(part, out, probe, nvml_read, profile, hidden, predict)
     else:

@@ -49,6 +49,24 @@ def compare(measured: dict, predicted: dict, context_after_bytes: int | None = N
     return errors
 
 
+def compare_overheads(o: dict, cuda_arch: str) -> dict:
+    """The prediction's assumed context and cuBLAS workspaces (memory.predict) for this GPU's
+    architecture, and their relative errors against the measured ones. cuDNN workspaces are not
+    modelled: the prediction's 0 has no relative error to report."""
+    from hpff_bench.memory.predict import CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, DEFAULT_CUDA_CONTEXT_BYTES
+
+    assumed = {"context_bytes": DEFAULT_CUDA_CONTEXT_BYTES,
+               "cublas_total_bytes": CUBLAS_WORKSPACE_BYTES[cuda_arch] * CUBLAS_WORKSPACES}
+    return {
+        "assumed": assumed,
+        "errors": {
+            "context": relative_error(assumed["context_bytes"], o["context"]["bytes"]),
+            "context_after": relative_error(assumed["context_bytes"], o.get("context_after_bytes")),
+            "cublas_total": relative_error(assumed["cublas_total_bytes"], o["cublas_total_bytes"]),
+        },
+    }
+
+
 def document(records: list[dict], status: str, budget_s: float, elapsed_s: float) -> dict:
     """The JSON document: run status, then one record per part in run order."""
     return {"schema": SCHEMA, "status": status, "budget_s": budget_s, "elapsed_s": round(elapsed_s, 1),
@@ -116,16 +134,19 @@ def markdown(doc: dict) -> str:
 
 
 def _overheads_lines(p: dict) -> list[str]:
-    o = p["overheads"]
+    o, assumed, e = p["overheads"], p["assumed"], p["errors"]
     ctx = o["context"]
     lines = [
         f"### cudnn.benchmark {'on' if o['cudnn_benchmark'] else 'off'}",
         "",
         f"- CUDA context: {_mib(ctx['bytes'])} MiB ({ctx['mechanism']}); "
-        f"after the workspace calls: {_mib(o.get('context_after_bytes'))} MiB",
+        f"after the workspace calls: {_mib(o.get('context_after_bytes'))} MiB; "
+        f"assumed {_mib(assumed['context_bytes'])} MiB: error {_pct(e['context'])} ({_pct(e['context_after'])} after)",
         "- cuBLAS workspaces (allocated after - before the first call): "
         + ", ".join(f"{k} {_mib(v['bytes'])} MiB" for k, v in o["cublas"].items())
-        + f"; total {_mib(o['cublas_total_bytes'])} MiB",
+        + f"; total {_mib(o['cublas_total_bytes'])} MiB; assumed {_mib(assumed['cublas_total_bytes'])} MiB: "
+        f"error {_pct(e['cublas_total'])}",
+        "- cuDNN workspaces (not modelled by the prediction):",
         "",
         "| conv input (N, C, H, W) | pass | transient workspace MiB | kept allocated MiB | reserved growth MiB |",
         "|---|---|---:|---:|---:|",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -72,7 +73,7 @@ def run_benchmarks(out: Path, timeout_s: float, run=None) -> dict:
     cmd = benchmarks_command(out)
     t0 = time.perf_counter()
     done = (run or _run)(cmd, timeout_s)
-    base = {"command": "pytest " + " ".join(cmd[3:]), "seconds": round(time.perf_counter() - t0, 2)}
+    base = {"command": "pytest " + shlex.join(cmd[3:]), "seconds": round(time.perf_counter() - t0, 2)}
     if isinstance(done, dict):
         return {**base, **done}
     summary = _last_line(done.stdout)
