@@ -11,6 +11,7 @@ import json
 import math
 import pickle
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +96,13 @@ MEASURED = {
 def fake_profile(calls):
     def profile(cfg, snapshot=None, with_prediction=True):
         calls.append({"config": cfg, "snapshot": snapshot, "with_prediction": with_prediction})
-        return {"config": cfg.to_dict(), "label": cfg.label, "step_seconds": 0.25, "memory": dict(MEASURED)}
+        memory = dict(MEASURED)
+        if snapshot:  # what SnapshotRecorder writes: the pickle and its HTML render
+            Path(snapshot).parent.mkdir(parents=True, exist_ok=True)
+            Path(snapshot).write_bytes(b"x" * 1000)
+            Path(snapshot + ".html").write_text("<html></html>")
+            memory["snapshot"] = {"snapshot": snapshot, "html": snapshot + ".html"}
+        return {"config": cfg.to_dict(), "label": cfg.label, "step_seconds": 0.25, "memory": memory}
 
     return profile
 
@@ -288,6 +295,10 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert [c["with_prediction"] for c in calls] == [False] * 3
     assert calls[0]["snapshot"] == str(tmp_path / "snapshot" / (child._slug(cfg_parts[0]["name"]) + ".pickle"))
     assert calls[1]["snapshot"] is None and calls[2]["snapshot"] is None
+    assert cfg_parts[0]["memory"]["snapshot"] == {
+        "snapshot": {"path": calls[0]["snapshot"], "bytes": 1000},
+        "html": {"path": calls[0]["snapshot"] + ".html", "bytes": 13}}
+    assert "snapshot" not in cfg_parts[1]["memory"] or cfg_parts[1]["memory"]["snapshot"] is None
     on = doc["parts"][1]["overheads"]
     assert on["cudnn_benchmark"] is True and on["cudnn"][0]["bytes"] == CUDNN_WS[True]
     # against the prediction's assumptions on Hopper: 512 MiB context, 2 x 32 MiB cuBLAS
@@ -442,3 +453,14 @@ def test_real_probe_convs_count_their_results():
     assert bwd["output_bytes"] == 2 * 3 * 8 * 8 * 4 + 512  # grad_input 1.5 KiB + grad_weight (432 B -> 512)
     with pytest.raises(ValueError, match="unknown conv pass"):
         probe.first_conv((2, 3, 8, 8), 4, "sideways")
+
+
+def test_a_failing_child_process_is_recorded_not_raised(tmp_path):
+    """The real spawn path (a fresh `python -m hpff_bench.gpu_check --child` process) on a machine
+    without CUDA: the part fails inside the child, and its record says why."""
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA: the child would succeed")
+    part = plan.Part("overheads", "context + workspaces, cudnn.benchmark off")
+    rec = runner.spawn_part(part, tmp_path, timeout_s=120)
+    assert rec["status"] == "error" and rec["message"]
+    assert "Traceback" in rec["stderr_tail"] and "init_context" in rec["stderr_tail"]

@@ -100,12 +100,15 @@ def _run_config(part, out, probe, nvml_read, profile, hidden, predict) -> dict:
     predicted = {k: predicted_full.get(k) for k in PREDICTED_KEYS}
     measured = {k: measured_record["memory"].get(k) for k in MEASURED_KEYS}
     measured["hidden_allocated_bytes"] = hidden_bytes
+    if measured.get("snapshot"):  # what --snapshot wrote, and how big it is
+        measured["snapshot"] = {k: {"path": v, "bytes": os.path.getsize(v)} for k, v in measured["snapshot"].items()}
     return {
         "config": measured_record["config"],
         "label": measured_record["label"],
         "step_seconds": measured_record["step_seconds"],
         "device_name": probe.name(),
         "capability": list(probe.capability()),
+        "versions": probe.versions(),
         "cuda_arch": arch,
         "context_at_init": context_init,
         "context_after_run_bytes": context_after,

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
 # ~60 TFLOP/s is an optimistic effective fp32 rate on an H200 (TF32 off); a third of it leaves
 # a margin for small CIFAR convolutions, which reach far less.
 H200_FLOPS_PER_S = 20e12
@@ -152,28 +155,18 @@ def step_flops(cfg_dict: dict) -> float:
     return float(counter.total)
 
 
-def _flop_count_mode():
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
+class _FlopCount(TorchDispatchMode):
+    """Sum of flop_registry's formula over every op that has one (matmuls, convolutions)."""
 
-    class FlopCount(TorchDispatchMode):
-        """Sum of flop_registry's formula over every op that has one (matmuls, convolutions)."""
+    total = 0
 
-        total = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                self.total += formula(*args, **kwargs, out_val=out)
-            return out
-
-    return FlopCount
-
-
-def _FlopCount():
-    return _flop_count_mode()()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def plan_table(plan: list[Part]) -> str:

@@ -53,7 +53,11 @@ def compare_overheads(o: dict, cuda_arch: str) -> dict:
     """The prediction's assumed context and cuBLAS workspaces (memory.predict) for this GPU's
     architecture, and their relative errors against the measured ones. cuDNN workspaces are not
     modelled: the prediction's 0 has no relative error to report."""
-    from hpff_bench.memory.predict import CUBLAS_WORKSPACE_BYTES, CUBLAS_WORKSPACES, DEFAULT_CUDA_CONTEXT_BYTES
+    from hpff_bench.memory.predict import (
+        CUBLAS_WORKSPACE_BYTES,
+        CUBLAS_WORKSPACES,
+        DEFAULT_CUDA_CONTEXT_BYTES,
+    )
 
     assumed = {"context_bytes": DEFAULT_CUDA_CONTEXT_BYTES,
                "cublas_total_bytes": CUBLAS_WORKSPACE_BYTES[cuda_arch] * CUBLAS_WORKSPACES}

@@ -107,7 +107,10 @@ class CudaProbe:
         return torch.cuda.get_device_name(self.device)
 
     def versions(self) -> dict:
-        return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+        """Library versions and the TF32 switches (they change which kernels, hence workspaces, run)."""
+        return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
 
     def allocated(self) -> int:
         torch.cuda.synchronize(self.device)
