@@ -464,3 +464,26 @@ def test_a_failing_child_process_is_recorded_not_raised(tmp_path):
     rec = runner.spawn_part(part, tmp_path, timeout_s=120)
     assert rec["status"] == "error" and rec["message"]
     assert "Traceback" in rec["stderr_tail"] and "init_context" in rec["stderr_tail"]
+
+
+def test_hidden_allocation_is_allocated_minus_the_method_state(monkeypatch):
+    """hidden_allocated's arithmetic on the CPU: the probe reports 10 MiB allocated; the method's
+    state (parameters, gradients, momentum, buffers, batch; each a 512-B-rounded block) is
+    subtracted exactly."""
+    import hpff_bench.methods as methods
+    from hpff_bench.memory.tracker import cuda_block_size
+
+    class Probe(CpuProbe):
+        def allocated(self):
+            return 10 * MIB
+
+    built, original = [], methods.build_method
+    monkeypatch.setattr(methods, "build_method", lambda cfg, device: built.append(original(cfg, device=device)) or built[-1])
+    cfg = RunConfig.from_dict({"network": "resnet20", "method": "bp", "batch_size": 4, "device": "cpu"}).validate()
+    hidden = child.hidden_allocated(cfg, Probe())
+    m = built[0]
+    state = [*m.parameters(), *(p.grad for p in m.parameters()), *m.buffers(),
+             *(s["momentum_buffer"] for s in m.optimizer.state.values())]
+    batch = cuda_block_size(4 * 3 * 32 * 32 * 4) + cuda_block_size(4 * 8)  # float images, int64 labels
+    expected = sum(cuda_block_size(t.untyped_storage().nbytes()) for t in state) + batch
+    assert len(state) > 3 * 60 and hidden == 10 * MIB - expected
