@@ -139,8 +139,8 @@ def fake_pytest(cmd, timeout_s, cases=plan.BENCHMARK_CASES):
     return subprocess.CompletedProcess(cmd, 0, stdout=f"{len(cases)} passed in 9.9s\n", stderr="")
 
 
-def cheap_flops(cfg):
-    return 1e12 * cfg["batch_size"] / 1024
+def cheap_cost(cfg):
+    return 1e12 * cfg["batch_size"] / 1024, 1000 * cfg["k"]
 
 
 # ----- the plan -----------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_config_list_meets_the_issue():
 
 
 def test_plan_order_and_estimates():
-    parts = plan.parts(flops=cheap_flops)
+    parts = plan.parts(cost=cheap_cost)
     assert [p.kind for p in parts[:4]] == ["overheads", "overheads", "config", "benchmarks"]
     assert [p.cudnn_benchmark for p in parts[:2]] == [False, True]
     assert parts[2].snapshot and not any(p.snapshot for p in parts[3:])
@@ -178,17 +178,21 @@ def test_plan_order_and_estimates():
     assert len(configs) == len(plan.CONFIGS)
     steps = plan.WARMUP + plan.STEPS + plan.EXTRA_STEPS
     for p in configs:
-        expected = plan.PROCESS_S + steps * cheap_flops(p.config) / plan.H200_FLOPS_PER_S
+        flops, ops = cheap_cost(p.config)
+        gpu_step = max(flops / plan.H200_FLOPS_PER_S, ops * plan.LAUNCH_S)
+        expected = plan.PROCESS_S + steps * gpu_step + ops * plan.TRACE_OP_S
         expected += plan.CUDNN_BENCHMARK_S if p.cudnn_benchmark else 0
-        assert p.estimate_s == pytest.approx(expected) and p.flops == cheap_flops(p.config)
-    assert sum(p.estimate_s for p in parts) < cli.DEFAULT_BUDGET_S  # the whole plan fits the default budget
-    quick = plan.parts(quick=True, flops=cheap_flops)
+        assert p.estimate_s == pytest.approx(expected) and (p.flops, p.ops) == (flops, ops)
+    # FLOP-bound and launch-bound steps: 1 PFLOP at 20 TFLOP/s = 50 s; 10^6 ops at 20 us = 20 s
+    assert plan.estimate_seconds(1e15, 10**6) == pytest.approx(plan.PROCESS_S + steps * 50 + 200)
+    assert plan.estimate_seconds(1e12, 10**6) == pytest.approx(plan.PROCESS_S + steps * 20 + 200)
+    quick = plan.parts(quick=True, cost=cheap_cost)
     assert {p.name for p in quick} <= {p.name for p in parts} and len([p for p in quick if p.kind == "config"]) == 3
     table = plan.plan_table(parts)
     assert "total (estimated, H200)" in table and parts[-1].name in table
 
 
-def test_step_flops_are_torchs_formulas():
+def test_step_cost_is_torchs_flop_count():
     """The FLOP count is torch's (FlopCounterMode, where that runs: BP)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -203,10 +207,13 @@ def test_step_flops_are_torchs_formulas():
         x, y = synthetic_batch(cfg, torch.device("cpu"))
         with FlopCounterMode(display=False) as fc:
             m.compute_gradients(x, y)
-    assert plan.step_flops(bp) == fc.get_total_flops() > 0
-    # on a local method (where FlopCounterMode raises): convolution and matmul FLOPs are linear in the batch
+    flops, ops = plan.step_cost(bp)
+    assert flops == fc.get_total_flops() > 0 and ops > 2 * 19  # at least a forward and a backward op per convolution
+    # on a local method (where FlopCounterMode raises): convolution and matmul FLOPs are linear in
+    # the batch, the ops are not
     dgl = {**bp, "method": "dgl", "k": 2}
-    assert plan.step_flops({**dgl, "batch_size": 8}) == 2 * plan.step_flops(dgl) > 0
+    (f4, n4), (f8, n8) = plan.step_cost(dgl), plan.step_cost({**dgl, "batch_size": 8})
+    assert f8 == 2 * f4 > 0 and n8 == n4
 
 
 def test_budget_fits_what_is_left():
@@ -276,14 +283,14 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     calls = []
     now = [0.0]
     rc = cli.main(["--out", str(tmp_path), "--quick"], cuda_available=True, spawn=in_process_spawn(calls),
-                  clock=lambda: now[0], flops=cheap_flops)
+                  clock=lambda: now[0], cost=cheap_cost)
     assert rc == 0
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
     assert doc["schema"] == report.SCHEMA and doc["status"] == "complete"
     assert [p["kind"] for p in doc["parts"]] == ["overheads", "overheads", "config", "benchmarks", "config", "config"]
     assert all(p["status"] == "ok" for p in doc["parts"])
     for p in doc["parts"]:
-        assert {"kind", "name", "status", "estimate_s", "seconds", "config", "flops"} <= set(p)
+        assert {"kind", "name", "status", "estimate_s", "seconds", "config", "flops", "ops"} <= set(p)
     cfg_parts = [p for p in doc["parts"] if p["kind"] == "config"]
     for p in cfg_parts:
         assert {"memory", "predicted", "errors", "context_at_init", "context_after_run_bytes", "cuda_arch",
@@ -368,7 +375,7 @@ def test_benchmarks_part_needs_both_cases_in_its_json(tmp_path):
 
 
 def test_parts_round_trip_through_the_child_command_line():
-    p = plan.parts(quick=True, flops=cheap_flops)[2]
+    p = plan.parts(quick=True, cost=cheap_cost)[2]
     assert plan.Part.from_dict(json.loads(json.dumps(p.as_dict()))) == plan.Part(
         **{**p.__dict__, "estimate_s": round(p.estimate_s, 1)})
 
@@ -400,7 +407,7 @@ def test_main_without_cuda_says_so(capsys, tmp_path):
 
 
 def test_plan_runs_without_a_gpu(capsys, tmp_path):
-    assert cli.main(["--plan", "--quick", "--out", str(tmp_path)], cuda_available=False, flops=cheap_flops) == 0
+    assert cli.main(["--plan", "--quick", "--out", str(tmp_path)], cuda_available=False, cost=cheap_cost) == 0
     assert "total (estimated, H200)" in capsys.readouterr().out and not list(tmp_path.iterdir())
 
 

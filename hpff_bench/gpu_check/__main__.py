@@ -39,9 +39,9 @@ def check_args(args) -> None:
         raise ConfigError(f"--out {args.out!r} exists and is not a directory")
 
 
-def main(argv: list[str] | None = None, *, cuda_available=None, spawn=None, clock=None, flops=None) -> int:
-    """cuda_available, spawn, clock, flops: injected by tests (defaults: torch, subprocesses,
-    time.monotonic, FLOPs counted on fake tensors)."""
+def main(argv: list[str] | None = None, *, cuda_available=None, spawn=None, clock=None, cost=None) -> int:
+    """cuda_available, spawn, clock, cost: injected by tests (defaults: torch, subprocesses,
+    time.monotonic, FLOPs and ops counted on fake tensors)."""
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None, *, cuda_available=None, spawn=None, cloc
               file=sys.stderr)
         return 1
     budget = Budget(args.budget_s, clock)  # counting the FLOPs is part of the run's time
-    plan = parts(args.quick, flops)
+    plan = parts(args.quick, cost)
     print(plan_table(plan), flush=True)
-    print(f"gpu_check: FLOPs counted in {budget.elapsed:.0f} s", file=sys.stderr, flush=True)
+    print(f"gpu_check: FLOPs and ops counted in {budget.elapsed:.0f} s", file=sys.stderr, flush=True)
     if args.plan:
         return 0
     from hpff_bench.gpu_check.runner import run_check

@@ -1,10 +1,15 @@
 """What the GPU check runs (its parts) and how long each should take on an H200.
 
-Time estimates: FLOPs of one training step counted by torch's FlopCounterMode on fake tensors
-(matmuls and convolutions: what dominates the GPU time), at H200_FLOPS_PER_S, plus a fixed
-cost per process (PROCESS_S). Both constants are assumptions with a margin, not measurements:
-the real seconds of every part are written next to its estimate, so the next GPU session can
-check them.
+Time estimates, from one training step traced on fake tensors (torch's per-op FLOP formulas,
+and the number of ops dispatched):
+- GPU time of a step: its FLOPs at H200_FLOPS_PER_S, or its ops at LAUNCH_S each where that is
+  longer (small CIFAR kernels: eager PyTorch is launch-bound);
+- the CPU work per op that does not overlap the GPU: the tracked step and the fake-tensor
+  prediction, TRACE_OP_S per op (measured here: the prediction took 310-560 us per op on the
+  2-core VM under a load of 5 per core; an idle core is several times faster);
+- a fixed PROCESS_S per process (python + torch import, CUDA context, building the method).
+All four are assumptions with a margin, not measurements of an H200: the real seconds of every
+part are written next to its estimate, so the next GPU session can correct them.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from torch.utils.flop_counter import flop_registry
 # ~60 TFLOP/s is an optimistic effective fp32 rate on an H200 (TF32 off); a third of it leaves
 # a margin for small CIFAR convolutions, which reach far less.
 H200_FLOPS_PER_S = 20e12
-# python + torch import, CUDA context, building the method, the fake-tensor prediction (1-6 s
-# for these sizes on a 2-core VM) and the hidden-allocation step: assumed, with a margin.
-PROCESS_S = 20.0
+LAUNCH_S = 20e-6  # one eager op: Python, dispatcher and kernel launch
+TRACE_OP_S = 200e-6  # one op under the live-tensor tracker plus one in the fake-tensor prediction
+PROCESS_S = 10.0
 # cudnn.benchmark tries every algorithm of each new convolution shape once
 CUDNN_BENCHMARK_S = 10.0
 # GPU training steps in one configuration's process: warm-up and measured steps of the profile,
@@ -66,12 +71,13 @@ class Part:
     cudnn_benchmark: bool = False
     snapshot: bool = False
     flops: float | None = None  # one training step (kind "config")
+    ops: int | None = None  # aten ops dispatched in one training step (kind "config")
     estimate_s: float = 0.0
 
     def as_dict(self) -> dict:
         return {
             "kind": self.kind, "name": self.name, "config": self.config, "cudnn_benchmark": self.cudnn_benchmark,
-            "snapshot": self.snapshot, "flops": self.flops, "estimate_s": round(self.estimate_s, 1),
+            "snapshot": self.snapshot, "flops": self.flops, "ops": self.ops, "estimate_s": round(self.estimate_s, 1),
         }
 
     @classmethod
@@ -96,32 +102,39 @@ def config_name(cfg: dict, cudnn_benchmark: bool = False) -> str:
     return f"{c.network} {c.label} K={c.k} b={c.batch_size}" + (f" ({', '.join(tail)})" if tail else "")
 
 
-def parts(quick: bool = False, flops=None) -> list[Part]:
+def parts(quick: bool = False, cost=None) -> list[Part]:
     """The parts in the order they run: the overheads first (cheap, and what the prediction
     assumes), the snapshot config and the benchmark path early, the largest configs last.
 
-    flops: a function RunConfig dict -> FLOPs of one step (default step_flops); tests pass a
-    cheap one."""
+    cost: a function RunConfig dict -> (FLOPs, ops) of one step (default step_cost, counted in
+    parallel processes); tests pass a cheap one."""
     chosen = [CONFIGS[i] for i in QUICK] if quick else list(CONFIGS)
     cfgs = [config_dict(network, method, k, batch, extra) for network, method, k, batch, extra, _ in chosen]
-    counted = count_flops(cfgs) if flops is None else [flops(c) for c in cfgs]
+    costs = count_costs(cfgs) if cost is None else [cost(c) for c in cfgs]
     out = [
         Part("overheads", f"context + workspaces, cudnn.benchmark {'on' if on else 'off'}", cudnn_benchmark=on,
-             estimate_s=PROCESS_S)
+             estimate_s=PROCESS_S + (CUDNN_BENCHMARK_S if on else 0.0))
         for on in (False, True)
     ]
     cfg_parts = []
-    for (*_, options), cfg, f in zip(chosen, cfgs, counted):
+    for (*_, options), cfg, (flops, ops) in zip(chosen, cfgs, costs):
         bench = bool(options.get("cudnn_benchmark"))
-        estimate = PROCESS_S + (WARMUP + STEPS + EXTRA_STEPS) * f / H200_FLOPS_PER_S + (CUDNN_BENCHMARK_S if bench else 0.0)
-        cfg_parts.append(Part("config", config_name(cfg, bench), cfg, bench, bool(options.get("snapshot")), f, estimate))
+        cfg_parts.append(Part("config", config_name(cfg, bench), cfg, bench, bool(options.get("snapshot")), flops, ops,
+                              estimate_seconds(flops, ops, bench)))
     out.append(cfg_parts[0])
     out.append(Part("benchmarks", "pytest suites/ --benchmark-only --hpff-device cuda (2 cases)", estimate_s=BENCHMARKS_S))
     return out + cfg_parts[1:]
 
 
-def count_flops(cfgs: list[dict]) -> list[float]:
-    """step_flops of each config, in parallel processes (one per core: ~7 s in all on 16 cores,
+def estimate_seconds(flops: float, ops: int, cudnn_benchmark: bool = False) -> float:
+    """One configuration's process on an H200 (see the module docstring)."""
+    gpu_step = max(flops / H200_FLOPS_PER_S, ops * LAUNCH_S)
+    steps = WARMUP + STEPS + EXTRA_STEPS
+    return PROCESS_S + steps * gpu_step + ops * TRACE_OP_S + (CUDNN_BENCHMARK_S if cudnn_benchmark else 0.0)
+
+
+def count_costs(cfgs: list[dict]) -> list[tuple[float, int]]:
+    """step_cost of each config, in parallel processes (one per core: seconds on 16 cores,
     ~80 s on 2 busy ones)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -129,13 +142,13 @@ def count_flops(cfgs: list[dict]) -> list[float]:
 
     workers = max(1, min(len(cfgs), os.cpu_count() or 1))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(step_flops, cfgs))
+        return list(pool.map(step_cost, cfgs))
 
 
-def step_flops(cfg_dict: dict) -> float:
-    """FLOPs of one training step (forward and backward of backbone and aux nets), counted on
-    fake tensors by torch's per-op formulas (torch.utils.flop_counter.flop_registry): nothing is
-    computed, so it costs what tracing the step costs (~0.1-6 s on a 2-core VM).
+def step_cost(cfg_dict: dict) -> tuple[float, int]:
+    """FLOPs and aten ops of one training step (forward and backward of backbone and aux nets),
+    counted on fake tensors with torch's per-op formulas (torch.utils.flop_counter.flop_registry):
+    nothing is computed, so it costs what tracing the step costs (~0.1-12 s on a 2-core VM).
 
     Not FlopCounterMode itself: its module tracker registers backward hooks on every module
     input and fails on a local method's detached module inputs."""
@@ -152,31 +165,36 @@ def step_flops(cfg_dict: dict) -> float:
         x, y = synthetic_batch(cfg, cpu)
         with _FlopCount() as counter:
             method.compute_gradients(x, y)
-    return float(counter.total)
+    return float(counter.flops), counter.ops
 
 
 class _FlopCount(TorchDispatchMode):
-    """Sum of flop_registry's formula over every op that has one (matmuls, convolutions)."""
+    """Ops dispatched, and the sum of flop_registry's formula over those that have one
+    (matmuls, convolutions)."""
 
-    total = 0
+    def __init__(self):
+        super().__init__()
+        self.flops = self.ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.ops += 1
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
-            self.total += formula(*args, **kwargs, out_val=out)
+            self.flops += formula(*args, **kwargs, out_val=out)
         return out
 
 
 def plan_table(plan: list[Part]) -> str:
     """The plan as printed before a run: FLOPs and estimated seconds per part, and the total."""
-    lines = [f"{'part':<80} {'GFLOP/step':>11} {'est. s':>7}"]
+    lines = [f"{'part':<96} {'GFLOP/step':>11} {'ops/step':>9} {'est. s':>7}"]
     for p in plan:
         g = "" if p.flops is None else f"{p.flops / 1e9:,.0f}"
-        lines.append(f"{p.name:<80} {g:>11} {p.estimate_s:>7.0f}")
+        n = "" if p.ops is None else f"{p.ops:,}"
+        lines.append(f"{p.name:<96} {g:>11} {n:>9} {p.estimate_s:>7.0f}")
     total = sum(p.estimate_s for p in plan)
-    lines.append(f"{'total (estimated, H200)':<80} {'':>11} {total:>7.0f}")
+    lines.append(f"{'total (estimated, H200)':<96} {'':>11} {'':>9} {total:>7.0f}")
     return "\n".join(lines)
 
 
