@@ -33,7 +33,7 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cuda-context-bytes", default=None, metavar="SIZE",
         help="CUDA context + kernels added to device use, e.g. 600MiB (default: an assumption of "
-        "512 MiB, labelled 'assumed'; measure yours with python -m hpff_bench.memory.gpu_check)",
+        "512 MiB, labelled 'assumed'; measure yours with python -m hpff_bench.gpu_check)",
     )
 
 
