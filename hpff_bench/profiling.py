@@ -98,6 +98,7 @@ def _memory_fields(tracker: LiveTensorTracker, measured_peak: int) -> dict:
     return {
         "breakdown_bytes": dict(tracker.peak_breakdown),
         "per_module_peak_bytes": dict(tracker.per_scope_peak),
+        "aux_scope_peak_bytes": dict(tracker.aux_scope_peak),
         "tracked_peak_bytes": tracker.peak,
         "lower_bound_bytes": bound["lower_bound_bytes"],
         "lower_bound_terms": bound["terms"],

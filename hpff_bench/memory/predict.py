@@ -127,6 +127,7 @@ def predict(
         "live_peak_bytes": live,
         "breakdown_bytes": dict(tr.peak_breakdown),
         "per_module_peak_bytes": dict(tr.per_scope_peak),
+        "aux_scope_peak_bytes": dict(tr.aux_scope_peak),
         "lower_bound_bytes": bound["lower_bound_bytes"],
         "lower_bound_terms": bound["terms"],
         "lower_bound_module": bound["binding_module"],
