@@ -105,17 +105,11 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         tables["failed_runs"] = T.failures_table(df)
     tables["published_reference"] = T.published_reference_table()
 
-    figs: dict[str, object] = {}
     if cfg.empty:
         reason = "no successful runs" if not df.empty else "no records"
-        for name in ("memory_vs_k", "breakdown", "accuracy_vs_memory", "prediction_parity", "speed"):
-            figs[name] = reason
+        figs: dict[str, object] = dict.fromkeys(F.FIGURES, reason)
     else:
-        figs["memory_vs_k"] = F.memory_vs_k(cfg)
-        figs["breakdown"] = F.breakdown(cfg)
-        figs["accuracy_vs_memory"] = F.accuracy_vs_memory(cfg, T.pareto_mask(cfg))
-        figs["prediction_parity"] = F.parity(cfg)
-        figs["speed"] = F.speed(cfg)
+        figs = F.all_figures(cfg, T.pareto_mask(cfg))
 
     report = Report(out, out / "index.html", out / "report.md", out / "manifest.json",
                     records=len(df), failed=int((df["status"] != "ok").sum()) if not df.empty else 0,

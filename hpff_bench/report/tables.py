@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.report import published as pub
-from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, memory_unit, method_sort_key
+from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, family_of, memory_unit, method_sort_key
 
 GLOBAL_METHODS = ("bp", "gc")  # one gradient-isolated module; every other method is local
 MEASURED_PREFERENCE = ("cuda-allocator", "tensor-tracker")
 # config fields that are the axes of a report, never part of a method's name
 _AXIS_FIELDS = {
     "network", "dataset", "batch_size", "image_size", "num_classes", "k", "split", "seed",
-    "steps", "warmup", "device",
+    "steps", "warmup", "device", "lr", "momentum", "weight_decay",  # the recipe, not the method
 }
 
 
@@ -59,10 +60,11 @@ def _fmt(v, decimals: int) -> str:
 
 # ----- shared aggregation ------------------------------------------------------------------
 def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
-    """Column `name`: the label, plus `[field=value]` where runs with one label differ otherwise.
+    """Column `name`: the label, plus a short `[...]` where runs with one label differ otherwise.
 
     E.g. two `DGL+HPFF (n=2)` configurations of one setting that differ only in pff_exec become
-    `DGL+HPFF (n=2) [pff_exec=batched]` and `... [pff_exec=streamed]`; K, batch, network and the
+    `DGL+HPFF (n=2)` and `DGL+HPFF (n=2) [streamed]`: a value equal to the default says
+    nothing, the others are written as short phrases (`_phrase`). K, batch, network and the
     like are the report's axes and never part of a name.
     """
     df = df.copy()
@@ -80,12 +82,33 @@ def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
             f for f in names
             if f.split(".")[0] not in _AXIS_FIELDS and len({d.get(f) for d in fields}) > 1
         ]
-        if not varying:
-            continue
         for i, d in zip(idx, fields):
-            suffix = ", ".join(f"{f}={d.get(f)}" for f in varying[:3])
-            df.loc[i, "name"] = f"{label} [{suffix}]"
+            phrases = list(dict.fromkeys(p for p in (_phrase(f, d) for f in varying) if p))
+            df.loc[i, "name"] = f"{label} [{', '.join(phrases)}]" if phrases else label
     return df
+
+
+_DEFAULTS = RunConfig(network="resnet32", method="dgl").to_dict()
+_HPFF_LAMBDAS = {f"lambdas.{k}": str(v) for k, v in vars(HPFF_INFOPRO_LAMBDAS).items()}
+
+
+def _phrase(field: str, d: dict) -> str | None:
+    """A config value as a few words, or None where it is the default (it tells nothing)."""
+    v = d.get(field)
+    top = field.split(".")[0]
+    if top == "lambdas":  # one phrase for the four λ fields
+        if all(d.get(k) == x for k, x in _HPFF_LAMBDAS.items()):
+            return "HPFF's λ"
+        if all(d.get(k) == str(_DEFAULTS.get("lambdas", {}).get(k.split(".")[1])) for k in _HPFF_LAMBDAS):
+            return None
+        return "λ " + "/".join(d.get(k, "?") for k in sorted(_HPFF_LAMBDAS))
+    if str(_DEFAULTS.get(field)) == v:
+        return None
+    return {
+        "pff_exec": f"{v} patches", "aux": f"aux {v}", "pff_on": f"PFF on {v}",
+        "local_loss": {"ce": "softmax", "supcon": "contrast"}.get(v, f"loss {v}"),
+        "hilo_exec": f"{v} HiLo", "cascade_span": f"span {v}", "precision": v,
+    }.get(field, f"{field} {v}")
 
 
 def _pairs(config_key: str) -> list[str]:
@@ -117,7 +140,7 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             "method": first["method"], "k": int(k), "modules": None if modules == -1 else int(modules),
             "hilo": bool(first["hilo"]), "independent": bool(first["independent"]),
             "pff_grid": int(first["pff_grid"]), "pff_on": first["pff_on"], "pff_exec": first["pff_exec"],
-            "local_loss": first["local_loss"], "ablation": first["ablation"],
+            "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
         }
         # measured memory: the best source available (allocator over tracker), median over runs
         row["measured_bytes"], row["measured_source"] = np.nan, None
@@ -166,6 +189,20 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
         # speed, per device
         sp = g[g["step_seconds"].notna()]
         row["step_seconds"] = float(sp["step_seconds"].median()) if not sp.empty else np.nan
+        # the spread of one record (the one with the most timed steps): quartiles of its steps
+        spread = sp[sp["step_q1"].notna()].sort_values("timed_steps", na_position="first")
+        last = spread.iloc[-1] if not spread.empty else None
+        row["step_q1"] = float(last["step_q1"]) if last is not None else np.nan
+        row["step_q3"] = float(last["step_q3"]) if last is not None else np.nan
+        row["timed_steps"] = float(last["timed_steps"]) if last is not None else (
+            float(sp["timed_steps"].max()) if not sp.empty else np.nan)
+        row["flops"] = float(g["flops"].median()) if g["flops"].notna().any() else np.nan
+        # one aux step's own activations: measured where the shown peak is measured, else predicted
+        ma, pa = g["measured_aux_step_bytes"].dropna(), g["predicted_aux_step_bytes"].dropna()
+        if not math.isnan(row["measured_bytes"]) and not ma.empty:
+            row["aux_step_bytes"] = float(ma.median())
+        else:
+            row["aux_step_bytes"] = float(pa.median()) if not pa.empty else np.nan
         ips = g[g["images_per_second"].notna()]
         row["images_per_second"] = float(ips["images_per_second"].median()) if not ips.empty else np.nan
         row["speed_device"] = None  # the GPU's name, else the CPU's (records of schema 0: "cpu")
@@ -180,6 +217,43 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
                      for s, n, k, m in zip(out["setting"], out["name"], out["k"], out["modules"])]
     out = out.sort_values("_order", kind="stable").drop(columns="_order")
     return out.reset_index(drop=True)
+
+
+def k_text(k, modules, sep: str = "\n") -> str:
+    """'K=16', or 'K=16 (15 mod.)' where the real module count is not K (never two equal K's)."""
+    k = int(k)
+    if modules is None or modules != modules or int(modules) == k:
+        return f"K={k}"
+    return f"K={k}{sep}({int(modules)} mod.)"
+
+
+def main_variants(cfg: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the headline figures: BP, GC, each local method plain and with full HPFF
+    (HiLo + PFF with its default batched patches), on the split most of the setting's runs use.
+    Patch grids, streamed patches and the cascade ablation have their own figure and tables."""
+    if cfg.empty:
+        return cfg
+    plain = ~cfg["hilo"] & (cfg["pff_grid"] == 1)
+    hpff = cfg["hilo"] & cfg["independent"] & (cfg["pff_grid"] == 2) & (cfg["pff_exec"].fillna("batched") == "batched")
+    c = cfg[cfg["method"].isin(GLOBAL_METHODS) | plain | hpff]
+    # a '[...]' name is a second configuration of a label; drop it where the plain label is there
+    plain_names = set(zip(c["setting"], c["name"]))
+    bracketed = c["name"].str.contains(r" \[", regex=True)
+    c = c[~bracketed | ~pd.Series([(s, lb) in plain_names for s, lb in zip(c["setting"], c["label"])], index=c.index)]
+    keep = pd.Series(True, index=c.index)
+    for _, g in c[~c["method"].isin(GLOBAL_METHODS)].groupby("setting"):
+        common = g["split"].astype(str).value_counts().index[0]
+        keep[g.index] = g["split"].astype(str) == common
+    return c[keep]
+
+
+def noise_overlap(a, b) -> bool:
+    """Two step times inside each other's noise: their interquartile ranges overlap (or one has
+    no spread to tell: fewer than 4 timed steps)."""
+    a1, a3, b1, b3 = a["step_q1"], a["step_q3"], b["step_q1"], b["step_q3"]
+    if any(v != v for v in (a1, a3, b1, b3)) or min(a.get("timed_steps", 0) or 0, b.get("timed_steps", 0) or 0) < 4:
+        return True
+    return a1 <= b3 and b1 <= a3
 
 
 def _bp_reference(cfg: pd.DataFrame, setting: str, column: str) -> float:
@@ -390,20 +464,47 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
     c = cfg[cfg["step_seconds"].notna() | cfg["images_per_second"].notna()] if not cfg.empty else cfg
     if c.empty:
         return "no run has timings (timing.step_seconds)"
-    rel = []
+    rel, vs_bp, vs_plain = [], [], []
     for _, r in c.iterrows():
-        bp = c[(c["setting"] == r["setting"]) & (c["method"] == "bp") & (c["speed_device"] == r["speed_device"])]
+        same = c[(c["setting"] == r["setting"]) & (c["speed_device"] == r["speed_device"])]
+        bp = same[same["method"] == "bp"]
         rel.append(r["step_seconds"] / bp["step_seconds"].iloc[0] if not bp.empty else np.nan)
+        vs_bp.append(_noise_word(r, bp.iloc[0]) if not bp.empty and r["method"] != "bp" else None)
+        plain = same[(same["label"] == family_of(r["label"])) & (same["k"] == r["k"])
+                     & (same["modules"].fillna(-1) == (r["modules"] if r["modules"] == r["modules"] else -1))]
+        plain = plain[plain["name"] == plain["label"]]
+        is_plain = r["method"] in GLOBAL_METHODS or r["name"] == family_of(r["label"])
+        vs_plain.append(_noise_word(r, plain.iloc[0]) if not plain.empty and not is_plain else None)
     data = pd.DataFrame({
         "setting": c["setting"].values, "device": c["speed_device"].values, "method": c["name"].values,
-        "K": c["k"].values, "step time (ms)": (c["step_seconds"] * 1000).values,
+        "K": c["k"].values, "modules": c["modules"].values,
+        "step time (ms)": (c["step_seconds"] * 1000).values,
+        "IQR low (ms)": (c["step_q1"] * 1000).values, "IQR high (ms)": (c["step_q3"] * 1000).values,
+        "timed steps": c["timed_steps"].values,
         "images/s": c["images_per_second"].values, "step time vs BP (x)": rel,
+        "vs BP": vs_bp, "vs plain method": vs_plain,
     })
+    decimals = {"K": 0, "modules": 0, "images/s": 1, "step time (ms)": 1, "IQR low (ms)": 1,
+                "IQR high (ms)": 1, "timed steps": 0}
+    if c["flops"].notna().any():  # optional: FLOPs of one step, where the records have them
+        data["GFLOP / step"] = (c["flops"] / 1e9).values
+        data["GFLOP/s"] = (c["flops"] / 1e9 / c["step_seconds"]).values
+        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1})
     return Table(
         "speed", "Training speed", data,
-        "Median time of one full training step; 'vs BP' divides by BP's on the same device and setting.",
-        {"K": 0, "images/s": 1, "step time (ms)": 1},
+        "Median time of one full training step over the timed steps, with the interquartile range "
+        "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise' (also "
+        "where either has fewer than 4 timed steps); 'vs plain method' compares a variant with "
+        "its plain method at the same K.",
+        decimals,
     )
+
+
+def _noise_word(r, ref) -> str:
+    if noise_overlap(r, ref):
+        return "within noise"
+    return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
 
 def published_table(cfg: pd.DataFrame) -> Table | str:
