@@ -50,8 +50,10 @@ SECTIONS = [
             "has both.", [("figure", "prediction_parity"), ("table", "prediction_error")]),
     Section("Speed", "Images per second of a full training step, and step time relative to BP.",
             [("figure", "speed"), ("table", "speed")]),
-    Section("Published numbers", "CIFAR-10 test errors from the InfoPro and HPFF papers beside ours, "
-            "each with its source.", [("table", "published_comparison"), ("table", "published_reference")]),
+    Section("Published numbers", "The InfoPro paper's GPU-memory tables and the CIFAR-10 test errors "
+            "of the InfoPro and HPFF papers beside ours, each with its source (docs/published.md). "
+            "suites/papers.toml runs our side of the memory tables.",
+            [("table", "published_memory"), ("table", "published_comparison"), ("table", "published_reference")]),
     Section("Environment and failed runs", "Where each number came from, and the runs that did "
             "not finish and why.", [("table", "environment"), ("table", "failed_runs")]),
 ]
@@ -104,6 +106,7 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         tables["environment"] = T.environment_table(df)
         tables["failed_runs"] = T.failures_table(df)
     tables["published_reference"] = T.published_reference_table()
+    tables["published_memory"] = T.published_memory_table(df)
 
     if cfg.empty:
         reason = "no successful runs" if not df.empty else "no records"

@@ -349,35 +349,38 @@ def pff(cfg: pd.DataFrame) -> Figure | str:
 
 
 def accuracy_vs_memory(cfg: pd.DataFrame, pareto: pd.Series) -> Figure | str:
-    c = cfg[cfg["error_mean"].notna() & cfg["shown_bytes"].notna()] if not cfg.empty else cfg
+    c = cfg[cfg["error_mean"].notna() & cfg["acc_memory_bytes"].notna()] if not cfg.empty else cfg
     if c.empty:
         has_acc = not cfg.empty and cfg["error_mean"].notna().any()
         return ("runs with an accuracy have no peak memory (measured or predicted) for the same configuration"
                 if has_acc else "no successful run has an accuracy (accuracy.test_error_pct or accuracy.top1)")
-    c = compact_settings(c)
+    # a panel says which batch its memory is at where that is not the training batch
+    c = compact_settings(c).copy()
+    other = c["acc_memory_batch"] != c["batch_size"]
+    c.loc[other, "setting"] = [f"{s} · memory at batch {int(b)}" for s, b in zip(c.loc[other, "setting"], c.loc[other, "acc_memory_batch"])]
     settings, fams = _family_grid(c, "setting")
-    any_predicted = (c["shown_source"] == "predicted").any()
+    any_predicted = (c["acc_memory_source"] == "predicted").any()
     names = order_methods(c["name"])
     with style():
         fig, axes = _facets(len(settings), len(fams), _legend_rows(len(names) + 1 + any_predicted, len(fams)),
                             panel_h=2.1, sharey="row")
         for i, s in enumerate(settings):
-            unit, scale = memory_unit(float(c.loc[c["setting"] == s, "shown_bytes"].max()))
+            unit, scale = memory_unit(float(c.loc[c["setting"] == s, "acc_memory_bytes"].max()))
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
                 sub = _panel_rows(c, "setting", s, fam)
                 for _, r in sub.iterrows():
                     col = method_color(r["name"])
                     ax.errorbar(
-                        r["shown_bytes"] / scale, r["error_mean"],
+                        r["acc_memory_bytes"] / scale, r["error_mean"],
                         yerr=None if np.isnan(r["error_std"]) else r["error_std"],
                         fmt=method_marker(r["name"]), color=col,
-                        mfc="white" if r["shown_source"] == "predicted" else col,
+                        mfc="white" if r["acc_memory_source"] == "predicted" else col,
                         ms=4, capsize=2, elinewidth=0.8, zorder=3,
                     )
-                front = sub[pareto.reindex(sub.index).fillna(False).astype(bool)].sort_values("shown_bytes")
+                front = sub[pareto.reindex(sub.index).fillna(False).astype(bool)].sort_values("acc_memory_bytes")
                 if len(front) >= 1:
-                    ax.step(front["shown_bytes"] / scale, front["error_mean"], where="post",
+                    ax.step(front["acc_memory_bytes"] / scale, front["error_mean"], where="post",
                             color="#555555", ls="--", lw=0.8, zorder=2)
                 ax.set_xlabel(f"peak memory ({unit})")
                 if j == 0:

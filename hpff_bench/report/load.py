@@ -207,6 +207,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d.loc[d["measured_bytes"].isna(), "measured_source"] = None
     d["reserved_bytes"] = _num(col(df, "memory.peak_reserved_bytes"))
     d["predicted_bytes"] = _num(col(df, "predicted.peak_allocated_bytes"))
+    d["predicted_device_bytes"] = _num(col(df, "predicted.device_used_bytes"))
+    d["nvml_used_bytes"] = _num(col(df, "memory.nvml_peak_used_bytes"))
     # the prediction's live-tensor bytes: the quantity the CPU tracker measures
     d["predicted_live_bytes"] = _first(
         _num(col(df, "predicted.live_peak_bytes")), _num(col(df, "predicted.terms.live_tensors.bytes"))
@@ -282,6 +284,7 @@ DERIVED = [
     "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
     "pff_on", "pff_exec", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
     "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",
+    "predicted_device_bytes", "nvml_used_bytes",
     *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],
     "step_seconds", "step_q1", "step_q3", "timed_steps", "flops", "images_per_second",
     "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs",
