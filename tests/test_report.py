@@ -28,7 +28,7 @@ MiB = 2**20
 FIGURES = ("memory_vs_k", "breakdown", "accuracy_vs_memory", "prediction_parity", "speed")
 TABLES = (
     "memory_vs_k", "breakdown", "accuracy", "hpff_ablation", "patch_grid", "prediction_error",
-    "speed", "published_comparison", "published_reference", "environment", "failed_runs",
+    "speed", "published_comparison", "published_reference", "published_memory", "environment", "failed_runs",
 )
 
 
@@ -209,8 +209,8 @@ def test_published_numbers_sit_beside_ours_with_their_source(report):
 
 def test_environment_and_failures(report):
     env = _table(report, "environment")
-    assert set(env["device_name"].dropna()) == {"NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 3070"}
-    assert env["runs"].sum() == 36
+    assert {"NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 3070"} <= set(env["computed on"])
+    assert env["records"].sum() == 36
     f = _table(report, "failed_runs")
     assert sorted(f["status"]) == ["diverged", "error", "oom", "skipped"]
     assert "CUDA out of memory" in _row(f, status="oom")["why"]
@@ -320,7 +320,7 @@ def test_only_failed_runs_still_render(tmp_path):
     r = build_report([FAILED], tmp_path / "failed")
     assert r.records == 4 and r.failed == 4
     assert r.figures == {}
-    assert set(r.tables) == {"failed_runs", "environment", "published_reference"}
+    assert set(r.tables) == {"failed_runs", "environment", "published_reference", "published_memory"}
     html = (tmp_path / "failed" / "index.html").read_text()
     assert html.count('class="missing"') >= len(FIGURES)
     assert "left out: no successful runs" in html
@@ -370,7 +370,7 @@ def test_cli_missing_input_is_one_line_and_exit_2(tmp_path, capsys):
 def test_empty_file_and_records_without_config_still_render(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     r = build_report([tmp_path / "empty.jsonl"], tmp_path / "o1")
-    assert r.records == 0 and r.figures == {} and set(r.tables) == {"published_reference"}
+    assert r.records == 0 and r.figures == {} and set(r.tables) == {"published_reference", "published_memory"}
     assert "left out" in (tmp_path / "o1" / "index.html").read_text()
     bad = {"schema": 1, "run_id": "x", "kind": "profile", "status": "error", "message": "ValueError: no config",
            "config": None, "memory": None, "env": None}

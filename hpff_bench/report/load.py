@@ -172,6 +172,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["file"] = col(df, "_file")
     d["run_name"] = col(df, "run_name")
     d["suite"] = col(df, "suite")
+    d["preset"] = col(df, "preset")
     d["kind"] = col(df, "kind")
     d["status"] = col(df, "status").fillna("ok")
     d["message"] = col(df, "message")
@@ -280,7 +281,7 @@ def _setting(network, dataset, batch, image_size) -> str:
 
 
 DERIVED = [
-    "file", "run_name", "suite", "kind", "status", "message", "network", "dataset", "method", "k",
+    "file", "run_name", "suite", "preset", "kind", "status", "message", "network", "dataset", "method", "k",
     "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
     "pff_on", "pff_exec", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
     "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",

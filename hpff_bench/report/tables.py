@@ -624,6 +624,18 @@ def published_reference_table() -> Table:
 ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname")
 
 
+def _device_text(kinds_devices: list[str | None], device_name, cuda) -> str:
+    """Where the numbers were computed, in words: a GPU's name, the CPU, or fake tensors."""
+    devices = {d for d in kinds_devices if d}
+    if device_name:
+        return str(device_name)
+    if devices == {"fake"} or not devices:
+        return "no device (fake tensors)"
+    if cuda:
+        return "CPU (CUDA build of torch, run on the CPU)"
+    return "CPU"
+
+
 def environment_table(df: pd.DataFrame) -> Table | str:
     if df.empty:
         return "no records"
@@ -635,31 +647,47 @@ def environment_table(df: pd.DataFrame) -> Table | str:
     keys = ["|".join(str(v) for v in row) for row in e.values.tolist()]
     for _, g in df.assign(_k=keys).groupby("_k", sort=False):
         first = e.loc[g.index[0]]
-        row = {f: first[f"env.{f}"] for f in ENV_FIELDS}
-        row["runs"] = len(g)
-        row["kinds"] = ", ".join(sorted(g["kind"].dropna().astype(str).unique()))
-        row["settings"] = "; ".join(sorted(g["setting"].astype(str).unique()))
-        rows.append(row)
+        # where each kind ran: estimates on fake tensors, the others on the record's device
+        where = ["fake" if k == "estimate" else (d or dev or None)
+                 for k, d, dev in zip(g["kind"], g["env.device"], g["device"])]
+        cuda = first["env.cuda"]
+        rows.append({
+            "computed on": _device_text(where, first["env.device_name"], cuda),
+            "processor": first["env.cpu"],
+            "PyTorch": first["env.torch"],
+            "CUDA (build)": cuda, "cuDNN": first["env.cudnn"], "NVIDIA driver": first["env.driver"],
+            "Python": first["env.python"],
+            "git commit": (str(first["env.git_commit"])[:10] if first["env.git_commit"] else None),
+            "host": first["env.hostname"],
+            "records": len(g),
+            "kinds": ", ".join(f"{k} {n}" for k, n in g["kind"].value_counts().sort_index().items()),
+        })
     return Table(
         "environment", "Where the numbers came from", pd.DataFrame(rows),
-        "One row per distinct environment (the env object of each record).", {"runs": 0},
+        "One row per distinct environment. 'CUDA (build)' is the CUDA version torch was built with, "
+        "not proof that a GPU was used: 'computed on' says where the records ran (estimates run on "
+        "fake tensors, on no device; a CPU run of a CUDA build says so).", {"records": 0},
     )
 
 
 def failures_table(df: pd.DataFrame) -> Table | str:
+    """Runs that did not finish, grouped by status and reason (one row per distinct message)."""
     if df.empty:
         return "no records"
     f = df[df["status"] != "ok"]
     if f.empty:
         return "every run finished with status ok"
-    data = pd.DataFrame({
-        "status": f["status"].values, "kind": f["kind"].values, "run": f["run_name"].values,
-        "setting": f["setting"].values, "method": f["label"].values, "K": f["k"].values,
-        "why": f["message"].fillna("(no message)").values,
-    })
+    rows = []
+    msg = f["message"].fillna("(no message)").astype(str)
+    for (status, kind, m), g in f.assign(_m=msg).groupby(["status", "kind", "_m"], sort=False):
+        runs = sorted(g["run_name"].fillna("(unnamed)").astype(str))
+        shown = ", ".join(runs[:4]) + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+        rows.append({"status": status, "kind": kind, "runs": len(g), "which": shown,
+                     "why": " ".join(m.split())})
+    data = pd.DataFrame(rows).sort_values(["status", "runs"], ascending=[True, False], kind="stable")
     return Table(
-        "failed_runs", "Runs that did not finish", data,
-        "Status oom: out of memory; diverged: loss became NaN/inf; skipped: not run here (e.g. needs a "
-        "GPU); error: an exception.",
-        {"K": 0},
+        "failed_runs", "Runs that did not finish", data.reset_index(drop=True),
+        "One row per status and reason. Status oom: out of memory; diverged: loss became NaN/inf; "
+        "skipped: not run here (e.g. no data, needs a GPU); error: an exception.",
+        {"runs": 0},
     )
