@@ -7,7 +7,7 @@ storage and are counted once (keyed by storage identity). tracemalloc never sees
 memory and RSS is not exact, so this is the only exact count we have without a GPU.
 
 Why not torch's MemTracker: its module tracking raises when a module runs twice per step or
-when backward runs inside forward, which is what local learning does (DESIGN.md §4).
+when backward runs inside forward, which is what local learning does (docs/memory.md).
 
 What it keeps (all in bytes, after the optional per-storage rounding, e.g. `cuda_block_size`):
 - current and peak total, and the breakdown by category at the moment of the peak (sums to
