@@ -26,6 +26,11 @@ from hpff_bench.report.load import Loaded, read_results
 from hpff_bench.report.render import CSS, slug, to_html, to_latex, to_markdown
 
 
+# the page's content width (render.CSS max-width 1100px minus padding): a two-column figure
+# (1,400 px) is shown at this width, a one-column one (700 px) at its own
+PAGE_PX = 1068
+
+
 @dataclass
 class Section:
     title: str
@@ -261,7 +266,7 @@ def _html_item(report: Report, tables: dict, kind: str, name: str) -> str:
         info = report.figures[name]
         data = base64.b64encode((report.out_dir / info["png"]).read_bytes()).decode("ascii")
         return (
-            f'<figure id="figure-{h(name)}"><img alt="{h(name)}" width="{info["width_px"] // 2}" '
+            f'<figure id="figure-{h(name)}"><img alt="{h(name)}" width="{min(info["width_px"], PAGE_PX)}" '
             f'src="data:image/png;base64,{data}"><figcaption class="files">'
             f'<a href="{h(info["png"])}">PNG</a><a href="{h(info["svg"])}">SVG</a></figcaption></figure>'
         )
