@@ -355,9 +355,10 @@ def accuracy_vs_memory(cfg: pd.DataFrame, pareto: pd.Series) -> Figure | str:
         return ("runs with an accuracy have no peak memory (measured or predicted) for the same configuration"
                 if has_acc else "no successful run has an accuracy (accuracy.test_error_pct or accuracy.top1)")
     # a panel says which batch its memory is at where that is not the training batch
-    c = compact_settings(c).copy()
-    other = c["acc_memory_batch"] != c["batch_size"]
-    c.loc[other, "setting"] = [f"{s} · memory at batch {int(b)}" for s, b in zip(c.loc[other, "setting"], c.loc[other, "acc_memory_batch"])]
+    c = c.copy()
+    epochs = [f"{int(e)} epoch{'s' if e != 1 else ''}" if e == e else "epochs ?" for e in c["epochs"]]
+    mem = ["" if mb == b else f", memory at batch {int(mb)}" for mb, b in zip(c["acc_memory_batch"], c["batch_size"])]
+    c["setting"] = [f"{s}\n{e}{m}" for s, e, m in zip(c["setting"], epochs, mem)]
     settings, fams = _family_grid(c, "setting")
     any_predicted = (c["acc_memory_source"] == "predicted").any()
     names = order_methods(c["name"])
