@@ -47,7 +47,7 @@ class InfoProLambdas:
     ixy_2: float = 0.5
 
     def at(self, i: int, n_local: int) -> tuple[float, float]:
-        """λ1, λ2 for local module i of n_local, linear in i (DESIGN.md §2)."""
+        """λ1, λ2 for local module i of n_local, linear in i (docs/methods.md)."""
         ratio = 0.0 if n_local <= 1 else i / (n_local - 1)
         return (
             self.ixx_1 * (1 - ratio) + self.ixx_2 * ratio,
@@ -55,7 +55,7 @@ class InfoProLambdas:
         )
 
 
-# HPFF's own InfoPro commands (DESIGN.md §2): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
+# HPFF's own InfoPro commands (docs/methods.md): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
 HPFF_INFOPRO_LAMBDAS = InfoProLambdas(ixx_1=5.0, ixy_1=0.5, ixx_2=0.0, ixy_2=0.0)
 
 
