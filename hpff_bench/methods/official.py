@@ -35,16 +35,8 @@ from hpff_bench.aux.losses import cross_entropy, similarity_matching
 from hpff_bench.aux.official import OfficialClassifier, QuadrantDecoder
 from hpff_bench.memory.scope import scope
 from hpff_bench.methods.base import Method, StepOutput
-from hpff_bench.networks import NETWORKS
 from hpff_bench.networks.cifar_resnet import WIDTHS
-from hpff_bench.networks.splits import Split
 from hpff_bench.official_code import MODULE_ENDS
-
-
-def official_split(network: str, k: int) -> Split:
-    """The official code's modules for `local_module_num` = k, as cut points."""
-    spec = NETWORKS[network]
-    return Split("official", k, tuple(spec.unit_index(s, b) for s, b in MODULE_ENDS[network][k][:-1]))
 
 
 class HeadLoss(nn.Module):
@@ -101,9 +93,6 @@ class OfficialHiLo(Method):
         for m in [*self.aux_nets.values(), self.unused]:
             _official_init(m)
         self._build_optimizer()
-
-    def _resolve_split(self, config) -> Split:
-        return official_split(config.network, config.k)
 
     @property
     def module_count(self) -> int:
