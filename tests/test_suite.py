@@ -85,7 +85,7 @@ def test_cifar10_quick_preset_is_cpu_sized():
     assert {t.run.name for t in est if t.config.network == "resnet110"} == {
         "resnet110-bp-k1", "resnet110-gc-k55", *(f"resnet110-{m}-k55{v}" for m in ("greedy", "dgl", "infopro")
                                                  for v in ("", "-hpff-n2")),
-        "resnet110-infopro-k55-hpff-split-hpff-n2-official"}
+        "resnet110-infopro-k55-hpff-n2-official"}
     assert 0 < len(prof) <= 10 and all(t.config.batch_size == 16 and t.config.device == "cpu" for t in prof)
     assert 0 < len(train) <= 10 and all(t.options["epochs"] == 1 and t.options["train_subset"] for t in train)
     assert plan.sweep_options["jobs"] == 2
