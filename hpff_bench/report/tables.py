@@ -209,6 +209,8 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
         row["speed_device"] = None  # the GPU's name, else the CPU's (records of schema 0: "cpu")
         for f in ("env.device_name", "env.cpu", "env.device"):
             dev = sp[f].dropna() if not sp.empty else pd.Series(dtype=object)
+            if f == "env.device_name":  # CPU runs write device_name "cpu": the CPU's name says more
+                dev = dev[dev.astype(str).str.lower() != "cpu"]
             if not dev.empty:
                 row["speed_device"] = str(dev.iloc[0])
                 break
@@ -271,13 +273,13 @@ def main_variants(cfg: pd.DataFrame) -> pd.DataFrame:
     return c[keep]
 
 
-def noise_overlap(a, b) -> bool:
-    """Two step times inside each other's noise: their interquartile ranges overlap (or one has
-    no spread to tell: fewer than 4 timed steps)."""
+def noise_overlap(a, b) -> bool | None:
+    """Two step times inside each other's noise: their interquartile ranges overlap. None where
+    one has no spread to tell (no per-step times, or fewer than 4 timed steps)."""
     a1, a3, b1, b3 = a["step_q1"], a["step_q3"], b["step_q1"], b["step_q3"]
     if any(v != v for v in (a1, a3, b1, b3)) or min(a.get("timed_steps", 0) or 0, b.get("timed_steps", 0) or 0) < 4:
-        return True
-    return a1 <= b3 and b1 <= a3
+        return None
+    return bool(a1 <= b3 and b1 <= a3)
 
 
 def _bp_reference(cfg: pd.DataFrame, setting: str, column: str) -> float:
@@ -524,15 +526,19 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "
         "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
-        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise' (also "
-        "where either has fewer than 4 timed steps); 'vs plain method' compares a variant with "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise'; 'no "
+        "spread to tell' where either has fewer than 4 timed steps or no per-step times (training "
+        "records keep only the median); 'vs plain method' compares a variant with "
         "its plain method at the same K.",
         decimals,
     )
 
 
 def _noise_word(r, ref) -> str:
-    if noise_overlap(r, ref):
+    overlap = noise_overlap(r, ref)
+    if overlap is None:
+        return "no spread to tell"
+    if overlap:
         return "within noise"
     return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
@@ -627,7 +633,7 @@ ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python"
 def _device_text(kinds_devices: list[str | None], device_name, cuda) -> str:
     """Where the numbers were computed, in words: a GPU's name, the CPU, or fake tensors."""
     devices = {d for d in kinds_devices if d}
-    if device_name:
+    if device_name and str(device_name).lower() != "cpu":
         return str(device_name)
     if devices == {"fake"} or not devices:
         return "no device (fake tensors)"
