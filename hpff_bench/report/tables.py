@@ -444,22 +444,26 @@ def patch_grid_table(cfg: pd.DataFrame) -> Table | str:
     if not groups:
         return "no configuration was run with more than one PFF patch grid n (--pff-grid 1/2/4)"
     c = pd.concat(groups).sort_values(["setting", "method", "k", "hilo", "pff_grid"], kind="stable")
-    unit, scale = _mem_cols(c, ["shown_bytes", "breakdown.aux_activations"])
+    unit, scale = _mem_cols(c, ["shown_bytes", "aux_step_bytes"])
     data = pd.DataFrame({
         "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
-        "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
+        "modules": c["modules"].values, "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
         "PFF on": [o if n > 1 else None for o, n in zip(c["pff_on"], c["pff_grid"])],
         "PFF exec": [e if n > 1 else None for e, n in zip(c["pff_exec"], c["pff_grid"])],
         f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
-        f"aux activations ({unit})": (c["breakdown.aux_activations"] / scale).values,
+        f"one aux step ({unit})": (c["aux_step_bytes"] / scale).values,
+        f"aux activations at the peak ({unit})": (c["breakdown.aux_activations"] / scale).values,
         "memory from": c["shown_source"].values,
         "test error (%)": c["error_mean"].values,
     })
     return Table(
         "patch_grid", "PFF patch grid n: memory and error", data,
-        "n x n patches per auxiliary-net input (n=1: PFF off). 'aux activations' is the auxiliary "
-        "nets' share of the peak where the breakdown has it.",
-        {"K": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"aux activations ({unit})")},
+        "n x n patches per auxiliary-net input (n=1: PFF off). 'one aux step': the largest peak of "
+        "the aux activations born in one auxiliary net's step (what PFF claims to shrink); 'aux "
+        "activations at the peak': their share of the whole step's peak, often 0 because the peak "
+        "falls where no aux net is running.",
+        {"K": 0, "modules": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"one aux step ({unit})",
+                                                        f"aux activations at the peak ({unit})")},
     )
 
 
