@@ -48,10 +48,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpff_bench import validation as V
     from hpff_bench.runner import store
     from hpff_bench.runner.suite import load_suite
-    from hpff_bench.runner.sweep import results_table, run_sweep, summary_lines
+    from hpff_bench.runner.sweep import run_sweep
 
+    V.integer("--table-rows", args.table_rows, low=0)
     if args.list:
         plan = load_suite(args.suite).plan(args.preset, args.only)
         done = store.finished_keys(f"{args.results}/{plan.suite}") if args.resume else set()
@@ -76,7 +78,15 @@ def run(args: argparse.Namespace) -> int:
         isolate=args.isolate,
         timeout_s=args.timeout,
         progress=not args.no_progress,
+        exit_after_interrupt=True,  # after Ctrl-C, more Ctrl-C cannot cut the summary short
     )
+    return _print_summary(args, res)
+
+
+def _print_summary(args, res) -> int:
+    from hpff_bench.runner import store
+    from hpff_bench.runner.sweep import results_table, summary_lines
+
     if args.table_rows and res.results_dir.exists():
         records = store.read_records([res.results_dir]).records
         if records:

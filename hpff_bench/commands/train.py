@@ -70,9 +70,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpff_bench import validation as V
     from hpff_bench.data.datasets import DataUnavailable
     from hpff_bench.runner import store
     from hpff_bench.runner.env import capture_env
+    from hpff_bench.runner.preflight import check_measured_run
     from hpff_bench.runner.suite import config_run_name
     from hpff_bench.runner.train import TrainOptions, recipe_batch_size, recipe_lr, train
 
@@ -97,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     name = config_run_name(cfg)
     results = Path(args.results)
+    if not (args.no_record and args.checkpoint_dir):  # the record and the default checkpoints go there
+        V.output_dir("--results", results)
+    if args.checkpoint_dir:
+        V.output_dir("--checkpoint-dir", args.checkpoint_dir)
+    check_measured_run(cfg, "training", batch_size=max(cfg.batch_size, opts.resolved_eval_batch_size(cfg.batch_size)))
     key = hashlib.sha256(json.dumps([cfg.config_id(), opts.result_options()], sort_keys=True).encode()).hexdigest()[:10]
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else results / "checkpoints" / f"{name}-{key}"
     opts = dataclasses.replace(opts, checkpoint_dir=str(ckpt))

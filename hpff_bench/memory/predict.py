@@ -25,7 +25,7 @@ Every number is the sum of labelled terms, each from a mechanism we can name:
   => peak_reserved_bytes = peak_allocated_bytes + allocator_cache (max_memory_reserved)
 - cuda_context (assumed, never measured here): CUDA context and loaded kernels, which NVML
   counts but the allocator does not; docs/memory.md gives ~0.3-0.6 GB; override it with a
-  value measured on your GPU (memory.gpu_check prints one).
+  value measured on your GPU (hpff_bench.gpu_check measures one).
   => device_used_bytes = peak_reserved_bytes + cuda_context (NVML's per-process use)
 Not modelled: cuDNN convolution workspaces (transient allocations whose size cuDNN's
 heuristics pick at run time), cuDNN batch-norm reserve space, other processes on the GPU.

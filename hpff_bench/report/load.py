@@ -60,6 +60,10 @@ def read_results(paths) -> Loaded:
         notes += why
         for i, r in enumerate(recs):
             records.append({**r, "_file": str(f), "_index": i})
+    records, superseded = store.latest_per_task(records)
+    if superseded:
+        notes.append(f"{superseded} record(s) superseded by a later record of the same task (e.g. an error "
+                     "before a successful --resume); the latest is shown")
     frame = records_frame(records)
     return Loaded(frame=_derive(frame), files=files, notes=notes)
 
@@ -81,9 +85,15 @@ def _read_file(path: Path) -> tuple[list[dict], list[str]]:
         out = []
         for r in recs:
             try:
-                out.append(store.upgrade(r))
+                r = store.upgrade(r)
             except store.StoreError as e:
                 notes.append(f"{path}: benchmark {r.get('run_name')!r}: {e}; left out")
+                continue
+            problem = store.record_problem(r)
+            if problem:
+                notes.append(f"{path}: benchmark {r.get('run_name')!r}: not a valid record: {problem}; left out")
+                continue
+            out.append(r)
         return out, notes
     try:
         loaded = store.read_records([path])
@@ -105,10 +115,13 @@ def _pytest_benchmark(path: Path) -> dict | None:
 def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str]]:
     """pytest-benchmark JSON -> result records (kind 'benchmark'), timing from the stats."""
     recs, notes = [], []
-    machine = data.get("machine_info") or {}
-    commit = data.get("commit_info") or {}
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
     for b in data["benchmarks"]:
-        extra = b.get("extra_info") or {}
+        if not isinstance(b, dict):
+            notes.append(f"{path}: a benchmark entry is not an object; left out")
+            continue
+        extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
         rec = extra.get("record")
         if not isinstance(rec, dict):
             notes.append(
@@ -116,12 +129,16 @@ def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str
             )
             continue
         rec = json.loads(json.dumps(rec))  # deep copy
+        bad = [k for k in ("config", "env") if rec.get(k) is not None and not isinstance(rec[k], dict)]
+        if bad or not isinstance(stats := b.get("stats") or {}, dict):
+            what = f"{bad[0]} is not an object" if bad else "stats is not an object"
+            notes.append(f"{path}: benchmark {b.get('name')!r}: not a valid record: {what}; left out")
+            continue
         rec.setdefault("schema", 1)
         rec["kind"] = "benchmark"
         rec.setdefault("status", "ok")
         rec.setdefault("run_name", b.get("name"))
         rec.setdefault("suite", f"pytest-benchmark:{path.stem}")
-        stats = b.get("stats") or {}
         median = stats.get("median")
         batch = ((rec.get("config") or {}).get("batch_size")) or extra.get("batch_size")
         if median:

@@ -32,8 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
+from hpff_bench.runner.claim import HELD, MINE, Claims
 from hpff_bench.runner.suite import Plan, Task, load_suite
 from hpff_bench.runner.worker import INJECT_ENV, PREFIX, THREADS_ENV, parse_inject
 
@@ -47,6 +49,7 @@ class SweepResult:
     results_dir: Path
     planned: int
     already_done: int = 0
+    done_elsewhere: int = 0  # claimed and finished by a concurrent sweep on the same directory
     records: list[dict] = field(default_factory=list)  # written by this sweep, in order
     interrupted: bool = False
     seconds: float = 0.0
@@ -210,10 +213,67 @@ def _cuda_available() -> bool:
 def _check_injection(tasks) -> None:
     """A fault-injection entry that names no task would test nothing: say so before running."""
     labels = [t.label for t in tasks]
-    for mode, sub in parse_inject(os.environ.get(INJECT_ENV)):
+    try:
+        entries = parse_inject(os.environ.get(INJECT_ENV))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for mode, sub in entries:
         if not any(sub in label for label in labels):
             example = f"; labels look like {labels[0]!r}" if labels else ""
             raise ConfigError(f"{INJECT_ENV}: {mode}:{sub!r} matches no task of this sweep{example}")
+
+
+def check_options(jobs, timeout_s, results, data_root) -> None:
+    """The sweep's own options and environment (ConfigError before anything runs)."""
+    V.integer("--jobs", jobs, low=1, allow_none=True)
+    V.number("--timeout", timeout_s, low=0, low_open=True, allow_none=True)
+    V.output_dir("--results", results)
+    V.string("--data-root", data_root, allow_none=True)
+    V.env_int(THREADS_ENV)
+
+
+def preflight(tasks: list[Task]) -> None:
+    """Shape, device and host-memory checks of every task (runner.preflight), before any worker
+    starts; the first failure is raised with the number of tasks that fail."""
+    from hpff_bench.runner.preflight import check_device, check_host_memory, check_patch_grid
+
+    failures: list[str] = []
+    seen: set[tuple] = set()
+    for t in tasks:
+        key = (t.kind in ("profile", "train"), t.config.config_id())
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_patch_grid(t.config)
+            if t.kind in ("profile", "train"):
+                what = "a profile" if t.kind == "profile" else "training"
+                check_device(t.config, what)
+                check_host_memory(t.config, what)
+        except ConfigError as e:
+            failures.append(f"{t.label}: {e}")
+    if failures:
+        more = f" ({len(failures) - 1} more task(s) fail too)" if len(failures) > 1 else ""
+        raise ConfigError(f"{failures[0]}{more}")
+
+
+def changed_configuration_notes(results_dir: Path, tasks: list[Task]) -> list[str]:
+    """--resume into a directory whose run files hold records of other configurations under the
+    same run names: the suite changed since; say so (the report keeps the latest of each)."""
+    if not results_dir.exists():
+        return []
+    planned: dict[str, set[str]] = collections.defaultdict(set)
+    for t in tasks:
+        planned[t.run.name].add(t.config.config_id())
+    have: dict[str, set[str]] = collections.defaultdict(set)
+    for r in store.read_records([results_dir]).records:
+        if r.get("run_name") in planned and r.get("config_id"):
+            have[r["run_name"]].add(r["config_id"])
+    changed = sorted(n for n, ids in have.items() if ids - planned[n])
+    if not changed:
+        return []
+    return [f"--resume: {len(changed)} run file(s) hold records of a different configuration under the same name "
+            f"(the suite changed since they were written), e.g. {changed[0]}; new records are appended next to them"]
 
 
 def run_sweep(
@@ -230,21 +290,24 @@ def run_sweep(
     timeout_s: float | None = None,
     progress: bool = True,
     log=print,
+    exit_after_interrupt: bool = False,
 ) -> SweepResult:
     """Run the suite (see the module docstring); returns what happened. KeyboardInterrupt is
-    handled: finished records stay, running workers are stopped, `interrupted` is set."""
+    handled: finished records stay, running workers are stopped, `interrupted` is set; further
+    Ctrl-C are ignored while it stops, and with `exit_after_interrupt` (the CLI, which exits
+    next) for good, so none can cut the summary short."""
     from tqdm.auto import tqdm
 
     if isolate not in ISOLATE:
         raise ConfigError(f"--isolate must be one of {', '.join(ISOLATE)}, got {isolate!r}")
+    check_options(jobs, timeout_s, results, data_root)
     suite = load_suite(suite_path)
     plan: Plan = suite.plan(preset, only)
     _check_injection(plan.tasks)
-    jobs = int(jobs or plan.sweep_options.get("jobs", 1))
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    preflight(plan.tasks)
+    jobs = jobs if jobs is not None else plan.sweep_options.get("jobs", 1)
     timeout_s = timeout_s if timeout_s is not None else plan.sweep_options.get("timeout_s")
-    results_dir = Path(results) / plan.suite
+    results_dir = Path(results) / plan.suite  # plan.suite is sanitised (suite.py): never outside `results`
     res = SweepResult(plan.suite, preset, results_dir, len(plan.tasks), notes=list(plan.notes))
     t_start = time.monotonic()
 
@@ -254,6 +317,10 @@ def run_sweep(
         before = len(tasks)
         tasks = [t for t in tasks if t.key not in done]
         res.already_done = before - len(tasks)
+        for note in changed_configuration_notes(results_dir, plan.tasks):
+            log(f"note: {note}")
+            res.notes.append(note)
+    claims = Claims(results_dir)
     cuda = _cuda_available()
     if cuda and jobs > 1 and any(t.kind in ("profile", "train") for t in tasks):
         log(f"note: --jobs {jobs} with a GPU: concurrent runs share it, so NVML's device-wide numbers "
@@ -290,23 +357,42 @@ def run_sweep(
 
             env_record = capture_env(init_cuda=False)
         reason = unavailable[key]
+        if claims.claim(t.key, t.label) != MINE:
+            continue  # a concurrent sweep records it
         write(t, store.make_record("train", "skipped", config=t.config, suite=plan.suite, run_name=t.run.name,
                                    message=reason, env={**env_record, "time": store_time()}, preset=preset,
                                    options=t.result_options or None))
+        claims.finish(t.key, "skipped")
         res.skipped_reasons[reason] = res.skipped_reasons.get(reason, 0) + 1
 
     events: queue.Queue = queue.Queue()
     slots = [_Slot(i, events, results_dir / "logs", env) for i in range(min(jobs, max(1, len(runnable))))]
     pending = collections.deque(runnable)
+    waiting: list[Task] = []  # claimed by a live concurrent sweep: tried again when it lets go
     bar = tqdm(total=len(runnable), desc=f"sweep {plan.suite}", unit="run", disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
     status_text: dict[int, str] = {}
+
+    def next_task() -> Task | None:
+        """The next pending task this sweep could claim (others are set aside or dropped)."""
+        while pending:
+            task = pending.popleft()
+            state = claims.claim(task.key, task.label)
+            if state == MINE:
+                return task
+            if state == HELD:
+                waiting.append(task)
+            else:
+                res.done_elsewhere += 1
+                bar.update(1)
+        return None
 
     def show() -> None:
         bar.set_postfix_str(" | ".join(status_text[s.index] for s in slots if s.task is not None and s.index in status_text), refresh=True)
 
     def finish(slot: _Slot, record: dict) -> None:
         write(slot.task, record)
+        claims.finish(slot.task.key, record["status"])
         if record["status"] == "skipped":
             res.skipped_reasons[record["message"]] = res.skipped_reasons.get(record["message"], 0) + 1
         if record["status"] != "ok" and progress:
@@ -332,15 +418,19 @@ def run_sweep(
 
         old_term = signal.signal(signal.SIGTERM, _term)
     try:
-        while pending or any(s.task is not None for s in slots):
+        while pending or waiting or any(s.task is not None for s in slots):
+            if not pending and waiting:
+                pending.extend(waiting)
+                waiting.clear()
             for slot in slots:
-                if slot.task is None and pending:
-                    task = pending.popleft()
+                task = next_task() if slot.task is None else None
+                if task is not None:
                     isolated = isolate == "always" or (cuda and task.kind in ("profile", "train"))
                     payload = task_payload(task, plan.suite, preset, results_dir, data_root, download, resume)
                     slot.assign(task, payload, isolated)
                     status_text[slot.index] = task.label
                     show()
+            claims.refresh()
             try:
                 slot, gen, msg = events.get(timeout=0.5)
             except queue.Empty:
@@ -369,16 +459,31 @@ def run_sweep(
                     slot.retire()
     except KeyboardInterrupt:
         res.interrupted = True
-        for slot in slots:
-            slot.kill()
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-        for slot in slots:
-            slot.retire(timeout=5.0)
-        bar.close()
+        # more Ctrl-C while stopping must not end in a traceback: ignore them until the workers
+        # are stopped and the claims released (a few seconds at most), then restore the handler
+        old_int = _ignore_sigint()
+        try:
+            if res.interrupted:
+                for slot in slots:
+                    slot.kill()
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            for slot in slots:
+                slot.retire(timeout=5.0)
+            claims.release_all()
+            bar.close()
+        finally:
+            if old_int is not None and not (res.interrupted and exit_after_interrupt):
+                signal.signal(signal.SIGINT, old_int)
     res.seconds = time.monotonic() - t_start
     return res
+
+
+def _ignore_sigint():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def store_time() -> str:
@@ -438,6 +543,8 @@ def summary_lines(res: SweepResult, data_root_flag: str = "--data-root") -> list
     )
     if res.already_done:
         head += f"; {res.already_done} already ok (--resume)"
+    if res.done_elsewhere:
+        head += f"; {res.done_elsewhere} run by a concurrent sweep on the same directory"
     lines = [head]
     for reason, n in res.skipped_reasons.items():
         lines.append(f"skipped {n} task(s): {reason}")
