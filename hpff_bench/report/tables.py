@@ -654,7 +654,9 @@ def environment_table(df: pd.DataFrame) -> Table | str:
     if all(v is None for v in e.values.ravel()):
         return "no record has an env object"
     rows = []
-    keys = ["|".join(str(v) for v in row) for row in e.values.tolist()]
+    # one row per environment and per place (estimates ran on fake tensors, the rest on a device)
+    keys = ["|".join(str(v) for v in row) + ("|fake" if k == "estimate" else "")
+            for row, k in zip(e.values.tolist(), df["kind"])]
     for _, g in df.assign(_k=keys).groupby("_k", sort=False):
         first = e.loc[g.index[0]]
         # where each kind ran: estimates on fake tensors, the others on the record's device
