@@ -283,14 +283,19 @@ def breakdown(cfg: pd.DataFrame) -> Figure | str:
                 v = sub[f"breakdown.{b}"].fillna(0).to_numpy() / scale
                 ax.barh(y, v, left=left, color=BREAKDOWN_COLORS[b], edgecolor="white", linewidth=0.3, height=0.75)
                 left += v
+            # one source in the panel: said once in the title, else per bar
+            mixed = sub["breakdown_source"].nunique() > 1
             labels = [
-                r["name"] + ("" if r["method"] == "bp" else f", {k_text(r['k'], r['modules'], sep=' ')}")
-                + (" (pred.)" if r["breakdown_source"] == "predicted" else "")
+                r["name"] + ("" if r["method"] == "bp" else
+                             f", K={r['k']}" if r["method"] in GLOBAL_METHODS else
+                             f", {k_text(r['k'], r['modules'], sep=' ')}")
+                + (" (pred.)" if mixed and r["breakdown_source"] == "predicted" else "")
                 for _, r in sub.iterrows()
             ]
             ax.set_yticks(y, labels)
             ax.set_xlabel(f"live at the peak ({unit})")
-            ax.set_title(s)
+            only = sub["breakdown_source"].iloc[0]
+            ax.set_title(s + ("" if mixed else f" ({'predicted' if only == 'predicted' else 'measured'})"))
             ax.grid(axis="y", visible=False)
         _hide_empty(axes, zero_floor=False)
         handles = [Patch(facecolor=BREAKDOWN_COLORS[b], label=BREAKDOWN_LABELS[b]) for b in BREAKDOWN]
