@@ -113,9 +113,8 @@ def run_sweep(
     suite = load_suite(suite_path)
     plan: Plan = suite.plan(preset, only)
     _check_injection(plan.tasks)
-    jobs = int(jobs or plan.sweep_options.get("jobs", 1))
     timeout_s = timeout_s if timeout_s is not None else plan.sweep_options.get("timeout_s")
-    runner = make_launcher(launcher, jobs=jobs, isolate=isolate, timeout_s=timeout_s, gpus=gpus,
+    runner = make_launcher(launcher, jobs=jobs, default_jobs=plan.sweep_options.get("jobs", 1), isolate=isolate, timeout_s=timeout_s, gpus=gpus,
                            slurm_options=slurm_options, tasks=plan.tasks, log=log)
     results_dir = Path(results) / plan.suite
     res = SweepResult(plan.suite, preset, results_dir, len(plan.tasks), notes=list(plan.notes))

@@ -19,7 +19,8 @@ may be gone by then); a job that dies before that is recorded by whoever next lo
 Fault injection for tests: HPFF_BENCH_INJECT="MODE:SUBSTRING|MODE:SUBSTRING..." makes every
 task whose label (`<run-name>/<kind>`) contains SUBSTRING fail at its start:
 `oom` raises torch.cuda.OutOfMemoryError, `error` raises RuntimeError, `crash` calls
-os._exit(70), `kill` sends itself SIGKILL, `hang` sleeps for an hour (for timeouts).
+os._exit(70), `kill` sends itself SIGKILL, `hang` sleeps for an hour (for timeouts), `slow`
+sleeps 15 s and then runs the task (a job still running when a test interrupts its sweep).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import traceback
 PREFIX = "@@hpff-bench@@ "
 INJECT_ENV = "HPFF_BENCH_INJECT"
 THREADS_ENV = "HPFF_BENCH_THREADS"
-INJECT_MODES = ("oom", "error", "crash", "kill", "hang")
+INJECT_MODES = ("oom", "error", "crash", "kill", "hang", "slow")
+SLOW_S = 15.0
 
 
 def parse_inject(text: str | None) -> list[tuple[str, str]]:
@@ -68,6 +70,8 @@ def inject(label: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "hang":
             time.sleep(3600)
+        if mode == "slow":
+            time.sleep(SLOW_S)
 
 
 def _profile_parts(d: dict, cfg) -> dict:

@@ -67,9 +67,10 @@ def job_state(entry: dict) -> tuple[str, str]:
     return local.job_state(entry)
 
 
-def make_launcher(name: str, *, jobs: int, isolate: str, timeout_s: float | None, gpus: str | None,
+def make_launcher(name: str, *, jobs: int | None, default_jobs: int, isolate: str, timeout_s: float | None, gpus: str | None,
                   slurm_options: dict | None, tasks: list, log=print) -> Launcher:
-    """The launcher `name`, its options checked (ConfigError: one line) before anything runs."""
+    """The launcher `name`, its options checked (ConfigError: one line) before anything runs.
+    `jobs`: --jobs as given (None: `default_jobs`, the suite's; with --gpus: one per GPU)."""
     if name not in LAUNCHERS:
         raise ConfigError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {name!r}")
     given = {k: v for k, v in (slurm_options or {}).items() if v is not None}
@@ -85,4 +86,4 @@ def make_launcher(name: str, *, jobs: int, isolate: str, timeout_s: float | None
         raise ConfigError(f"{flags}: only with --launcher slurm (the launcher is {name!r})")
     from hpff_bench.runner.launchers.local import LocalLauncher
 
-    return LocalLauncher(jobs=jobs, isolate=isolate, timeout_s=timeout_s, gpus=gpus, tasks=tasks, log=log)
+    return LocalLauncher(jobs=jobs, default_jobs=default_jobs, isolate=isolate, timeout_s=timeout_s, gpus=gpus, tasks=tasks, log=log)

@@ -184,15 +184,15 @@ class _Slot:
 class LocalLauncher(Launcher):
     name = "local"
 
-    def __init__(self, *, jobs: int, isolate: str = "auto", timeout_s: float | None = None,
+    def __init__(self, *, jobs: int | None, default_jobs: int = 1, isolate: str = "auto", timeout_s: float | None = None,
                  gpus: str | None = None, tasks: list = (), log=print):
         if isolate not in ISOLATE:
             raise ConfigError(f"--isolate must be one of {', '.join(ISOLATE)}, got {isolate!r}")
         self.devices = gpus_for(gpus, tasks) if gpus is not None else []
-        if self.devices and jobs and jobs != len(self.devices):
+        if self.devices and jobs is not None and jobs != len(self.devices):
             raise ConfigError(f"--jobs {jobs} with --gpus {gpus}: one task per GPU runs "
                               f"{len(self.devices)} at a time; drop --jobs")
-        jobs = len(self.devices) or jobs
+        jobs = len(self.devices) or int(jobs if jobs is not None else default_jobs)
         if jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         self.jobs, self.isolate, self.timeout_s, self.log = jobs, isolate, timeout_s, log

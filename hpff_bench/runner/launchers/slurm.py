@@ -154,14 +154,14 @@ class SlurmLauncher(Launcher):
             return submitit.LocalExecutor(folder)
         return submitit.SlurmExecutor(folder)
 
-    def _submit(self, d: Dispatch, tasks: list, folder: Path) -> dict:
+    def _submit(self, d: Dispatch, tasks: list, folder: Path, watching: dict) -> None:
+        """Submit `tasks` (one array per time limit and GPU count) and watch their jobs."""
         from hpff_bench.runner.worker import run_job
 
         executor = self._executor(folder)
         groups: dict[tuple[int, int], list] = {}
         for t in tasks:
             groups.setdefault((self._minutes(t), self._gpus(t)), []).append(t)
-        submitted = {}
         for (minutes, n_gpus), group in groups.items():
             if self.executor_name == "local":
                 executor.update_parameters(timeout_min=minutes, gpus_per_node=n_gpus)
@@ -174,13 +174,12 @@ class SlurmLauncher(Launcher):
                 executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
             with executor.batch():
                 jobs = [executor.submit(run_job, d.payload(t), str(d.results_dir)) for t in group]
+            watching.update({t: (job.job_id, job, self.executor_name, folder) for t, job in zip(group, jobs)})
             ledger.append(d.results_dir, [
                 ledger.entry("submitted", "slurm", job.job_id, t, executor=self.executor_name, folder=str(folder))
                 for t, job in zip(group, jobs)])
-            submitted.update({t: (job.job_id, job, self.executor_name, folder) for t, job in zip(group, jobs)})
             d.log(f"submitted {len(group)} job(s) ({minutes} min, {n_gpus} GPU each) via {self.executor_name}: "
                   f"{jobs[0].job_id}" + (f" .. {jobs[-1].job_id}" if len(jobs) > 1 else ""))
-        return submitted
 
     # ----- waiting -------------------------------------------------------------------------
     def run(self, d: Dispatch) -> Outcome:
@@ -195,7 +194,8 @@ class SlurmLauncher(Launcher):
         bar = tqdm(total=len(to_submit) + len(watching), desc=f"sweep {d.suite}", unit="run",
                    disable=not d.progress, dynamic_ncols=True)
         try:
-            watching.update(self._submit(d, to_submit, folder) if to_submit else {})
+            if to_submit:
+                self._submit(d, to_submit, folder, watching)
             while watching:
                 for task, (job_id, job, executor, job_folder) in list(watching.items()):
                     state = _scheduler_state(executor, job_folder, job_id, job)
