@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
             print()
     for line in summary_lines(res):
         print(line)
-    print(f"results: {res.results_dir}/ (one .jsonl per configuration; worker logs in {res.results_dir / 'logs'}/)")
+    logs = res.results_dir / ("jobs" if args.launcher == "slurm" else "logs")
+    print(f"results: {res.results_dir}/ (one .jsonl per configuration; {'job' if args.launcher == 'slurm' else 'worker'} logs in {logs}/)")
     print(f"report:  hpff-bench report {res.results_dir} -o reports/{res.suite}")
     sys.stdout.flush()
     if res.interrupted:

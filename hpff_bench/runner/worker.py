@@ -20,7 +20,7 @@ Fault injection for tests: HPFF_BENCH_INJECT="MODE:SUBSTRING|MODE:SUBSTRING..." 
 task whose label (`<run-name>/<kind>`) contains SUBSTRING fail at its start:
 `oom` raises torch.cuda.OutOfMemoryError, `error` raises RuntimeError, `crash` calls
 os._exit(70), `kill` sends itself SIGKILL, `hang` sleeps for an hour (for timeouts), `slow`
-sleeps 15 s and then runs the task (a job still running when a test interrupts its sweep).
+sleeps 8 s and then runs the task (a job still running when a test interrupts its sweep).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PREFIX = "@@hpff-bench@@ "
 INJECT_ENV = "HPFF_BENCH_INJECT"
 THREADS_ENV = "HPFF_BENCH_THREADS"
 INJECT_MODES = ("oom", "error", "crash", "kill", "hang", "slow")
-SLOW_S = 15.0
+SLOW_S = 8.0
 
 
 def parse_inject(text: str | None) -> list[tuple[str, str]]:

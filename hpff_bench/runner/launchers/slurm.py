@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -79,6 +80,13 @@ def _stderr_tail(folder: Path, job_id: str, chars: int = 800) -> str:
     return text.strip()[-chars:]
 
 
+def _result_written(folder: Path, job_id: str) -> bool:
+    """submitit pickled the job's return value: run_job appended its record before that."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths(folder, job_id=job_id, task_id=0).result_pickle.exists()
+
+
 def _local_pid_state(job_id: str) -> str:
     from hpff_bench.runner.launchers.local import pid_alive
 
@@ -99,7 +107,10 @@ def _scheduler_state(executor: str, folder: Path, job_id: str, job=None) -> str:
 
 def job_state(entry: dict) -> tuple[str, str]:
     """(queued/running/ended, the scheduler's state) for a slurm ledger entry."""
-    state = _scheduler_state(entry.get("executor", "slurm"), Path(entry.get("folder", ".")), str(entry["job"]))
+    executor = entry.get("executor", "slurm")
+    if executor == "local" and entry.get("host") != socket.gethostname():
+        return "ended", f"job {entry['job']}: a local-executor job on host {entry.get('host')}: cannot check from here"
+    state = _scheduler_state(executor, Path(entry.get("folder", ".")), str(entry["job"]))
     return map_state(state), f"job {entry['job']}: {state}"
 
 
@@ -199,8 +210,8 @@ class SlurmLauncher(Launcher):
             while watching:
                 for task, (job_id, job, executor, job_folder) in list(watching.items()):
                     state = _scheduler_state(executor, job_folder, job_id, job)
-                    if map_state(state) != "ended":
-                        continue
+                    if map_state(state) != "ended" and not _result_written(job_folder, job_id):
+                        continue  # (a written result ends the wait even where sacct never answers)
                     self._settle(d, task, job_id, state, executor, job_folder)
                     del watching[task]
                     bar.update(1)
