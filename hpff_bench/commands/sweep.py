@@ -72,10 +72,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpff_bench import validation as V
     from hpff_bench.runner import store
     from hpff_bench.runner.suite import load_suite
-    from hpff_bench.runner.sweep import results_table, run_sweep, summary_lines
+    from hpff_bench.runner.sweep import run_sweep
 
+    V.integer("--table-rows", args.table_rows, low=0)
     if args.status:
         from hpff_bench.runner.launchers.status import status_lines
 
@@ -110,7 +112,15 @@ def run(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         slurm_options={k: getattr(args, k) for k in SLURM_OPTIONS},
         progress=not args.no_progress,
+        exit_after_interrupt=True,  # after Ctrl-C, more Ctrl-C cannot cut the summary short
     )
+    return _print_summary(args, res)
+
+
+def _print_summary(args, res) -> int:
+    from hpff_bench.runner import store
+    from hpff_bench.runner.sweep import results_table, summary_lines
+
     if args.table_rows and res.results_dir.exists():
         records = store.read_records([res.results_dir]).records
         if records:

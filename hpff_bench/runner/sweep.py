@@ -24,11 +24,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
+from hpff_bench.runner.claim import MINE, Claims
 from hpff_bench.runner.launchers import Dispatch, Outcome, make_launcher
 from hpff_bench.runner.suite import Plan, Task, load_suite
-from hpff_bench.runner.worker import INJECT_ENV, parse_inject
+from hpff_bench.runner.worker import INJECT_ENV, THREADS_ENV, parse_inject
 
 
 @dataclass
@@ -38,6 +40,7 @@ class SweepResult:
     results_dir: Path
     planned: int
     already_done: int = 0
+    done_elsewhere: int = 0  # claimed and finished by a concurrent sweep on the same directory
     records: list[dict] = field(default_factory=list)  # written by this sweep, in order
     interrupted: bool = False
     seconds: float = 0.0
@@ -84,10 +87,67 @@ def checkpoint_dir(results_dir: Path, task: Task) -> Path:
 def _check_injection(tasks) -> None:
     """A fault-injection entry that names no task would test nothing: say so before running."""
     labels = [t.label for t in tasks]
-    for mode, sub in parse_inject(os.environ.get(INJECT_ENV)):
+    try:
+        entries = parse_inject(os.environ.get(INJECT_ENV))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for mode, sub in entries:
         if not any(sub in label for label in labels):
             example = f"; labels look like {labels[0]!r}" if labels else ""
             raise ConfigError(f"{INJECT_ENV}: {mode}:{sub!r} matches no task of this sweep{example}")
+
+
+def check_options(jobs, timeout_s, results, data_root) -> None:
+    """The sweep's own options and environment (ConfigError before anything runs)."""
+    V.integer("--jobs", jobs, low=1, allow_none=True)
+    V.number("--timeout", timeout_s, low=0, low_open=True, allow_none=True)
+    V.output_dir("--results", results)
+    V.string("--data-root", data_root, allow_none=True)
+    V.env_int(THREADS_ENV)
+
+
+def preflight(tasks: list[Task]) -> None:
+    """Shape, device and host-memory checks of every task (runner.preflight), before any worker
+    starts; the first failure is raised with the number of tasks that fail."""
+    from hpff_bench.runner.preflight import check_device, check_host_memory, check_patch_grid
+
+    failures: list[str] = []
+    seen: set[tuple] = set()
+    for t in tasks:
+        key = (t.kind in ("profile", "train"), t.config.config_id())
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_patch_grid(t.config)
+            if t.kind in ("profile", "train"):
+                what = "a profile" if t.kind == "profile" else "training"
+                check_device(t.config, what)
+                check_host_memory(t.config, what)
+        except ConfigError as e:
+            failures.append(f"{t.label}: {e}")
+    if failures:
+        more = f" ({len(failures) - 1} more task(s) fail too)" if len(failures) > 1 else ""
+        raise ConfigError(f"{failures[0]}{more}")
+
+
+def changed_configuration_notes(results_dir: Path, tasks: list[Task]) -> list[str]:
+    """--resume into a directory whose run files hold records of other configurations under the
+    same run names: the suite changed since; say so (the report keeps the latest of each)."""
+    if not results_dir.exists():
+        return []
+    planned: dict[str, set[str]] = collections.defaultdict(set)
+    for t in tasks:
+        planned[t.run.name].add(t.config.config_id())
+    have: dict[str, set[str]] = collections.defaultdict(set)
+    for r in store.read_records([results_dir]).records:
+        if r.get("run_name") in planned and r.get("config_id"):
+            have[r["run_name"]].add(r["config_id"])
+    changed = sorted(n for n, ids in have.items() if ids - planned[n])
+    if not changed:
+        return []
+    return [f"--resume: {len(changed)} run file(s) hold records of a different configuration under the same name "
+            f"(the suite changed since they were written), e.g. {changed[0]}; new records are appended next to them"]
 
 
 def run_sweep(
@@ -107,16 +167,21 @@ def run_sweep(
     slurm_options: dict | None = None,
     progress: bool = True,
     log=print,
+    exit_after_interrupt: bool = False,
 ) -> SweepResult:
     """Run the suite (see the module docstring) through `launcher`; returns what happened.
-    KeyboardInterrupt is handled: finished records stay, `interrupted` is set."""
+    KeyboardInterrupt is handled: finished records stay, `interrupted` is set; further Ctrl-C
+    are ignored while the launcher stops, and with `exit_after_interrupt` (the CLI, which
+    exits next) for good, so none can cut the summary short."""
+    check_options(jobs, timeout_s, results, data_root)
     suite = load_suite(suite_path)
     plan: Plan = suite.plan(preset, only)
     _check_injection(plan.tasks)
+    preflight(plan.tasks)
     timeout_s = timeout_s if timeout_s is not None else plan.sweep_options.get("timeout_s")
-    runner = make_launcher(launcher, jobs=jobs, default_jobs=plan.sweep_options.get("jobs", 1), isolate=isolate, timeout_s=timeout_s, gpus=gpus,
-                           slurm_options=slurm_options, tasks=plan.tasks, log=log)
-    results_dir = Path(results) / plan.suite
+    runner = make_launcher(launcher, jobs=jobs, default_jobs=plan.sweep_options.get("jobs", 1), isolate=isolate,
+                           timeout_s=timeout_s, gpus=gpus, slurm_options=slurm_options, tasks=plan.tasks, log=log)
+    results_dir = Path(results) / plan.suite  # plan.suite is sanitised (suite.py): never outside `results`
     res = SweepResult(plan.suite, preset, results_dir, len(plan.tasks), notes=list(plan.notes))
     t_start = time.monotonic()
 
@@ -126,6 +191,10 @@ def run_sweep(
         before = len(tasks)
         tasks = [t for t in tasks if t.key not in done]
         res.already_done = before - len(tasks)
+        for note in changed_configuration_notes(results_dir, plan.tasks):
+            log(f"note: {note}")
+            res.notes.append(note)
+    claims = Claims(results_dir)
     env_record = None
 
     def collect(record: dict) -> None:
@@ -136,6 +205,9 @@ def run_sweep(
     def write(task: Task, record: dict) -> None:
         store.append_record(store.run_file(results_dir, task.run.name), record)
         collect(record)
+
+    def done_elsewhere(task: Task) -> None:
+        res.done_elsewhere += 1
 
     def error_record(task: Task, message: str, **env) -> dict:
         from hpff_bench.runner.env import capture_env
@@ -166,14 +238,18 @@ def run_sweep(
             from hpff_bench.runner.env import capture_env
 
             env_record = capture_env(init_cuda=False)
+        if claims.claim(t.key, t.label) != MINE:
+            continue  # a concurrent sweep records it
         write(t, store.make_record("train", "skipped", config=t.config, suite=plan.suite, run_name=t.run.name,
                                    message=unavailable[key], env={**env_record, "time": store_time()}, preset=preset,
                                    options=t.result_options or None))
+        claims.finish(t.key, "skipped")
 
     dispatch = Dispatch(
         suite=plan.suite, preset=preset, results_dir=results_dir, tasks=runnable,
         payload=lambda task: task_payload(task, plan.suite, preset, results_dir, data_root, download, resume),
-        write=write, collect=collect, error_record=error_record, resume=resume, progress=progress, log=log,
+        write=write, collect=collect, error_record=error_record, claims=claims, done_elsewhere=done_elsewhere,
+        resume=resume, progress=progress, log=log, exit_after_interrupt=exit_after_interrupt,
     )
     outcome = runner.run(dispatch) if runnable else Outcome()
     res.interrupted = outcome.interrupted
@@ -239,6 +315,8 @@ def summary_lines(res: SweepResult, data_root_flag: str = "--data-root") -> list
     )
     if res.already_done:
         head += f"; {res.already_done} already ok (--resume)"
+    if res.done_elsewhere:
+        head += f"; {res.done_elsewhere} run by a concurrent sweep on the same directory"
     lines = [head]
     for reason, n in res.skipped_reasons.items():
         lines.append(f"skipped {n} task(s): {reason}")

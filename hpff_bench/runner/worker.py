@@ -90,6 +90,7 @@ def _profile_parts(d: dict, cfg) -> dict:
             "step_seconds": d["step_seconds"],
             "images_per_second": d.get("images_per_second"),
             "steps": cfg.steps,
+            "step_seconds_all": d.get("step_seconds_all"),
         }
     return parts
 

@@ -15,6 +15,9 @@ reads the job ledger (launchers/ledger.py) and asks each launcher about its jobs
 from __future__ import annotations
 
 import abc
+import contextlib
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +40,12 @@ class Dispatch:
     write: Callable[[object, dict], None]  # append a record to the store (and the sweep's list)
     collect: Callable[[dict], None]  # a record a job already appended: only the sweep's list
     error_record: Callable[..., dict]  # (task, message, **env) -> an `error` record
+    claims: object  # runner.claim.Claims: claim a task before running it, finish it after
+    done_elsewhere: Callable[[object], None]  # a concurrent sweep finished this task
     resume: bool = False
     progress: bool = True
     log: Callable[[str], None] = print
+    exit_after_interrupt: bool = False  # after Ctrl-C leave SIGINT ignored (the CLI exits next)
 
 
 @dataclass
@@ -53,7 +59,39 @@ class Launcher(abc.ABC):
 
     @abc.abstractmethod
     def run(self, d: Dispatch) -> Outcome:
-        """Run every task of `d`; Ctrl-C (KeyboardInterrupt) returns with `interrupted` set."""
+        """Run every task of `d` that `d.claims` gives this sweep (claims.py: concurrent sweeps
+        on one directory never run a task twice); Ctrl-C returns with `interrupted` set."""
+
+
+def claim_next(d: Dispatch, pending, waiting: list, on_drop: Callable[[object], None] = lambda task: None):
+    """The next pending task this sweep could claim; tasks a live concurrent sweep holds go to
+    `waiting` (tried again later), finished ones are dropped (`d.done_elsewhere`)."""
+    from hpff_bench.runner.claim import HELD, MINE
+
+    while pending:
+        task = pending.popleft()
+        state = d.claims.claim(task.key, task.label)
+        if state == MINE:
+            return task
+        if state == HELD:
+            waiting.append(task)
+        else:
+            d.done_elsewhere(task)
+            on_drop(task)
+    return None
+
+
+@contextlib.contextmanager
+def stopping(d: Dispatch, interrupted: Callable[[], bool]):
+    """While a launcher stops: more Ctrl-C must not end in a traceback; ignore them until it has
+    stopped and released its claims, then restore the handler (unless the CLI exits next)."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+        d.claims.release_all()
+    finally:
+        if old is not None and not (interrupted() and d.exit_after_interrupt):
+            signal.signal(signal.SIGINT, old)
 
 
 def job_state(entry: dict) -> tuple[str, str]:

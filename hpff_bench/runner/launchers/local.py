@@ -29,7 +29,15 @@ import time
 from pathlib import Path
 
 from hpff_bench.errors import ConfigError
-from hpff_bench.runner.launchers import Dispatch, Launcher, Outcome, gpus, ledger
+from hpff_bench.runner.launchers import (
+    Dispatch,
+    Launcher,
+    Outcome,
+    claim_next,
+    gpus,
+    ledger,
+    stopping,
+)
 from hpff_bench.runner.worker import PREFIX, THREADS_ENV
 
 ISOLATE = ("auto", "always")
@@ -215,6 +223,7 @@ class LocalLauncher(Launcher):
         slots = [_Slot(i, events, d.results_dir / "logs",
                        {**env, **(gpus.slot_env(self.devices[i]) if self.devices else {})}) for i in range(n)]
         pending = collections.deque(d.tasks)
+        waiting: list = []  # claimed by a live concurrent sweep: tried again when it lets go
         bar = tqdm(total=len(d.tasks), desc=f"sweep {d.suite}", unit="run", disable=not d.progress,
                    dynamic_ncols=True, file=sys.stderr)
         status_text: dict[int, str] = {}
@@ -224,6 +233,7 @@ class LocalLauncher(Launcher):
 
         def finish(slot: _Slot, record: dict) -> None:
             d.write(slot.task, record)
+            d.claims.finish(slot.task.key, record["status"])
             if record["status"] != "ok" and d.progress:
                 bar.write(f"{slot.task.label}: {record['status']}: {(record.get('message') or '')[:300]}")
             slot.task = None
@@ -246,15 +256,19 @@ class LocalLauncher(Launcher):
 
             old_term = signal.signal(signal.SIGTERM, _term)
         try:
-            while pending or any(s.task is not None for s in slots):
+            while pending or waiting or any(s.task is not None for s in slots):
+                if not pending and waiting:
+                    pending.extend(waiting)
+                    waiting.clear()
                 for slot in slots:
-                    if slot.task is None and pending:
-                        task = pending.popleft()
+                    task = claim_next(d, pending, waiting, on_drop=lambda t: bar.update(1)) if slot.task is None else None
+                    if task is not None:
                         isolated = self.isolate == "always" or (cuda and task.kind in ("profile", "train"))
                         slot.pid = slot.assign(task, d.payload(task), isolated)
                         ledger.append(d.results_dir, [ledger.entry("started", "local", f"{host}:{slot.pid}", task)])
                         status_text[slot.index] = task.label
                         show()
+                d.claims.refresh()
                 try:
                     slot, gen, msg = events.get(timeout=0.5)
                 except queue.Empty:
@@ -283,14 +297,16 @@ class LocalLauncher(Launcher):
                         slot.retire()
         except KeyboardInterrupt:
             out.interrupted = True
-            for slot in slots:
-                slot.kill()
         finally:
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
-            for slot in slots:
-                slot.retire(timeout=5.0)
-            bar.close()
+            with stopping(d, lambda: out.interrupted):
+                if out.interrupted:
+                    for slot in slots:
+                        slot.kill()
+                if old_term is not None:
+                    signal.signal(signal.SIGTERM, old_term)
+                for slot in slots:
+                    slot.retire(timeout=5.0)
+                bar.close()
         return out
 
 

@@ -20,6 +20,7 @@ process on this machine, started as Slurm would start it): the tests run this pa
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 import shutil
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from hpff_bench.errors import ConfigError
-from hpff_bench.runner.launchers import Dispatch, Launcher, Outcome, ledger
+from hpff_bench.runner.launchers import Dispatch, Launcher, Outcome, claim_next, ledger, stopping
 
 EXECUTORS = ("slurm", "local")
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING", "SUSPENDED",
@@ -199,9 +200,14 @@ class SlurmLauncher(Launcher):
         out = Outcome()
         folder = d.results_dir / "jobs"
         watching: dict = {}  # task -> (job id, submitit job or None, executor, submitit folder)
-        to_submit = list(d.tasks)
+        pending, held = collections.deque(d.tasks), []
+        to_submit = []
+        while (task := claim_next(d, pending, held)) is not None:
+            to_submit.append(task)
+        if held:
+            out.notes.append(f"{len(held)} task(s) left to a concurrent sweep that holds them, e.g. {held[0].label}")
         if d.resume:
-            to_submit = self._reattach(d, folder, watching)
+            to_submit = self._reattach(d, to_submit, folder, watching)
         bar = tqdm(total=len(to_submit) + len(watching), desc=f"sweep {d.suite}", unit="run",
                    disable=not d.progress, dynamic_ncols=True)
         try:
@@ -215,6 +221,7 @@ class SlurmLauncher(Launcher):
                     self._settle(d, task, job_id, state, executor, job_folder)
                     del watching[task]
                     bar.update(1)
+                d.claims.refresh()
                 if watching:
                     time.sleep(1.0 if self.executor_name == "local" else 10.0)
         except KeyboardInterrupt:
@@ -222,7 +229,8 @@ class SlurmLauncher(Launcher):
             out.notes.append(f"{len(watching)} job(s) still queued or running: they write their records when they "
                              "finish; `sweep ... --status` shows them, `sweep ... --resume` collects them")
         finally:
-            bar.close()
+            with stopping(d, lambda: out.interrupted):  # the jobs keep running: only the claims go
+                bar.close()
         return out
 
     def _settle(self, d: Dispatch, task, job_id: str, state: str, executor: str, folder: Path) -> None:
@@ -230,17 +238,18 @@ class SlurmLauncher(Launcher):
         mine = [r for r in ledger.records_by_key(d.results_dir, [task])[task.key] if ledger.record_job(r) == job_id]
         if mine:
             d.collect(mine[-1])
-            return
-        d.write(task, d.error_record(task, dead_job_message(executor, folder, job_id, state, task.label),
-                                     job_id=job_id))
+        else:
+            d.write(task, d.error_record(task, dead_job_message(executor, folder, job_id, state, task.label),
+                                         job_id=job_id))
+        d.claims.finish(task.key, (mine[-1] if mine else {"status": "error"})["status"])
 
-    def _reattach(self, d: Dispatch, folder: Path, watching: dict) -> list:
-        """--resume: watch the live jobs of earlier submissions, record the dead ones; return
-        the tasks to submit."""
+    def _reattach(self, d: Dispatch, tasks: list, folder: Path, watching: dict) -> list:
+        """--resume: watch the live jobs of earlier submissions of `tasks`, record the dead
+        ones; return the tasks to submit."""
         entries = ledger.latest_entries(d.results_dir)
-        records = ledger.records_by_key(d.results_dir, d.tasks)
+        records = ledger.records_by_key(d.results_dir, tasks)
         to_submit = []
-        for t in d.tasks:
+        for t in tasks:
             e = entries.get(t.key)
             if e is None or e.get("launcher") != "slurm" or e.get("event") != "submitted":
                 to_submit.append(t)
