@@ -276,3 +276,32 @@ def test_a_real_slurm_cluster_runs_the_smoke_estimates(tmp_path):
         assert {s for s, _ in status_of(results).values()} == {"done"}
     finally:
         shutil.rmtree(results, ignore_errors=True)
+
+
+def test_status_asks_sacct_once_for_slurm_jobs(tmp_path, monkeypatch):
+    """Slurm jobs' states come from sacct through submitit; a fake sacct stands in here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sacct-calls"
+    sacct = bin_dir / "sacct"
+    sacct.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$@" >> {calls}
+        echo "JobID|State|NodeList"
+        echo "4242|PENDING|None assigned"
+        echo "4243|RUNNING|node7"
+        echo "4243.batch|RUNNING|node7"
+        echo "4244_1|OUT_OF_MEMORY|node8"
+        """))
+    sacct.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    plan = load_suite(SMOKE).plan(None, None)
+    d = tmp_path / "smoke"
+    t = {x.label: x for x in plan.tasks}
+    ledger.append(d, [ledger.entry("submitted", "slurm", job, t[label], executor="slurm", folder=str(d / "jobs"))
+                      for job, label in (("4242", BP), ("4243", DGL), ("4244_1", "resnet20-bp-k1/train"))])
+    states = {task.label: (s, detail) for task, s, detail in task_status(plan.tasks, d)}
+    assert states[BP] == ("queued", "job 4242: PENDING")
+    assert states[DGL] == ("running", "job 4243: RUNNING")
+    assert states["resnet20-bp-k1/train"][0] == "failed" and "job 4244_1: OUT_OF_MEMORY" in states["resnet20-bp-k1/train"][1]
+    assert len(calls.read_text().splitlines()) == 1  # one sacct call for all three jobs

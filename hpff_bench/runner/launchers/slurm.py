@@ -101,9 +101,27 @@ def _scheduler_state(executor: str, folder: Path, job_id: str, job=None) -> str:
         return job.state
     if executor == "local":
         return _local_pid_state(job_id)
-    import submitit
+    return slurm_job(folder, job_id).state
 
-    return submitit.SlurmJob(folder, job_id).state
+
+_JOBS: dict[str, object] = {}
+
+
+def slurm_job(folder: Path, job_id: str):
+    """One submitit.SlurmJob per id: creating one makes submitit's shared watcher call sacct
+    afresh, so `register` all of them first and each later look-up reads one sacct answer."""
+    if job_id not in _JOBS:
+        import submitit
+
+        _JOBS[job_id] = submitit.SlurmJob(folder, job_id)
+    return _JOBS[job_id]
+
+
+def register(entries) -> None:
+    """Make submitit ask sacct about every Slurm job of `entries` in one call."""
+    for e in entries:
+        if e.get("launcher") == "slurm" and e.get("executor", "slurm") == "slurm":
+            slurm_job(Path(e.get("folder", ".")), str(e["job"]))
 
 
 def job_state(entry: dict) -> tuple[str, str]:
@@ -248,6 +266,7 @@ class SlurmLauncher(Launcher):
         ones; return the tasks to submit."""
         entries = ledger.latest_entries(d.results_dir)
         records = ledger.records_by_key(d.results_dir, tasks)
+        register(entries.get(t.key, {}) for t in tasks if t.key in entries)
         to_submit = []
         for t in tasks:
             e = entries.get(t.key)

@@ -29,6 +29,10 @@ def task_status(tasks, results_dir) -> list[tuple[object, str, str]]:
     """(task, one of STATES, detail) for every task, in plan order."""
     entries = ledger.latest_entries(results_dir)
     records = ledger.records_by_key(results_dir, tasks)
+    if any(e.get("launcher") == "slurm" for e in entries.values()):
+        from hpff_bench.runner.launchers import slurm
+
+        slurm.register(entries[t.key] for t in tasks if t.key in entries)
     rows = []
     for t in tasks:
         recs = records[t.key]
