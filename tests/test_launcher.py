@@ -205,7 +205,7 @@ def test_gpus_refused_for_cpu_only_tasks_and_slurm_refused_without_sbatch(tmp_pa
     assert rc == 2 and 'every task of this sweep runs on the CPU (device = "cpu")' in capsys.readouterr().err
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
     rc = cli.main(["sweep", str(tiny(tmp_path)), "--results", str(tmp_path / "r"), "--launcher", "slurm"])
-    assert rc == 2 and "sbatch is not on PATH" in capsys.readouterr().err
+    assert rc == 2 and "sbatch and srun not on PATH" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -305,3 +305,41 @@ def test_status_asks_sacct_once_for_slurm_jobs(tmp_path, monkeypatch):
     assert states[DGL] == ("running", "job 4243: RUNNING")
     assert states["resnet20-bp-k1/train"][0] == "failed" and "job 4244_1: OUT_OF_MEMORY" in states["resnet20-bp-k1/train"][1]
     assert len(calls.read_text().splitlines()) == 1  # one sacct call for all three jobs
+
+
+def test_slurm_submission_uses_sbatch_arrays_with_the_options(tmp_path, monkeypatch):
+    """The real SlurmExecutor path against a fake sbatch (which keeps the script) and a fake
+    sacct (every job COMPLETED without running): arrays per time limit and GPU count, the
+    options as #SBATCH lines, job ids in the ledger, and a job that left no record -> `error`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        n=$(ls {tmp_path}/script-* 2>/dev/null | wc -l)
+        cp "$1" {tmp_path}/script-$n.sh
+        echo "Submitted batch job 77$n"
+        """))
+    rows = "\n".join(f'echo "{j}|COMPLETED|node1"' for j in ("770", "770_0", "770_1", "771", "771_0", "771_1"))
+    (bin_dir / "sacct").write_text(f'#!/bin/sh\necho "JobID|State|NodeList"\n{rows}\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it; never run here
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    suite = tmp_path / "two.toml"
+    suite.write_text(textwrap.dedent(TINY.format(device="auto")).replace('kinds = ["estimate"]', 'kinds = ["estimate", "profile"]')
+                     .replace("seed = [0, 1, 2]", "seed = [0, 1]"))
+    said: list[str] = []
+    res = run_sweep(suite, results=tmp_path / "r", progress=False, log=said.append, launcher="slurm",
+                    slurm_options={"slurm_partition": "gpu", "slurm_gpus_per_task": "1", "slurm_time": "1:30:00",
+                                   "slurm_array_parallelism": "1"})
+    scripts = [(tmp_path / f"script-{i}.sh").read_text() for i in range(2)]
+    for s in scripts:
+        assert "#SBATCH --partition=gpu" in s and "#SBATCH --time=90" in s and "#SBATCH --array=0-1%1" in s
+        assert "hpff-tiny" in s
+    assert ["--gpus-per-task=1" in s for s in scripts] == [False, True]  # estimates ask for no GPU
+    assert said == ["submitted 2 job(s) (90 min, 0 GPU each) via slurm: 770_0 .. 770_1",
+                    "submitted 2 job(s) (90 min, 1 GPU each) via slurm: 771_0 .. 771_1"]
+    entries = ledger.latest_entries(tmp_path / "r" / "tiny")
+    assert sorted(e["job"] for e in entries.values()) == ["770_0", "770_1", "771_0", "771_1"]
+    assert [r["status"] for r in res.records] == ["error"] * 4
+    assert all("Slurm job 77" in r["message"] and "ended (COMPLETED) without a record" in r["message"] for r in res.records)

@@ -152,8 +152,9 @@ class SlurmLauncher(Launcher):
             raise ConfigError("--launcher slurm needs submitit: pip install 'hpff-bench[slurm]'") from None
         if slurm_executor not in EXECUTORS:
             raise ConfigError(f"--slurm-executor must be one of {', '.join(EXECUTORS)}, got {slurm_executor!r}")
-        if slurm_executor == "slurm" and shutil.which("sbatch") is None:
-            raise ConfigError("--launcher slurm: sbatch is not on PATH (not a Slurm login node?); "
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if slurm_executor == "slurm" and missing:
+            raise ConfigError(f"--launcher slurm: {' and '.join(missing)} not on PATH (not a Slurm login node?); "
                               "--slurm-executor local runs the jobs on this machine")
         if slurm_partition is not None and not str(slurm_partition).strip():
             raise ConfigError("--slurm-partition: empty partition name")
