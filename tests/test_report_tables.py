@@ -85,7 +85,7 @@ def test_speed_table_adds_flops_where_records_have_them(tmp_path):
 def test_failed_runs_are_grouped_by_reason(tmp_path):
     msg = "cifar10 not found under 'data':\n  looked for ...\npoint --data-root at a copy"
     recs = [make_record("train", "skipped", message=msg, run_name=f"run{i}",
-                        config=RunConfig(network="resnet20", method="bp")) for i in range(7)]
+                        config=RunConfig(network="resnet20", method="bp", seed=i)) for i in range(7)]
     recs.append(make_record("profile", "oom", message="out of memory", run_name="big",
                             config=RunConfig(network="resnet20", method="bp")))
     t = T.failures_table(_frame(tmp_path, recs)).data
