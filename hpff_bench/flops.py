@@ -1,19 +1,23 @@
 """FLOPs of a training step, split by the project's scopes (backbone, aux, the rest).
 
-Counted by torch's own `FlopCounterMode` (its per-op formulas: convolutions and their
-backward, matmuls, attention; element-wise ops, BatchNorm, pooling and upsampling count 0),
-on whatever step runs inside it, real or fake tensors alike. torch attributes FLOPs to
-nn.Modules through global module hooks; we attribute them to `memory.scope.current()`
-instead, which is what the methods label (a module's forward *and* the backward passes run
-for it), so the module hooks are left out: no per-module Python work, and nothing is
-attached to the traced tensors.
+The count per op is torch's own (`torch.utils.flop_counter`'s registry, what FlopCounterMode
+uses: convolutions and their backward, matmuls, attention; element-wise ops, BatchNorm,
+pooling and upsampling count 0), taken on whatever step runs inside, real or fake tensors.
+
+Why not FlopCounterMode itself: it decomposes every op its registry lacks (running the
+decomposition's pieces instead), which changes the tensors a step allocates and frees, and
+the FLOPs are counted on the same step the memory tracker traces. This mode only looks:
+each op runs as it would without it. tests/test_flops.py checks that the totals equal
+FlopCounterMode's. FLOPs go to `memory.scope.current()` (what the methods label: a module's
+forward and the backward passes run for it), not to nn.Modules through global hooks.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from hpff_bench.memory.scope import current
 
@@ -21,36 +25,19 @@ from hpff_bench.memory.scope import current
 SPLIT = ("backbone", "aux")
 
 
-class _NoModuleTracking:
-    """Stands in for torch's ModuleTracker: one parent, no hooks."""
-
-    parents = ("Global",)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return None
-
-
-class ScopedFlopCounter(FlopCounterMode):
-    """FlopCounterMode whose counts are also kept per scope kind (`by_kind`)."""
+class ScopedFlopCounter(TorchDispatchMode):
+    """Counts FLOPs per scope kind (`by_kind`) of everything run inside it."""
 
     def __init__(self):
-        super().__init__(display=False)
-        self.mod_tracker = _NoModuleTracking()
+        super().__init__()
         self.by_kind: Counter[str] = Counter()
 
-    def __enter__(self):
-        self.by_kind.clear()
-        return super().__enter__()
-
-    def _count_flops(self, func_packet, out, args, kwargs):
-        count = self.flop_registry.get(func_packet)
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
         if count is not None:
-            flops = count(*args, **kwargs, out_val=out)
-            self.flop_counts["Global"][func_packet] += flops
-            self.by_kind[current().kind] += flops
+            self.by_kind[current().kind] += count(*args, **kwargs, out_val=out)
         return out
 
     def split(self, steps: int = 1) -> dict:
