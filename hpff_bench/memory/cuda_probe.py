@@ -3,7 +3,7 @@
 Why: on a GPU the allocator is the ground truth for what PyTorch holds
 (`max_memory_allocated` is what papers report). Its peaks only mean "this step" after a
 warm-up (cuBLAS/cuDNN workspaces are allocated lazily and stay) and a peak reset between two
-synchronisations (DESIGN.md §4).
+synchronisations (docs/memory.md).
 """
 
 from __future__ import annotations
