@@ -131,8 +131,9 @@ def estimate_seconds(flops: float, ops: int, cudnn_benchmark: bool = False) -> f
 
 
 def count_costs(cfgs: list[dict]) -> list[tuple[float, int]]:
-    """step_cost of each config, in parallel processes (one per core: seconds on 16 cores,
-    ~80 s on 2 busy ones)."""
+    """step_cost of each config, in parallel processes, one per core: with enough cores the
+    largest trace bounds it (InfoPro+HPFF K=55 streamed, 142k ops); 95 s for the default plan on
+    the 2-core VM, not yet timed on a GPU machine. It counts against --budget-s."""
     import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
