@@ -608,6 +608,7 @@ def published_memory_table(df: pd.DataFrame) -> Table:
         "quantities to InfoPro's 'minimally required GPU memory'; the device total adds the "
         "allocator's cache and an assumed CUDA context, which the paper's number may or may not "
         "include. Our runs use cudnn.benchmark off; its workspaces are not in our prediction. "
+        "InfoPro* rows are InfoPro on the memory-balanced split with its default loss settings. "
         "Sources: " + " ".join(f"[{k}] {v}" for k, v in pub.MEMORY_SOURCES.items()),
         {c: 2 for c in ("published (GB)",)} | {"difference (%)": 1},
     )
