@@ -53,12 +53,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     g = parser.add_argument_group("run")
     g.add_argument("--network", default=d.network, help="network (default %(default)s)")
     g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)} (default %(default)s)")
-    g.add_argument("--k", type=int, default=d.k, help="number of modules K (default %(default)s)")
+    g.add_argument("--k", type=int, default=None, help="number of modules K (default 1; with --cuts: their count + 1)")
     g.add_argument(
         "--split",
         default=d.split,
         help=f"split scheme: {', '.join(SPLITS)}; auto = the InfoPro table where it has the "
-        "network and K, else the HPFF table, else uniform (default %(default)s)",
+        "network and K, else the HPFF table, else uniform, and the result says which and why; "
+        "infopro-balanced = InfoPro* (memory-balanced, resnet110 on cifar10/stl10) (default %(default)s)",
+    )
+    g.add_argument(
+        "--cuts",
+        default=d.cuts,
+        help="your own split: STAGE.BLOCK cut points, comma-separated, e.g. 1.14,2.8 = detach after "
+        "block 14 of stage 1 and after block 8 of stage 2 (0.0 = after the stem); K = cuts + 1",
     )
     g.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)}: sets image size and classes")
     g.add_argument("--image-size", type=int, default=None, help="override the dataset's image size")
@@ -132,8 +139,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig(
         network=args.network,
         method=args.method,
-        k=args.k,
+        k=args.k if args.k is not None else (len(args.cuts.split(",")) + 1 if args.cuts.strip() else 1),
         split=args.split,
+        cuts=args.cuts,
         dataset=args.dataset,
         image_size=args.image_size,
         num_classes=args.num_classes,

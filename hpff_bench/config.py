@@ -26,7 +26,7 @@ DATASETS: dict[str, tuple[int, int]] = {
 }
 METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
-SPLITS = ("auto", "infopro", "hpff", "uniform")
+SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
 LOCAL_LOSSES = ("ce", "supcon")
@@ -47,7 +47,7 @@ class InfoProLambdas:
     ixy_2: float = 0.5
 
     def at(self, i: int, n_local: int) -> tuple[float, float]:
-        """λ1, λ2 for local module i of n_local, linear in i (DESIGN.md §2)."""
+        """λ1, λ2 for local module i of n_local, linear in i (docs/methods.md)."""
         ratio = 0.0 if n_local <= 1 else i / (n_local - 1)
         return (
             self.ixx_1 * (1 - ratio) + self.ixx_2 * ratio,
@@ -55,7 +55,7 @@ class InfoProLambdas:
         )
 
 
-# HPFF's own InfoPro commands (DESIGN.md §2): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
+# HPFF's own InfoPro commands (docs/methods.md): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
 HPFF_INFOPRO_LAMBDAS = InfoProLambdas(ixx_1=5.0, ixy_1=0.5, ixx_2=0.0, ixy_2=0.0)
 
 
@@ -65,6 +65,7 @@ class RunConfig:
     method: str = "bp"
     k: int = 1
     split: str = "auto"
+    cuts: str = ""  # user-defined cut points, e.g. "1.14,2.8"; replaces the split table
     dataset: str = "cifar10"
     image_size: int | None = None
     num_classes: int | None = None
@@ -167,15 +168,19 @@ class RunConfig:
         return cls(**d)
 
     def config_id(self) -> str:
-        """Stable hash of the canonical (resolved, key-sorted) config."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable hash of the canonical (resolved, key-sorted) config. A field added later is
+        left out at its default, so configs written before it keep their ids."""
+        d = self.to_dict()
+        if not d["cuts"]:
+            del d["cuts"]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ----- validation -------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
         from hpff_bench.networks import NETWORKS  # local import: networks import config
-        from hpff_bench.networks.splits import resolve_cuts
+        from hpff_bench.networks.splits import split_of
 
         _choice("network", self.network, tuple(NETWORKS))
         _choice("method", self.method, METHODS)
@@ -210,7 +215,7 @@ class RunConfig:
             V.number(_flag(name), getattr(self.lambdas, name), low=0)
         for name in ("hilo", "independent"):
             V.boolean(name, getattr(self, name))
-        resolve_cuts(self.network, self.split, self.k)  # K range and split-table existence
+        split_of(self)  # K range, split-table existence, --cuts syntax and range
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
                 raise ConfigError(

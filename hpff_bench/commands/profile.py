@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hpff_bench.cli_options import add_config_arguments, config_from_args
 from hpff_bench.memory.predict import CUDA_ARCHS, DEFAULT_CUDA_ARCH
+from hpff_bench.networks.splits import split_of
 
 HELP = """\
 Run --warmup steps, then --steps measured training steps of one configuration on synthetic
@@ -32,7 +33,7 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cuda-context-bytes", default=None, metavar="SIZE",
         help="CUDA context + kernels added to device use, e.g. 600MiB (default: an assumption of "
-        "512 MiB, labelled 'assumed'; measure yours with python -m hpff_bench.memory.gpu_check)",
+        "512 MiB, labelled 'assumed'; measure yours with python -m hpff_bench.gpu_check)",
     )
 
 
@@ -104,10 +105,13 @@ def run(args: argparse.Namespace) -> int:
             predict_options=options,
             progress=progress,
         )
+    split = split_of(cfg)
+    record["split"] = split.summary()
     if args.json:
         print(json.dumps(record))
     else:
         print(format_profile(record))
+        print(f"  {split.describe()}")
     return 0
 
 

@@ -15,7 +15,7 @@ from hpff_bench.errors import ConfigError
 
 HELP = """\
 Train a configuration and report top-1 test accuracy after every epoch (a tqdm bar per epoch).
-The papers' recipe (DESIGN.md §3) is the default: SGD, Nesterov momentum 0.9, weight decay 1e-4,
+The papers' recipe (docs/recipes.md) is the default: SGD, Nesterov momentum 0.9, weight decay 1e-4,
 lr 0.8 at batch 1024 (CIFAR-10/100, SVHN) or 0.1 at batch 128 (STL-10); with another
 --batch-size and no --lr the lr is scaled linearly (0.1 per 128 images); a cosine schedule with
 the official code's linear warm-up from 0.01 over the first 10 epochs; 160 epochs.

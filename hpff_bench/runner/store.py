@@ -44,7 +44,7 @@ RECORD_KEYS = (
     "ablation", "config", "modules", "params", "forward_calls", "env", "memory", "predicted",
     "timing", "accuracy",
 )
-EXTRA_KEYS = ("preset", "options", "traceback")
+EXTRA_KEYS = ("preset", "options", "traceback", "split")
 
 
 class StoreError(ValueError):
@@ -97,18 +97,22 @@ def make_record(
         else:
             rec.update(_derived_from_config_dict(config))
     rec.update(parts)
-    if rec["modules"] is None and hasattr(config, "to_dict"):
-        rec["modules"] = _module_count(config)  # failed runs still say how many modules they had
+    if hasattr(config, "to_dict"):
+        from hpff_bench.config import LOCAL_METHODS
+
+        split = _split_summary(config)
+        if rec["modules"] is None and split is not None:  # failed runs still say how many modules they had
+            rec["modules"] = split["modules"] if config.method in LOCAL_METHODS else 1
+        rec.setdefault("split", split)
     return rec
 
 
-def _module_count(cfg) -> int | None:
-    """Real gradient-isolated modules of `cfg` from its split (bp/gc: 1), without building it."""
+def _split_summary(cfg) -> dict | None:
+    """The resolved split of `cfg` (scheme, modules, cuts, reason), without building anything."""
     try:
-        from hpff_bench.config import LOCAL_METHODS
-        from hpff_bench.networks.splits import resolve_cuts
+        from hpff_bench.networks.splits import split_of
 
-        return resolve_cuts(cfg.network, cfg.split, cfg.k).modules if cfg.method in LOCAL_METHODS else 1
+        return split_of(cfg).summary()
     except Exception:
         return None
 

@@ -184,6 +184,8 @@ def _check_type(where: str, name: str, value) -> None:
 def resolve_fields(fields: dict) -> dict:
     """RunConfig keyword arguments from suite fields (expands `hpff`, builds `lambdas`)."""
     d = dict(fields)
+    if isinstance(d.get("cuts"), str) and d["cuts"].strip() and "k" not in d:
+        d["k"] = len(d["cuts"].split(",")) + 1  # as on the command line: K follows the cuts
     hpff = d.pop("hpff", False)
     if hpff:
         d["hilo"] = True
@@ -216,6 +218,8 @@ def config_name_tokens(cfg: RunConfig, variant: bool = True) -> list[str]:
     tokens = [cfg.network, cfg.method, f"k{cfg.k}"]
     if cfg.split != "auto":
         tokens.append(f"{cfg.split}-split")
+    if cfg.cuts:
+        tokens.append("cuts-" + cfg.cuts.replace(",", "-"))
     if not variant:
         return tokens
     if cfg.hilo:

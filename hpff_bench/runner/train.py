@@ -1,4 +1,4 @@
-"""Training for accuracy with the papers' recipe (DESIGN.md §3), checkpoints and resume.
+"""Training for accuracy with the papers' recipe (docs/recipes.md), checkpoints and resume.
 
 Recipe: SGD with Nesterov momentum 0.9 and weight decay 1e-4 (RunConfig's defaults); lr 0.8 at
 batch 1024 for CIFAR-10/100 and SVHN, 0.1 at batch 128 for STL-10 (both 0.1 per 128 images:
