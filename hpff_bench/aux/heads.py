@@ -85,7 +85,8 @@ class Decoder(nn.Module):
         )
 
     def forward(self, x):
-        x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=True)
+        if x.shape[-2:] != (self.out_size, self.out_size):  # same size: align_corners=True is the identity
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=True)
         return self.net(x)
 
 

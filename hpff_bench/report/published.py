@@ -191,7 +191,7 @@ def cannot_run(p: PublishedMemory) -> str | None:
     try:
         resolve_cuts(p.network, p.split, p.k)
     except ConfigError as e:
-        return f"split {p.split!r} not available here: {e}"
+        return f"the {p.split} split (docs/splits.md) is not in this version ({str(e).split('; ')[-1]})"
     return None
 
 

@@ -209,6 +209,8 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
         row["speed_device"] = None  # the GPU's name, else the CPU's (records of schema 0: "cpu")
         for f in ("env.device_name", "env.cpu", "env.device"):
             dev = sp[f].dropna() if not sp.empty else pd.Series(dtype=object)
+            if f == "env.device_name":  # CPU runs write device_name "cpu": the CPU's name says more
+                dev = dev[dev.astype(str).str.lower() != "cpu"]
             if not dev.empty:
                 row["speed_device"] = str(dev.iloc[0])
                 break
@@ -271,13 +273,13 @@ def main_variants(cfg: pd.DataFrame) -> pd.DataFrame:
     return c[keep]
 
 
-def noise_overlap(a, b) -> bool:
-    """Two step times inside each other's noise: their interquartile ranges overlap (or one has
-    no spread to tell: fewer than 4 timed steps)."""
+def noise_overlap(a, b) -> bool | None:
+    """Two step times inside each other's noise: their interquartile ranges overlap. None where
+    one has no spread to tell (no per-step times, or fewer than 4 timed steps)."""
     a1, a3, b1, b3 = a["step_q1"], a["step_q3"], b["step_q1"], b["step_q3"]
     if any(v != v for v in (a1, a3, b1, b3)) or min(a.get("timed_steps", 0) or 0, b.get("timed_steps", 0) or 0) < 4:
-        return True
-    return a1 <= b3 and b1 <= a3
+        return None
+    return bool(a1 <= b3 and b1 <= a3)
 
 
 def _bp_reference(cfg: pd.DataFrame, setting: str, column: str) -> float:
@@ -442,22 +444,26 @@ def patch_grid_table(cfg: pd.DataFrame) -> Table | str:
     if not groups:
         return "no configuration was run with more than one PFF patch grid n (--pff-grid 1/2/4)"
     c = pd.concat(groups).sort_values(["setting", "method", "k", "hilo", "pff_grid"], kind="stable")
-    unit, scale = _mem_cols(c, ["shown_bytes", "breakdown.aux_activations"])
+    unit, scale = _mem_cols(c, ["shown_bytes", "aux_step_bytes"])
     data = pd.DataFrame({
         "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
-        "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
+        "modules": c["modules"].values, "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
         "PFF on": [o if n > 1 else None for o, n in zip(c["pff_on"], c["pff_grid"])],
         "PFF exec": [e if n > 1 else None for e, n in zip(c["pff_exec"], c["pff_grid"])],
         f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
-        f"aux activations ({unit})": (c["breakdown.aux_activations"] / scale).values,
+        f"one aux step ({unit})": (c["aux_step_bytes"] / scale).values,
+        f"aux activations at the peak ({unit})": (c["breakdown.aux_activations"] / scale).values,
         "memory from": c["shown_source"].values,
         "test error (%)": c["error_mean"].values,
     })
     return Table(
         "patch_grid", "PFF patch grid n: memory and error", data,
-        "n x n patches per auxiliary-net input (n=1: PFF off). 'aux activations' is the auxiliary "
-        "nets' share of the peak where the breakdown has it.",
-        {"K": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"aux activations ({unit})")},
+        "n x n patches per auxiliary-net input (n=1: PFF off). 'one aux step': the largest peak of "
+        "the aux activations born in one auxiliary net's step (what PFF claims to shrink); 'aux "
+        "activations at the peak': their share of the whole step's peak, often 0 because the peak "
+        "falls where no aux net is running.",
+        {"K": 0, "modules": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"one aux step ({unit})",
+                                                        f"aux activations at the peak ({unit})")},
     )
 
 
@@ -524,15 +530,19 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "
         "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
-        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise' (also "
-        "where either has fewer than 4 timed steps); 'vs plain method' compares a variant with "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise'; 'no "
+        "spread to tell' where either has fewer than 4 timed steps or no per-step times (training "
+        "records keep only the median); 'vs plain method' compares a variant with "
         "its plain method at the same K.",
         decimals,
     )
 
 
 def _noise_word(r, ref) -> str:
-    if noise_overlap(r, ref):
+    overlap = noise_overlap(r, ref)
+    if overlap is None:
+        return "no spread to tell"
+    if overlap:
         return "within noise"
     return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
@@ -627,7 +637,7 @@ ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python"
 def _device_text(kinds_devices: list[str | None], device_name, cuda) -> str:
     """Where the numbers were computed, in words: a GPU's name, the CPU, or fake tensors."""
     devices = {d for d in kinds_devices if d}
-    if device_name:
+    if device_name and str(device_name).lower() != "cpu":
         return str(device_name)
     if devices == {"fake"} or not devices:
         return "no device (fake tensors)"
@@ -644,7 +654,9 @@ def environment_table(df: pd.DataFrame) -> Table | str:
     if all(v is None for v in e.values.ravel()):
         return "no record has an env object"
     rows = []
-    keys = ["|".join(str(v) for v in row) for row in e.values.tolist()]
+    # one row per environment and per place (estimates ran on fake tensors, the rest on a device)
+    keys = ["|".join(str(v) for v in row) + ("|fake" if k == "estimate" else "")
+            for row, k in zip(e.values.tolist(), df["kind"])]
     for _, g in df.assign(_k=keys).groupby("_k", sort=False):
         first = e.loc[g.index[0]]
         # where each kind ran: estimates on fake tensors, the others on the record's device
