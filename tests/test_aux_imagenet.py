@@ -78,10 +78,11 @@ def test_imagenet_infopro_trains_a_step(hpff):
 def test_imagenet_infopro_k2_is_predicted_below_backprop():
     """The papers' ImageNet aux nets reduce channels before upsampling: InfoPro K=2 on resnet101
     needs less than BP, and the aux nets' activations are no part of the peak (the second
-    module's backward is). Small images keep the test fast; the README reports batch 128 at 224²."""
+    module's backward is). Batch 16 keeps the test fast (at 64² images the aux nets' 4.7 M
+    parameters outweigh the activations saved); the README reports batch 128."""
     from hpff_bench.profiling import estimate_config
 
-    base = dict(network="resnet101", dataset="imagenet", image_size=64, num_classes=10, batch_size=8)
+    base = dict(network="resnet101", dataset="imagenet", num_classes=1000, batch_size=16)
     bp = estimate_config(RunConfig(method="bp", **base))["predicted"]
     ip = estimate_config(RunConfig(method="infopro", k=2, **base))["predicted"]
     assert ip["peak_allocated_bytes"] < bp["peak_allocated_bytes"]
