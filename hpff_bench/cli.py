@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hpff-bench {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (sweep keeps its summary)
+        print(f"hpff-bench {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 
 # dataset -> (image size, classes). Profiling and estimation need no data, only these.
@@ -46,7 +47,7 @@ class InfoProLambdas:
     ixy_2: float = 0.5
 
     def at(self, i: int, n_local: int) -> tuple[float, float]:
-        """λ1, λ2 for local module i of n_local, linear in i (DESIGN.md §2)."""
+        """λ1, λ2 for local module i of n_local, linear in i (docs/methods.md)."""
         ratio = 0.0 if n_local <= 1 else i / (n_local - 1)
         return (
             self.ixx_1 * (1 - ratio) + self.ixx_2 * ratio,
@@ -54,7 +55,7 @@ class InfoProLambdas:
         )
 
 
-# HPFF's own InfoPro commands (DESIGN.md §2): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
+# HPFF's own InfoPro commands (docs/methods.md): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
 HPFF_INFOPRO_LAMBDAS = InfoProLambdas(ixx_1=5.0, ixy_1=0.5, ixx_2=0.0, ixy_2=0.0)
 
 
@@ -195,21 +196,25 @@ class RunConfig:
         _choice("pff-exec", self.pff_exec, PFF_EXECS)
         for name in ("batch_size", "steps", "k"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup must be >= 0, got {self.warmup!r}")
-        if self.image_size is not None and self.image_size < 8:
-            raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"--num-classes must be >= 2, got {self.num_classes}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.predsim_beta <= 1:
-            raise ConfigError(f"--predsim-beta must be in [0, 1], got {self.predsim_beta}")
+        V.integer("--warmup", self.warmup, low=0)
+        V.integer("--seed", self.seed, low=0)
+        V.integer("--image-size", self.image_size, low=8, allow_none=True)
+        V.integer("--num-classes", self.num_classes, low=2, allow_none=True)
+        V.integer("--cascade-span", self.cascade_span, low=1)
+        V.number("--lr", self.lr, low=0, low_open=True)
+        V.number("--momentum", self.momentum, low=0, high=1)  # torch rejects < 0; >= 1 diverges
+        V.number("--weight-decay", self.weight_decay, low=0)
+        V.number("--predsim-beta", self.predsim_beta, low=0, high=1)
         for name in ("w_independent", "w_cascade"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
+            V.number(_flag(name), getattr(self, name), low=0)
+        if not isinstance(self.lambdas, InfoProLambdas):
+            raise ConfigError(f"lambdas must be a table of ixx_1, ixy_1, ixx_2, ixy_2, got {self.lambdas!r}")
+        for name in ("ixx_1", "ixy_1", "ixx_2", "ixy_2"):
+            V.number(_flag(name), getattr(self.lambdas, name), low=0)
+        for name in ("hilo", "independent"):
+            V.boolean(name, getattr(self, name))
         split_of(self)  # K range, split-table existence, --cuts syntax and range
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:

@@ -1,4 +1,4 @@
-"""Auxiliary nets of the local methods (DESIGN.md §2), for any channel count and spatial size.
+"""Auxiliary nets of the local methods (docs/methods.md), for any channel count and spatial size.
 
 Every BatchNorm here is a PatchBatchNorm, so PFF's batched execution keeps per-patch
 statistics. Heads are built for the spatial size they will see (the patch size under PFF).
@@ -85,7 +85,8 @@ class Decoder(nn.Module):
         )
 
     def forward(self, x):
-        x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=True)
+        if x.shape[-2:] != (self.out_size, self.out_size):  # same size: align_corners=True is the identity
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=True)
         return self.net(x)
 
 

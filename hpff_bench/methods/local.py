@@ -36,7 +36,7 @@ from hpff_bench.aux.heads import (
 )
 from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
 from hpff_bench.aux.objective import AuxObjective, Term
-from hpff_bench.aux.pff import check_divisible
+from hpff_bench.aux.pff import check_divisible, fold_patches
 from hpff_bench.memory.scope import scope
 from hpff_bench.methods.base import Method, StepOutput
 from hpff_bench.networks import NETWORKS
@@ -130,8 +130,17 @@ class LocalLearning(Method):
         return AuxObjective(terms, grid, c.pff_exec, name, self.autocast)
 
     # ----- training step -----------------------------------------------------------------
+    def _targets(self, x):
+        """InfoPro's reconstruction target, folded once per step for every grid an aux net uses
+        (only those: the unfolded image is not kept when no aux net reads it)."""
+        if self.config.method != "infopro":
+            return None
+        image = self.denormalize(x)
+        grids = {obj.target_grid for obj in self.aux_nets.values()}
+        return {g: image if g == 1 else fold_patches(image, g) for g in grids}
+
     def _forward_backward(self, x, y):
-        target = self.denormalize(x) if self.config.method == "infopro" else None
+        target = self._targets(x)
         if self.config.hilo and self.config.hilo_exec == "reference":
             return self._reference(x, y, target)
         return self._fused(x, y, target)

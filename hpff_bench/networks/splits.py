@@ -6,7 +6,7 @@ A cut `[stage, block]` (written `stage.block` on the command line) means "detach
 network is cut after each listed unit. The head always stays in the last module, so a cut may
 follow the stem or any block but the last: K ranges from 1 to num_blocks + 1.
 
-Counting differs between papers (DESIGN.md §2): InfoPro's K is the real module count (the
+Counting differs between papers (docs/splits.md): InfoPro's K is the real module count (the
 stem may be its own module); HPFF's configs list module *ends* with the stem folded into the
 first module, so HPFF's resnet32 "K=16" is 15 modules and resnet110 "K=55" is 54. Results
 always report the real count (`len(cuts) + 1`).

@@ -68,8 +68,8 @@ Presets (`[preset.NAME]`): `description`; `kinds` (replaces); `grids` (run only 
 
 Kinds. `estimate` and `profile` take RunConfig overrides (batch_size, steps, warmup, device,
 ...); `train` also takes the trainer's options (epochs, warmup_epochs, train_subset,
-test_subset, num_workers, augment, data_root, download). A train run without an explicit `lr`
-gets the recipe's lr scaled to its batch size (hpff_bench.runner.train.recipe_lr). Each kind
+test_subset, num_workers, augment, data_root, download). A train run without an explicit `lr` (in
+[base], an axis, a [[set]] rule or [kind.train]) gets the recipe's lr scaled to its batch size (hpff_bench.runner.train.recipe_lr). Each kind
 also takes `only`, `skip` and `timeout_s`.
 """
 
@@ -86,6 +86,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
     import tomli as tomllib
 
+from hpff_bench import validation as V
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, InfoProLambdas, RunConfig
 from hpff_bench.errors import ConfigError
 
@@ -112,6 +113,7 @@ class Run:
     config: RunConfig
     grid: str
     facts: dict = field(hash=False, compare=False)  # what match tables see
+    given: frozenset = field(default=frozenset(), hash=False, compare=False)  # fields the suite set
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,27 @@ class Suite:
         unknown_meta = set(meta) - {"name", "description", "kinds", "on_invalid", "jobs", "timeout_s"}
         if unknown_meta:
             raise SuiteError(f"{self.path}: [suite]: unknown key(s) {sorted(unknown_meta)}")
-        self.name = meta.get("name", self.path.stem)
+        for key in ("base", "axes", "kind", "preset"):
+            if key in data and not isinstance(data[key], dict):
+                raise SuiteError(f"{self.path}: [{key}] must be a table, got {data[key]!r}")
+        for key, value in data.get("kind", {}).items():
+            if not isinstance(value, dict):
+                raise SuiteError(f"{self.path}: [kind.{key}] must be a table, got {value!r}")
+        for key, value in data.get("preset", {}).items():
+            if not isinstance(value, dict):
+                raise SuiteError(f"{self.path}: [preset.{key}] must be a table, got {value!r}")
+        if "grid" in data and not all(isinstance(g, dict) for g in _as_list(data["grid"])):
+            raise SuiteError(f"{self.path}: every [[grid]] must be a table")
+        from hpff_bench.runner.store import safe_name
+
+        name = meta.get("name", self.path.stem)
+        if not isinstance(name, str) or not name.strip():
+            raise SuiteError(f"{self.path}: [suite] name must be a non-empty string, got {name!r}")
+        # results/<name>/: sanitised like run names, so "../x" or "/abs" never leave --results
+        self.name = safe_name(name)
         self.description = meta.get("description", "")
+        if not isinstance(self.description, str):
+            raise SuiteError(f"{self.path}: [suite] description must be a string, got {self.description!r}")
         self.presets: dict[str, dict] = data.get("preset", {})
         if "axes" in data and "grid" in data:
             raise SuiteError(f"{self.path}: use either [axes] (one grid) or [[grid]] tables, not both")
@@ -324,8 +345,14 @@ class Suite:
                 path = alt
             else:
                 raise SuiteError(f"{path}: no such suite file")
+        if path.is_dir():
+            raise SuiteError(f"{path}: is a directory; give a suite file (suites/NAME.toml)")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SuiteError(f"{path}: not a text file (not UTF-8); a suite is a TOML file") from None
+        except OSError as e:
+            raise SuiteError(f"{path}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise SuiteError(f"{path}: not valid TOML: {e}") from e
         return cls(data, path)
@@ -393,9 +420,16 @@ class Suite:
         meta = data["suite"]
         where0 = f"{self.path}" + (f" (preset {preset})" if preset else "")
         kinds = _as_list(meta.get("kinds", list(KIND_ORDER)))
+        if not kinds:
+            raise SuiteError(f"{where0}: kinds = [] runs nothing; list at least one of {', '.join(KIND_ORDER)}")
         bad = [k for k in kinds if k not in KIND_ORDER]
         if bad:
             raise SuiteError(f"{where0}: unknown kind(s) {bad}; allowed: {', '.join(KIND_ORDER)}")
+        try:
+            V.integer("[suite] jobs", meta.get("jobs"), low=1, allow_none=True)
+            V.number("[suite] timeout_s", meta.get("timeout_s"), low=0, low_open=True, allow_none=True)
+        except ConfigError as e:
+            raise SuiteError(f"{where0}: {e}") from None
         on_invalid = meta.get("on_invalid", "error")
         if on_invalid not in ("error", "exclude"):
             raise SuiteError(f"{where0}: on_invalid must be 'error' or 'exclude', got {on_invalid!r}")
@@ -485,15 +519,15 @@ class Suite:
                 if cid in seen:
                     continue  # the same configuration from another combination or grid
                 seen[cid] = name
-                runs.append(Run(name, cfg, g["name"], facts))
+                runs.append(Run(name, cfg, g["name"], facts, frozenset(fields)))
             for m in excludes[len(global_ex):]:
                 if not m.hits:
                     notes.append(f"{m.where} matched nothing")
         if invalid:
-            more = f" (and {len(invalid) - 10} more)" if len(invalid) > 10 else ""
-            raise SuiteError(
-                f"{where0}: {len(invalid)} configuration(s) fail validation{more}; exclude them with "
-                "[[exclude]] tables (or set on_invalid = \"exclude\"):\n  " + "\n  ".join(invalid[:10])
+            more = f"; and {len(invalid) - 3} more" if len(invalid) > 3 else ""
+            raise SuiteError(  # one line: the CLI's rule for every error
+                f"{where0}: {len(invalid)} configuration(s) fail validation; exclude them with "
+                "[[exclude]] tables (or set on_invalid = \"exclude\"): " + "; ".join(invalid[:3]) + more
             )
         for m in global_ex:
             if not m.hits:
@@ -574,6 +608,10 @@ class Suite:
             only = [Matcher(t, f"{kw} only", known) for t in _as_list(table.pop("only", []))]
             skip = [Matcher(t, f"{kw} skip", known) for t in _as_list(table.pop("skip", []))]
             timeout = table.pop("timeout_s", None)
+            try:
+                V.number("timeout_s", timeout, low=0, low_open=True, allow_none=True)
+            except ConfigError as e:
+                raise SuiteError(f"{kw}: {e}") from None
             overrides, options = {}, {}
             for key, value in table.items():
                 if kind == "train" and key in TRAIN_KIND_OPTIONS:
@@ -599,7 +637,7 @@ class Suite:
                 if any(m(run.facts) for m in skip):
                     continue
                 changes = dict(overrides)
-                if kind == "train" and "lr" not in changes:
+                if kind == "train" and "lr" not in changes and "lr" not in run.given:
                     changes["lr"] = recipe_lr(run.config.dataset, changes.get("batch_size", run.config.batch_size))
                 cfg = run.config.replace(**{k: (InfoProLambdas(**v) if k == "lambdas" else v) for k, v in changes.items()})
                 try:
