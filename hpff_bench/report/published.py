@@ -196,4 +196,4 @@ def cannot_run(p: PublishedMemory) -> str | None:
 
 
 # Whether the InfoPro ImageNet auxiliary nets (docs/methods.md) are implemented in this version.
-IMAGENET_AUX_NETS = False
+IMAGENET_AUX_NETS = True
