@@ -30,7 +30,8 @@ SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
 LOCAL_LOSSES = ("ce", "supcon")
-HILO_EXECS = ("fused", "reference")
+HILO_EXECS = ("fused", "reference", "official")
+VARIANTS = ("ours", "official")
 PFF_GRIDS = (1, 2, 4)
 PFF_ON = ("independent", "cascade", "both")
 PFF_EXECS = ("batched", "streamed")
@@ -47,8 +48,16 @@ class InfoProLambdas:
     ixy_2: float = 0.5
 
     def at(self, i: int, n_local: int) -> tuple[float, float]:
-        """λ1, λ2 for local module i of n_local, linear in i (docs/methods.md)."""
-        ratio = 0.0 if n_local <= 1 else i / (n_local - 1)
+        """Ours: λ1, λ2 for local module i of n_local (0-based), linear from the first local
+        module (ratio 0) to the last (ratio 1)."""
+        return self.at_ratio(0.0 if n_local <= 1 else i / (n_local - 1))
+
+    def at_official(self, i: int, paper_k: int) -> tuple[float, float]:
+        """The official code: ratio i / (K - 2) with the paper's K (`local_module_num`), so for
+        HPFF's K=16 with 15 modules the last local module (i = 13) gets 13/14, never 1."""
+        return self.at_ratio(i / (paper_k - 2) if paper_k > 2 else 0.0)
+
+    def at_ratio(self, ratio: float) -> tuple[float, float]:
         return (
             self.ixx_1 * (1 - ratio) + self.ixx_2 * ratio,
             self.ixy_1 * (1 - ratio) + self.ixy_2 * ratio,
@@ -92,6 +101,9 @@ class RunConfig:
     w_independent: float = 0.001
     w_cascade: float = 0.999
     hilo_exec: str = "fused"
+    # ours: hpff-bench's own versions; official: the official HPFF CIFAR code's execution and
+    # aux nets (methods/official.py)
+    variant: str = "ours"
     # PFF
     pff_grid: int = 1
     pff_on: str = "both"
@@ -137,6 +149,8 @@ class RunConfig:
         }[self.method]
         if not self.is_local:
             return base
+        if self.variant == "official":
+            return f"{base}+{'HPFF' if self.pff_grid > 1 else 'HiLo'} (official code)"
         if self.hilo and self.pff_grid > 1:
             name = f"{base}+HPFF (n={self.pff_grid})"
             return name if self.independent else f"{name} (CL)"
@@ -173,6 +187,8 @@ class RunConfig:
         d = self.to_dict()
         if not d["cuts"]:
             del d["cuts"]
+        if d["variant"] == "ours":
+            del d["variant"]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -191,6 +207,7 @@ class RunConfig:
         _choice("aux", self.aux, INFOPRO_AUX)
         _choice("local-loss", self.local_loss, LOCAL_LOSSES)
         _choice("hilo-exec", self.hilo_exec, HILO_EXECS)
+        _choice("variant", self.variant, VARIANTS)
         _choice("pff-grid", self.pff_grid, PFF_GRIDS)
         _choice("pff-on", self.pff_on, PFF_ON)
         _choice("pff-exec", self.pff_exec, PFF_EXECS)
@@ -215,6 +232,9 @@ class RunConfig:
             V.number(_flag(name), getattr(self.lambdas, name), low=0)
         for name in ("hilo", "independent"):
             V.boolean(name, getattr(self, name))
+        if self.variant == "official" or self.hilo_exec == "official":
+            self._validate_official()
+            return self
         split_of(self)  # K range, split-table existence, --cuts syntax and range
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
@@ -238,6 +258,47 @@ class RunConfig:
             if self.pff_grid > 1 and self.pff_on == "cascade":
                 raise ConfigError("--pff-on cascade needs --hilo (without it there is no cascade level)")
         return self
+
+
+    def _validate_official(self) -> None:
+        """--variant official runs only what the official HPFF CIFAR code has a path for."""
+        from hpff_bench import official_code as oc
+        from hpff_bench.networks.splits import resolve_cuts
+
+        def no(what: str) -> ConfigError:
+            return ConfigError(f"--variant official: {what}")
+
+        if self.variant != "official":
+            raise ConfigError("--hilo-exec official is the official code's execution; it needs --variant official")
+        if self.method not in oc.METHODS:
+            raise no(f"the official code has no path for --method {self.method}; allowed: {', '.join(oc.METHODS)}")
+        if self.network not in oc.MODULE_ENDS:
+            raise no(f"the official code has no path for --network {self.network}; allowed: {', '.join(oc.MODULE_ENDS)}")
+        ks = sorted(oc.MODULE_ENDS[self.network])
+        if self.k not in ks:
+            raise no(f"the official code's table has no K={self.k} for {self.network}; allowed: {ks}")
+        if self.split not in ("auto", "hpff"):
+            raise no(f"modules come from the official code's table; --split must be auto or hpff, got {self.split!r}")
+        if self.split == "hpff":
+            resolve_cuts(self.network, "hpff", self.k)  # the hpff table must have this K too
+        if self.dataset not in oc.DATASETS or self.image_size is not None:
+            raise no(f"the official code runs {', '.join(oc.DATASETS)} at their own image size, got --dataset "
+                     f"{self.dataset}" + (f" --image-size {self.image_size}" if self.image_size is not None else ""))
+        if not self.hilo or self.cascade_span != 2 or not self.independent or self.hilo_exec != "official":
+            raise no("the official code is HiLo with windows of 2, both levels and its own execution; "
+                     "use --hilo (or --hpff) without --cascade-span/--no-independent/--hilo-exec")
+        want_grid = 2 if self.method == "infopro" else 1
+        if self.pff_grid != want_grid or self.pff_on != "both" or self.pff_exec != "batched":
+            raise no("PFF is the official code's four quadrant decoders (InfoPro's decoder only, n=2); "
+                     + ("InfoPro needs --hpff (--pff-grid 2)" if want_grid == 2 else
+                        f"--method {self.method} has no decoder: use --hilo, not --hpff/--pff-grid")
+                     + ", without --pff-on/--pff-exec")
+        if self.cuts:
+            raise no(f"modules come from the official code's table; --cuts {self.cuts!r} cannot apply")
+        if self.precision != "fp32":
+            raise no(f"the official code trains in fp32, got --precision {self.precision}")
+        if self.method == "infopro" and self.aux not in ("1c2f", "2c2f"):
+            raise no(f"--aux must be 1c2f or 2c2f, got {self.aux}")
 
 
 def _flag(name: str) -> str:

@@ -13,7 +13,9 @@ def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def supcon(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al., 2020), one view per sample.
 
-    Anchors without a positive in the batch are left out of the mean.
+    Anchors without a positive in the batch count in the mean with a loss of 0, as in the
+    official code (InfoPro's and HPFF's SupConLoss: mask_sum 0 -> 1): at small batches, where
+    many anchors have no positive, the loss is smaller than a mean over anchors with positives.
     """
     z = F.normalize(features, dim=1)
     logits = z @ z.T / temperature
@@ -24,9 +26,8 @@ def supcon(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -
     positives = (y[:, None] == y[None, :]) & ~self_mask
     pos_count = positives.sum(1)
     pos_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)
-    has_pos = pos_count > 0
-    per_anchor = -pos_log_prob / pos_count.clamp(min=1)
-    return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+    per_anchor = -pos_log_prob / pos_count.clamp(min=1)  # 0 where an anchor has no positive
+    return per_anchor.mean()
 
 
 def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -281,7 +281,19 @@ def _stage_block(spec, unit: int) -> Cut:
 
 def split_of(config) -> Split:
     """The resolved split of a RunConfig."""
+    if getattr(config, "variant", "ours") == "official":
+        return official_split(config.network, config.k)
     return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts)
+
+
+def official_split(network: str, k: int) -> Split:
+    """`--variant official`: the official HPFF CIFAR code's modules for local_module_num = k."""
+    from hpff_bench.networks import NETWORKS
+    from hpff_bench.official_code import MODULE_ENDS, SOURCE
+
+    where = tuple(MODULE_ENDS[network][k][:-1])
+    spec = NETWORKS[network]
+    return Split("official", k, tuple(spec.unit_index(s, b) for s, b in where), SOURCE, where)
 
 
 def module_unit_ranges(num_units: int, cuts: tuple[int, ...]) -> list[range]:

@@ -47,7 +47,7 @@ Axes. An axis is a RunConfig field (network, method, k, split, batch_size, seed,
 independent, pff_grid, ...), `hpff` (true = the CLI's --hpff: hilo, pff_grid 2 unless the
 run sets pff_grid, and for InfoPro HPFF's loss settings: ce, 2c2f, ixx 5->0, ixy 0.5->0,
 unless the run sets them), or a *bundle* axis: any other name whose values are tables of
-fields with a `name`, e.g. `[[axes.variant]] name = "CL"  hilo = true  independent = false`.
+fields with a `name`, e.g. `[[axes.level]] name = "CL"  hilo = true  independent = false`.
 
 Matching (exclude, set.where, kind only/skip, presets' exclude, `--only key=value`): a table
 of key = value or key = [values] (any of them); a run matches when every key matches. Keys:
@@ -87,7 +87,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` packa
     import tomli as tomllib
 
 from hpff_bench import validation as V
-from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, InfoProLambdas, RunConfig
+from hpff_bench.config import InfoProLambdas, RunConfig
 from hpff_bench.errors import ConfigError
 
 KIND_ORDER = ("estimate", "profile", "train")
@@ -190,10 +190,14 @@ def resolve_fields(fields: dict) -> dict:
     if hpff:
         d["hilo"] = True
         d.setdefault("pff_grid", 2)
-        if d.get("method") == "infopro":
-            d.setdefault("aux", "2c2f")
-            d.setdefault("local_loss", "ce")
-            d.setdefault("lambdas", dataclasses.asdict(HPFF_INFOPRO_LAMBDAS))
+    if d.get("method") == "infopro":  # unset aux / local_loss / lambdas: the paper's recipe
+        from hpff_bench.recipes import infopro_defaults
+
+        r = infopro_defaults(d.get("dataset", _DEFAULTS.dataset), d.get("network", _DEFAULTS.network),
+                             d.get("k", _DEFAULTS.k), hpff)
+        d.setdefault("aux", r["aux"])
+        d.setdefault("local_loss", r["local_loss"])
+        d.setdefault("lambdas", dataclasses.asdict(r["lambdas"]))
     if isinstance(d.get("lambdas"), dict):
         d["lambdas"] = InfoProLambdas(**d["lambdas"])
     return d
@@ -229,6 +233,8 @@ def config_name_tokens(cfg: RunConfig, variant: bool = True) -> list[str]:
         tokens.append(f"pff-n{cfg.pff_grid}")
     if cfg.pff_grid > 1 and cfg.pff_exec != "batched":
         tokens.append(cfg.pff_exec)
+    if cfg.variant != "ours":
+        tokens.append(cfg.variant)
     return tokens
 
 
@@ -447,6 +453,8 @@ class Suite:
                 if not values:
                     raise SuiteError(f"{where}: no values (an empty axis makes the product empty)")
                 if all(isinstance(v, dict) for v in values):
+                    if axis in CONFIG_FIELDS or axis == "hpff":
+                        raise SuiteError(f"{where}: a bundle axis cannot be named like the field {axis!r}; rename it")
                     bundle_axes.add(axis)
                     for v in values:
                         if "name" not in v:
@@ -623,9 +631,11 @@ class Suite:
                     allowed = list(CONFIG_FIELDS) + (list(TRAIN_KIND_OPTIONS) if kind == "train" else []) + list(KIND_CONTROL)
                     raise SuiteError(f"{kw}: unknown key {key!r}; allowed: {', '.join(allowed)}")
             result_options: dict = {}
+            # epochs = "recipe": each run trains as long as its paper did (InfoPro 160, HPFF 400)
+            by_recipe = kind == "train" and options.get("epochs") == "recipe"
             if kind == "train":
                 try:
-                    topts = TrainOptions(**options).validate()
+                    topts = TrainOptions(**{**options, "epochs": 400} if by_recipe else options).validate()
                 except (TypeError, ConfigError) as e:
                     raise SuiteError(f"{kw}: {e}") from e
                 result_options = topts.result_options()
@@ -644,7 +654,13 @@ class Suite:
                     cfg.validate()
                 except ConfigError as e:
                     raise SuiteError(f"{kw}: run {run.name}: {e}") from e
-                tasks.append(Task(run, kind, cfg, dict(options), result_options, timeout or None))
+                run_options, run_results = dict(options), result_options
+                if by_recipe:
+                    from hpff_bench.recipes import recipe_epochs
+
+                    run_options["epochs"] = recipe_epochs(cfg)
+                    run_results = TrainOptions(**run_options).validate().result_options()
+                tasks.append(Task(run, kind, cfg, run_options, run_results, timeout or None))
         return tasks
 
     def _filter(self, tasks: list[Task], only: str, known: set[str], where0: str) -> list[Task]:
