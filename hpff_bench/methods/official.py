@@ -25,6 +25,7 @@ and PredSim have no official HPFF code and run the same execution with their own
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -122,7 +123,7 @@ class OfficialHiLo(Method):
             b = c.predsim_beta
             return HeadLoss([
                 (PredSimPrediction(ch, sp, classes), 1 - b, cross_entropy),
-                (PredSimSimilarity(ch, sp), b, similarity_matching),
+                (PredSimSimilarity(ch, sp), b, functools.partial(similarity_matching, num_classes=classes)),
             ])
         return self._independent_net(end)  # DGL / Greedy SL: one head, its own weights
 
