@@ -113,7 +113,10 @@ def test_train_step(benchmark, network, method, k, hpff_preset, hpff_device, hpf
     assert out.logits.shape == (cfg.batch_size, cfg.resolved_num_classes)
 
     m.reset_counters()
-    memory = measure_memory(m, x, y, hpff_device)
+    from hpff_bench.flops import ScopedFlopCounter
+
+    with ScopedFlopCounter() as flop_counter:  # FLOPs of the same step the memory is measured on
+        memory = measure_memory(m, x, y, hpff_device)
     forward_calls = m.forward_calls
     modules = m.module_count
     assert modules == (1 if cfg.method in ("bp", "gc") else len(m.modules_))
@@ -143,6 +146,7 @@ def test_train_step(benchmark, network, method, k, hpff_preset, hpff_device, hpf
         "predicted_cuda_peak_bytes": predicted["peak_allocated_bytes"] if predicted else None,
         "predicted_cuda_peak_MiB": round(predicted["peak_allocated_bytes"] / 2**20, 2) if predicted else None,
         "images_per_second": ips,
+        "flops": flop_counter.split(),  # per step: total, backbone, aux, other
         "record": store.sanitize(record),
     })
     hpff_summary({
