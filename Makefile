@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # them from there. pyproject.toml declares ranges, so users may install any newer release.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test lint bench-cifar bench-suites smoke clean
+.PHONY: install test lint bench-cifar bench-suites smoke clean report-check
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ bench-suites: install
 		--hpff-preset $${BENCH_PRESET:-quick} \
 		--benchmark-json results/benchmarks/pytest-benchmark.json $(BENCH_ARGS)
 	$(BIN)/python -m hpff_bench report results/benchmarks/pytest-benchmark.json -o reports/benchmarks
+
+# REPORT=DIR (default reports/cifar10): open DIR/index.html in headless Chromium at 1,400 px,
+# check every figure is whole, write DIR/browser-check-1400.png. Needs Chromium; not part of test.
+report-check: install
+	$(BIN)/python -m hpff_bench.report.browser_check $${REPORT:-reports/cifar10} --width 1400
 
 clean:
 	rm -rf $(VENV) build *.egg-info

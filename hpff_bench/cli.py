@@ -9,7 +9,7 @@ import sys
 from hpff_bench.errors import ConfigError
 
 # Each module defines add_parser(subparsers), which sets `func(args) -> int` on its parser.
-COMMANDS = ("profile", "estimate", "train", "sweep", "report")
+COMMANDS = ("profile", "estimate", "train", "sweep", "report", "aux_params")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"hpff-bench {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling (sweep keeps its summary)
+        print(f"hpff-bench {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from hpff_bench.config import (
     PFF_ON,
     PRECISIONS,
     SPLITS,
+    VARIANTS,
     InfoProLambdas,
     RunConfig,
 )
@@ -53,12 +54,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     g = parser.add_argument_group("run")
     g.add_argument("--network", default=d.network, help="network (default %(default)s)")
     g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)} (default %(default)s)")
-    g.add_argument("--k", type=int, default=d.k, help="number of modules K (default %(default)s)")
+    g.add_argument("--k", type=int, default=None, help="number of modules K (default 1; with --cuts: their count + 1)")
     g.add_argument(
         "--split",
         default=d.split,
         help=f"split scheme: {', '.join(SPLITS)}; auto = the InfoPro table where it has the "
-        "network and K, else the HPFF table, else uniform (default %(default)s)",
+        "network and K, else the HPFF table, else uniform, and the result says which and why; "
+        "infopro-balanced = InfoPro* (memory-balanced, resnet110 on cifar10/stl10) (default %(default)s)",
+    )
+    g.add_argument(
+        "--cuts",
+        default=d.cuts,
+        help="your own split: STAGE.BLOCK cut points, comma-separated, e.g. 1.14,2.8 = detach after "
+        "block 14 of stage 1 and after block 8 of stage 2 (0.0 = after the stem); K = cuts + 1",
     )
     g.add_argument("--dataset", default=d.dataset, help=f"{', '.join(DATASETS)}: sets image size and classes")
     g.add_argument("--image-size", type=int, default=None, help="override the dataset's image size")
@@ -75,16 +83,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     o.add_argument("--momentum", type=float, default=d.momentum)
     o.add_argument("--weight-decay", type=float, default=d.weight_decay)
     i = parser.add_argument_group("InfoPro")
-    i.add_argument("--aux", default=None, help=f"InfoPro classifier head: {', '.join(INFOPRO_AUX)} (default 1c2f; 2c2f with --hpff)")
-    i.add_argument("--local-loss", default=None, help=f"{', '.join(LOCAL_LOSSES)}: task term of InfoPro's loss (default ce)")
+    i.add_argument("--aux", default=None, help=f"InfoPro classifier head: {', '.join(INFOPRO_AUX)} (default: the "
+                   "paper's recipe, hpff_bench/recipes.toml: 1c2f for InfoPro's commands, 2c2f with --hpff; else 1c2f)")
+    i.add_argument("--local-loss", default=None, help=f"{', '.join(LOCAL_LOSSES)}: task term of InfoPro's loss (default: "
+                   "the recipe's: supcon for InfoPro's commands, ce with --hpff; else ce)")
     lam = InfoProLambdas()
     for name in ("ixx_1", "ixy_1", "ixx_2", "ixy_2"):
         i.add_argument(
             f"--{name.replace('_', '-')}",
             type=float,
             default=None,
-            help=f"InfoPro lambda (default {getattr(lam, name)}; "
-            f"{getattr(HPFF_INFOPRO_LAMBDAS, name)} with --hpff)",
+            help=f"InfoPro lambda (default: the paper's command for this dataset/network/K, "
+            f"{getattr(HPFF_INFOPRO_LAMBDAS, name)} with --hpff; {getattr(lam, name)} where it has none)",
         )
     i.add_argument("--predsim-beta", type=float, default=d.predsim_beta,
                    help="PredSim: (1-beta)*prediction + beta*similarity (default %(default)s)")
@@ -96,10 +106,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     h.add_argument("--w-cascade", type=float, default=d.w_cascade, help="CL weight (default %(default)s, official code)")
     h.add_argument(
         "--hilo-exec",
-        default=d.hilo_exec,
+        default=None,
         help="fused: each module's forward runs once per step and its graph lives while a window "
         "still needs it; reference: every window recomputes its modules' forward from the "
-        "window's input, as the official code does. Same gradients. (default %(default)s)",
+        "window's input and backpropagates each level at once. Same gradients. official: the "
+        "official code's execution, the only one (and the default) with --variant official. "
+        "(default fused)",
+    )
+    h.add_argument(
+        "--variant",
+        default=d.variant,
+        help=f"{', '.join(VARIANTS)}: ours = hpff-bench's versions of the methods; official = the "
+        "official HPFF CIFAR code's step (IL = classifier alone, CL = quadrant decoders + "
+        "classifier, no loss on module 0, λ ratio i/(K-2) with the paper's K, its own aux nets "
+        "and execution); resnet32/resnet110 with the official module table only (default %(default)s)",
     )
     p = parser.add_argument_group("PFF", PFF_HELP)
     p.add_argument("--pff-grid", type=int, default=d.pff_grid, help="n for an n x n patch grid: 1 (off), 2, 4")
@@ -118,11 +138,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Resolve flags (and the --hpff shortcut) into a validated RunConfig (raises ConfigError)."""
+    from hpff_bench.recipes import infopro_defaults
+
     hpff = getattr(args, "hpff", False)
-    lam_default = HPFF_INFOPRO_LAMBDAS if hpff else InfoProLambdas()
+    # what the user leaves unset comes from the paper's recipe (hpff_bench/recipes.toml)
+    recipe = infopro_defaults(args.dataset, args.network, args.k, hpff)
     lambdas = InfoProLambdas(
         **{
-            n: (getattr(args, n) if getattr(args, n) is not None else getattr(lam_default, n))
+            n: (getattr(args, n) if getattr(args, n) is not None else getattr(recipe["lambdas"], n))
             for n in ("ixx_1", "ixy_1", "ixx_2", "ixy_2")
         }
     )
@@ -132,8 +155,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig(
         network=args.network,
         method=args.method,
-        k=args.k,
+        k=args.k if args.k is not None else (len(args.cuts.split(",")) + 1 if args.cuts.strip() else 1),
         split=args.split,
+        cuts=args.cuts,
         dataset=args.dataset,
         image_size=args.image_size,
         num_classes=args.num_classes,
@@ -146,8 +170,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
-        aux=args.aux or ("2c2f" if hpff else "1c2f"),
-        local_loss=args.local_loss or "ce",
+        aux=args.aux or recipe["aux"],
+        local_loss=args.local_loss or recipe["local_loss"],
         lambdas=lambdas,
         predsim_beta=args.predsim_beta,
         hilo=args.hilo or hpff,
@@ -155,7 +179,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         independent=not args.no_independent,
         w_independent=args.w_independent,
         w_cascade=args.w_cascade,
-        hilo_exec=args.hilo_exec,
+        hilo_exec=args.hilo_exec or ("official" if args.variant == "official" else "fused"),
+        variant=args.variant,
         pff_grid=pff_grid,
         pff_on=args.pff_on,
         pff_exec=args.pff_exec,

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 
 # dataset -> (image size, classes). Profiling and estimation need no data, only these.
@@ -25,11 +26,12 @@ DATASETS: dict[str, tuple[int, int]] = {
 }
 METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
-SPLITS = ("auto", "infopro", "hpff", "uniform")
+SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
 LOCAL_LOSSES = ("ce", "supcon")
-HILO_EXECS = ("fused", "reference")
+HILO_EXECS = ("fused", "reference", "official")
+VARIANTS = ("ours", "official")
 PFF_GRIDS = (1, 2, 4)
 PFF_ON = ("independent", "cascade", "both")
 PFF_EXECS = ("batched", "streamed")
@@ -46,15 +48,23 @@ class InfoProLambdas:
     ixy_2: float = 0.5
 
     def at(self, i: int, n_local: int) -> tuple[float, float]:
-        """λ1, λ2 for local module i of n_local, linear in i (DESIGN.md §2)."""
-        ratio = 0.0 if n_local <= 1 else i / (n_local - 1)
+        """Ours: λ1, λ2 for local module i of n_local (0-based), linear from the first local
+        module (ratio 0) to the last (ratio 1)."""
+        return self.at_ratio(0.0 if n_local <= 1 else i / (n_local - 1))
+
+    def at_official(self, i: int, paper_k: int) -> tuple[float, float]:
+        """The official code: ratio i / (K - 2) with the paper's K (`local_module_num`), so for
+        HPFF's K=16 with 15 modules the last local module (i = 13) gets 13/14, never 1."""
+        return self.at_ratio(i / (paper_k - 2) if paper_k > 2 else 0.0)
+
+    def at_ratio(self, ratio: float) -> tuple[float, float]:
         return (
             self.ixx_1 * (1 - ratio) + self.ixx_2 * ratio,
             self.ixy_1 * (1 - ratio) + self.ixy_2 * ratio,
         )
 
 
-# HPFF's own InfoPro commands (DESIGN.md §2): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
+# HPFF's own InfoPro commands (docs/methods.md): cross-entropy, 2c2f, ixx 5 -> 0, ixy 0.5 -> 0.
 HPFF_INFOPRO_LAMBDAS = InfoProLambdas(ixx_1=5.0, ixy_1=0.5, ixx_2=0.0, ixy_2=0.0)
 
 
@@ -64,6 +74,7 @@ class RunConfig:
     method: str = "bp"
     k: int = 1
     split: str = "auto"
+    cuts: str = ""  # user-defined cut points, e.g. "1.14,2.8"; replaces the split table
     dataset: str = "cifar10"
     image_size: int | None = None
     num_classes: int | None = None
@@ -90,6 +101,9 @@ class RunConfig:
     w_independent: float = 0.001
     w_cascade: float = 0.999
     hilo_exec: str = "fused"
+    # ours: hpff-bench's own versions; official: the official HPFF CIFAR code's execution and
+    # aux nets (methods/official.py)
+    variant: str = "ours"
     # PFF
     pff_grid: int = 1
     pff_on: str = "both"
@@ -135,6 +149,8 @@ class RunConfig:
         }[self.method]
         if not self.is_local:
             return base
+        if self.variant == "official":
+            return f"{base}+{'HPFF' if self.pff_grid > 1 else 'HiLo'} (official code)"
         if self.hilo and self.pff_grid > 1:
             name = f"{base}+HPFF (n={self.pff_grid})"
             return name if self.independent else f"{name} (CL)"
@@ -166,15 +182,21 @@ class RunConfig:
         return cls(**d)
 
     def config_id(self) -> str:
-        """Stable hash of the canonical (resolved, key-sorted) config."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable hash of the canonical (resolved, key-sorted) config. A field added later is
+        left out at its default, so configs written before it keep their ids."""
+        d = self.to_dict()
+        if not d["cuts"]:
+            del d["cuts"]
+        if d["variant"] == "ours":
+            del d["variant"]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ----- validation -------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
         from hpff_bench.networks import NETWORKS  # local import: networks import config
-        from hpff_bench.networks.splits import resolve_cuts
+        from hpff_bench.networks.splits import split_of
 
         _choice("network", self.network, tuple(NETWORKS))
         _choice("method", self.method, METHODS)
@@ -185,27 +207,35 @@ class RunConfig:
         _choice("aux", self.aux, INFOPRO_AUX)
         _choice("local-loss", self.local_loss, LOCAL_LOSSES)
         _choice("hilo-exec", self.hilo_exec, HILO_EXECS)
+        _choice("variant", self.variant, VARIANTS)
         _choice("pff-grid", self.pff_grid, PFF_GRIDS)
         _choice("pff-on", self.pff_on, PFF_ON)
         _choice("pff-exec", self.pff_exec, PFF_EXECS)
         for name in ("batch_size", "steps", "k"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup must be >= 0, got {self.warmup!r}")
-        if self.image_size is not None and self.image_size < 8:
-            raise ConfigError(f"--image-size must be >= 8, got {self.image_size}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"--num-classes must be >= 2, got {self.num_classes}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.predsim_beta <= 1:
-            raise ConfigError(f"--predsim-beta must be in [0, 1], got {self.predsim_beta}")
+        V.integer("--warmup", self.warmup, low=0)
+        V.integer("--seed", self.seed, low=0)
+        V.integer("--image-size", self.image_size, low=8, allow_none=True)
+        V.integer("--num-classes", self.num_classes, low=2, allow_none=True)
+        V.integer("--cascade-span", self.cascade_span, low=1)
+        V.number("--lr", self.lr, low=0, low_open=True)
+        V.number("--momentum", self.momentum, low=0, high=1)  # torch rejects < 0; >= 1 diverges
+        V.number("--weight-decay", self.weight_decay, low=0)
+        V.number("--predsim-beta", self.predsim_beta, low=0, high=1)
         for name in ("w_independent", "w_cascade"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        resolve_cuts(self.network, self.split, self.k)  # K range and split-table existence
+            V.number(_flag(name), getattr(self, name), low=0)
+        if not isinstance(self.lambdas, InfoProLambdas):
+            raise ConfigError(f"lambdas must be a table of ixx_1, ixy_1, ixx_2, ixy_2, got {self.lambdas!r}")
+        for name in ("ixx_1", "ixy_1", "ixx_2", "ixy_2"):
+            V.number(_flag(name), getattr(self.lambdas, name), low=0)
+        for name in ("hilo", "independent"):
+            V.boolean(name, getattr(self, name))
+        if self.variant == "official" or self.hilo_exec == "official":
+            self._validate_official()
+            return self
+        split_of(self)  # K range, split-table existence, --cuts syntax and range
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
                 raise ConfigError(
@@ -228,6 +258,47 @@ class RunConfig:
             if self.pff_grid > 1 and self.pff_on == "cascade":
                 raise ConfigError("--pff-on cascade needs --hilo (without it there is no cascade level)")
         return self
+
+
+    def _validate_official(self) -> None:
+        """--variant official runs only what the official HPFF CIFAR code has a path for."""
+        from hpff_bench import official_code as oc
+        from hpff_bench.networks.splits import resolve_cuts
+
+        def no(what: str) -> ConfigError:
+            return ConfigError(f"--variant official: {what}")
+
+        if self.variant != "official":
+            raise ConfigError("--hilo-exec official is the official code's execution; it needs --variant official")
+        if self.method not in oc.METHODS:
+            raise no(f"the official code has no path for --method {self.method}; allowed: {', '.join(oc.METHODS)}")
+        if self.network not in oc.MODULE_ENDS:
+            raise no(f"the official code has no path for --network {self.network}; allowed: {', '.join(oc.MODULE_ENDS)}")
+        ks = sorted(oc.MODULE_ENDS[self.network])
+        if self.k not in ks:
+            raise no(f"the official code's table has no K={self.k} for {self.network}; allowed: {ks}")
+        if self.split not in ("auto", "hpff"):
+            raise no(f"modules come from the official code's table; --split must be auto or hpff, got {self.split!r}")
+        if self.split == "hpff":
+            resolve_cuts(self.network, "hpff", self.k)  # the hpff table must have this K too
+        if self.dataset not in oc.DATASETS or self.image_size is not None:
+            raise no(f"the official code runs {', '.join(oc.DATASETS)} at their own image size, got --dataset "
+                     f"{self.dataset}" + (f" --image-size {self.image_size}" if self.image_size is not None else ""))
+        if not self.hilo or self.cascade_span != 2 or not self.independent or self.hilo_exec != "official":
+            raise no("the official code is HiLo with windows of 2, both levels and its own execution; "
+                     "use --hilo (or --hpff) without --cascade-span/--no-independent/--hilo-exec")
+        want_grid = 2 if self.method == "infopro" else 1
+        if self.pff_grid != want_grid or self.pff_on != "both" or self.pff_exec != "batched":
+            raise no("PFF is the official code's four quadrant decoders (InfoPro's decoder only, n=2); "
+                     + ("InfoPro needs --hpff (--pff-grid 2)" if want_grid == 2 else
+                        f"--method {self.method} has no decoder: use --hilo, not --hpff/--pff-grid")
+                     + ", without --pff-on/--pff-exec")
+        if self.cuts:
+            raise no(f"modules come from the official code's table; --cuts {self.cuts!r} cannot apply")
+        if self.precision != "fp32":
+            raise no(f"the official code trains in fp32, got --precision {self.precision}")
+        if self.method == "infopro" and self.aux not in ("1c2f", "2c2f"):
+            raise no(f"--aux must be 1c2f or 2c2f, got {self.aux}")
 
 
 def _flag(name: str) -> str:

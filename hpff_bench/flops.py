@@ -26,19 +26,26 @@ SPLIT = ("backbone", "aux")
 
 
 class ScopedFlopCounter(TorchDispatchMode):
-    """Counts FLOPs per scope kind (`by_kind`) of everything run inside it."""
+    """Counts FLOPs per scope kind (`by_kind`) and the aten ops dispatched (`ops`) of everything
+    run inside it."""
 
     def __init__(self):
         super().__init__()
         self.by_kind: Counter[str] = Counter()
+        self.ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.ops += 1
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
             self.by_kind[current().kind] += count(*args, **kwargs, out_val=out)
         return out
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
 
     def split(self, steps: int = 1) -> dict:
         """FLOPs per step: {"total", "backbone", "aux", "other"} (ints)."""

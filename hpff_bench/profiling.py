@@ -70,6 +70,7 @@ def profile_config(
     else:
         measured = _profile_cpu(cfg, device, progress)
     step = measured.pop("step_seconds")
+    step_all = measured.pop("step_seconds_all")
     record = {
         "label": cfg.label,
         "ablation": cfg.ablation,
@@ -82,6 +83,7 @@ def profile_config(
         "peak_memory_bytes": measured["memory"]["peak_memory_bytes"],
         "memory_source": measured["memory"]["source"],
         "step_seconds": step,
+        "step_seconds_all": step_all,  # every measured step, for the report's spread
         "images_per_second": (cfg.batch_size / step) if step else None,
         "memory": {k: v for k, v in measured["memory"].items() if k != "peak_memory_bytes"},
         "predicted": None,
@@ -101,6 +103,7 @@ def _memory_fields(tracker: LiveTensorTracker, measured_peak: int) -> dict:
     return {
         "breakdown_bytes": dict(tracker.peak_breakdown),
         "per_module_peak_bytes": dict(tracker.per_scope_peak),
+        "aux_scope_peak_bytes": dict(tracker.aux_scope_peak),
         "tracked_peak_bytes": tracker.peak,
         "lower_bound_bytes": bound["lower_bound_bytes"],
         "lower_bound_terms": bound["terms"],
@@ -136,6 +139,7 @@ def _profile_cpu(cfg, device, progress) -> dict:
         "forward_calls": trace.forward_calls,
         "flops": trace.flops,
         "step_seconds": trace.median_step_seconds,
+        "step_seconds_all": list(trace.step_seconds),
         "memory": memory,
     }
 
@@ -194,6 +198,7 @@ def _profile_cuda(cfg, device, snapshot, nvml_interval_s, progress) -> dict:
         "forward_calls": forward_calls,
         "flops": flop_counter.split(),
         "step_seconds": statistics.median(times) if times else None,
+        "step_seconds_all": times,
         "memory": memory,
     }
 

@@ -1,4 +1,4 @@
-"""Datasets and transforms (DESIGN.md §3); no network access, no dataset needed."""
+"""Datasets and transforms (docs/recipes.md); no network access, no dataset needed."""
 
 from __future__ import annotations
 

@@ -85,25 +85,43 @@ def test_last_module_learns_only_from_the_final_cross_entropy(method, batch):
     )
 
 
-def test_local_module_graph_is_released_before_the_next_forward(batch):
-    """Module k's saved activations must be gone when module k+1 runs."""
-    x, y = batch
-    m = build_method(cfg(method="dgl", k=4))
-    alive = []
+@pytest.mark.parametrize("method", LOCAL)
+@pytest.mark.parametrize("hilo", (False, True))
+def test_local_module_graph_is_released_before_the_next_forward(method, hilo, batch):
+    """When module k runs, the output (and so the graph) of every earlier module is gone; under
+    HiLo (windows of 2, fused) all but module k-1's, which the window (k-1, k) still needs."""
     import weakref
+
+    x, y = batch
+    m = build_method(cfg(method=method, k=4, hilo=hilo))
+    alive = []
 
     def remember(mod, inp, out):
         alive.append(weakref.ref(out))
 
     def check(mod, inp):
-        # every earlier module's output (and so its graph) is unreachable by now
-        assert all(r() is None for r in alive[:-1] or []), "an earlier module's output is still alive"
+        kept = alive[:-1] if hilo else alive
+        held = [j for j, r in enumerate(kept) if r() is not None]
+        assert not held, f"module {len(alive)} runs while the output of module(s) {held} is alive"
 
     for module in m.modules_:
         module.register_forward_hook(remember)
         module.register_forward_pre_hook(check)
     m.train_step(x, y)
     assert len(alive) == 4
+
+
+@pytest.mark.parametrize("method", LOCAL)
+def test_hilo_fused_equals_reference_with_il_weight_1(method, batch):
+    """At the default IL weight (0.001) the tolerance cannot see the independent level; at 1 it can."""
+    x, y = batch
+    kw = dict(method=method, k=4, hilo=True, w_independent=1.0)
+    fused, ref = build_method(cfg(**kw, hilo_exec="fused")), build_method(cfg(**kw, hilo_exec="reference"))
+    assert_same(grads(fused, x, y), grads(ref, x, y))
+    # the IL level is visible at this weight: dropping it changes module 0's gradients
+    no_il = build_method(cfg(**kw, hilo_exec="fused", independent=False))
+    g, g0 = grads(fused, x, y), grads(no_il, x, y)
+    assert not torch.allclose(g["modules_.0.0.0.weight"], g0["modules_.0.0.0.weight"], atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("method", LOCAL)
@@ -208,3 +226,8 @@ def test_infopro_lambda_schedule():
     assert lam.at(1, 3) == (2.5, 0.25)
     assert lam.at(2, 3) == (0, 0)
     assert lam.at(0, 1) == (5, 0.5)  # K = 2: one local module, ratio 0
+    # the official code's denominator is the paper's K - 2, the position the module index:
+    # at HPFF's K=16 (15 modules) ours ends at ratio 1 (λ = 0), the official at 13/14
+    assert lam.at(13, 14) == (0, 0)
+    assert lam.at_official(13, 16) == pytest.approx((5 / 14, 0.5 / 14))
+    assert lam.at_official(1, 2) == (5, 0.5)

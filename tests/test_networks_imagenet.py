@@ -30,6 +30,8 @@ def test_torchvision_resnet_is_unchanged_when_cut_into_units():
         ("resnext101_32x8d", "infopro", 2, [(2, 2)]),
         ("resnet101", "hpff", 4, [(3, 0), (3, 9), (3, 17)]),
         ("resnet152", "hpff", 8, [(2, 0), (3, 1), (3, 5), (3, 9), (3, 13), (3, 17), (3, 21)]),
+        ("resnext101_32x8d", "hpff", 8, [(2, 0), (3, 1), (3, 5), (3, 9), (3, 13), (3, 17), (3, 21)]),
+        ("resnet34", "hpff", 4, [(2, 0), (3, 0), (3, 5)]),
     ],
 )
 def test_imagenet_split_tables(network, split, k, cut_units):
@@ -37,11 +39,13 @@ def test_imagenet_split_tables(network, split, k, cut_units):
     got = resolve_cuts(network, split, k)
     assert got.cuts == tuple(spec.unit_index(s, b) for s, b in cut_units)
     assert got.modules == k
+    source = "Experiments on ImageNet/networks/resnet.py" if split == "infopro" else "Exp on Imagenet/networks/configs.py"
+    assert source in got.reason
 
 
 def test_uniform_works_on_imagenet_networks_and_bad_k_is_named():
     assert resolve_cuts("resnet152", "uniform", 51).modules == 51
-    with pytest.raises(ConfigError, match="uniform allows 1 to 51"):
+    with pytest.raises(ConfigError, match="--k 52 is out of range for resnet152: K is 1 to 51"):
         resolve_cuts("resnet152", "uniform", 52)
 
 

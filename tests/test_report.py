@@ -28,7 +28,7 @@ MiB = 2**20
 FIGURES = ("memory_vs_k", "breakdown", "accuracy_vs_memory", "prediction_parity", "speed")
 TABLES = (
     "memory_vs_k", "breakdown", "accuracy", "hpff_ablation", "patch_grid", "prediction_error",
-    "speed", "published_comparison", "published_reference", "environment", "failed_runs",
+    "speed", "published_comparison", "published_reference", "published_memory", "environment", "failed_runs",
 )
 
 
@@ -72,7 +72,9 @@ def test_every_file_is_written(report):
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["figures"]) == set(FIGURES)
     assert set(manifest["tables"]) == set(TABLES)
-    assert manifest["left_out"] == {}
+    # the hand-made fixture predates the per-aux-step number; the PFF figure says what it needs
+    assert manifest["left_out"] == {"figure:pff": report.left_out["figure:pff"]}
+    assert "aux_scope_peak_bytes" in report.left_out["figure:pff"]
     assert manifest["records"] == 34 + 2 and manifest["failed"] == 4
 
 
@@ -156,7 +158,8 @@ def test_patch_grid_table(report):
     t = _table(report, "patch_grid")
     assert list(t["n"]) == [1, 2, 4]
     assert list(t["peak memory (MiB)"]) == [140, 135, 133]
-    assert list(t["aux activations (MiB)"].fillna(-1)) == [-1, 55, 53]
+    assert list(t["aux activations at the peak (MiB)"].fillna(-1)) == [-1, 55, 53]
+    assert t["one aux step (MiB)"].isna().all()  # the hand-made fixture has no aux-step peaks
 
 
 def test_prediction_error_table(report):
@@ -207,8 +210,8 @@ def test_published_numbers_sit_beside_ours_with_their_source(report):
 
 def test_environment_and_failures(report):
     env = _table(report, "environment")
-    assert set(env["device_name"].dropna()) == {"NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 3070"}
-    assert env["runs"].sum() == 36
+    assert {"NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 3070"} <= set(env["computed on"])
+    assert env["records"].sum() == 36
     f = _table(report, "failed_runs")
     assert sorted(f["status"]) == ["diverged", "error", "oom", "skipped"]
     assert "CUDA out of memory" in _row(f, status="oom")["why"]
@@ -239,7 +242,8 @@ def test_figures_are_images_of_the_expected_size(report):
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     # four settings -> memory vs K has several panels, two columns wide
     assert report.figures["memory_vs_k"]["width_px"] == 1400
-    assert report.figures["prediction_parity"]["width_px"] == 700
+    # BP/GC and DGL/InfoPro: one parity panel per family, two columns wide
+    assert report.figures["prediction_parity"]["width_px"] == 1400
 
 
 def test_figures_are_not_blank(report):
@@ -262,7 +266,7 @@ def test_method_colours_are_the_same_everywhere():
     colours = {m: method_color(m) for m in labels}
     assert len(set(colours.values())) == len(labels)
     # a colour depends on the label alone, and a [field=value] suffix keeps the method's colour
-    assert method_color("DGL+HPFF (n=2) [pff_exec=streamed]") == colours["DGL+HPFF (n=2)"]
+    assert method_color("DGL+HPFF (n=2) [streamed patches]") == colours["DGL+HPFF (n=2)"]
     assert method_color("DGL+HPFF (n=4)") != colours["DGL+HPFF (n=2)"]
 
 
@@ -317,7 +321,7 @@ def test_only_failed_runs_still_render(tmp_path):
     r = build_report([FAILED], tmp_path / "failed")
     assert r.records == 4 and r.failed == 4
     assert r.figures == {}
-    assert set(r.tables) == {"failed_runs", "environment", "published_reference"}
+    assert set(r.tables) == {"failed_runs", "environment", "published_reference", "published_memory"}
     html = (tmp_path / "failed" / "index.html").read_text()
     assert html.count('class="missing"') >= len(FIGURES)
     assert "left out: no successful runs" in html
@@ -367,7 +371,7 @@ def test_cli_missing_input_is_one_line_and_exit_2(tmp_path, capsys):
 def test_empty_file_and_records_without_config_still_render(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     r = build_report([tmp_path / "empty.jsonl"], tmp_path / "o1")
-    assert r.records == 0 and r.figures == {} and set(r.tables) == {"published_reference"}
+    assert r.records == 0 and r.figures == {} and set(r.tables) == {"published_reference", "published_memory"}
     assert "left out" in (tmp_path / "o1" / "index.html").read_text()
     bad = {"schema": 1, "run_id": "x", "kind": "profile", "status": "error", "message": "ValueError: no config",
            "config": None, "memory": None, "env": None}
@@ -378,7 +382,8 @@ def test_empty_file_and_records_without_config_still_render(tmp_path):
 
 
 def test_configurations_sharing_a_label_get_told_apart(tmp_path):
-    """Two DGL+HPFF (n=2) runs differing only in --pff-exec: both shown, named by the difference."""
+    """Two DGL+HPFF (n=2) runs differing only in --pff-exec: both shown, the non-default one
+    named by the difference in words."""
     recs = [json.loads(line) for line in SMALL.read_text().splitlines()]
     hp = next(r for r in recs if r["label"] == "DGL+HPFF (n=2)" and r["kind"] == "profile")
     streamed = json.loads(json.dumps(hp))
@@ -390,7 +395,7 @@ def test_configurations_sharing_a_label_get_told_apart(tmp_path):
     build_report([f], tmp_path / "o")
     t = pd.read_csv(tmp_path / "o" / "tables" / "memory_vs_k.csv")
     got = dict(zip(t["method"], t["measured (MiB)"]))
-    assert got == {"BP": 400, "DGL+HPFF (n=2) [pff_exec=batched]": 135, "DGL+HPFF (n=2) [pff_exec=streamed]": 125}
+    assert got == {"BP": 400, "DGL+HPFF (n=2)": 135, "DGL+HPFF (n=2) [streamed patches]": 125}
 
 
 def test_a_real_benchmark_session_json_is_accepted(tmp_path):

@@ -51,7 +51,7 @@ def test_cifar10_suite_is_the_papers_grid():
     # PFF n in {1, 2, 4}; cascade on/off ablation on the HPFF split (15 modules for "K=16")
     pff = {(r.config.method, r.config.pff_grid) for r in plan.runs if r.config.hilo}
     assert {(m, n) for m in ("greedy", "dgl", "infopro") for n in (1, 2, 4)} <= pff
-    abl = {r.facts["variant"]: r.config for r in plan.runs if r.grid == "ablation" and r.config.method == "dgl"}
+    abl = {r.facts["level"]: r.config for r in plan.runs if r.grid == "ablation" and r.config.method == "dgl"}
     assert set(abl) == {"IL", "CL", "IL+CL", "IL+PFF", "CL+PFF", "IL+CL+PFF"}
     assert {c.ablation for c in abl.values()} == {"IL", "CL", "IL+CL", "IL+PFF", "CL+PFF", "IL+CL+PFF"}
     assert all(c.split == "hpff" and c.k == 16 for c in abl.values())
@@ -59,7 +59,16 @@ def test_cifar10_suite_is_the_papers_grid():
     assert len({r.config.config_id() for r in plan.runs}) == len(plan.runs)
     train = [t for t in plan.tasks if t.kind == "train"]
     assert train and not any(t.config.method == "gc" or t.config.pff_exec == "streamed" for t in train)
-    assert all((t.config.batch_size, t.config.lr, t.options["epochs"]) == (1024, 0.8, 160) for t in train)
+    # epochs = "recipe": InfoPro's 160, HPFF's 400 for HiLo/HPFF runs (hpff_bench/recipes.toml)
+    assert all((t.config.batch_size, t.config.lr) == (1024, 0.8) for t in train)
+    assert all(t.options["epochs"] == (400 if t.config.hilo else 160) for t in train)
+    assert {t.result_options["epochs"] for t in train} == {160, 400}
+    # InfoPro without HPFF: the paper's command for its K; with HPFF: HPFF's settings
+    cfgs = {r.name: r.config for r in plan.runs}
+    assert (cfgs["resnet32-infopro-k4"].local_loss, cfgs["resnet32-infopro-k4"].lambdas.ixx_1) == ("supcon", 6)
+    assert cfgs["resnet32-infopro-k4-hpff-n2"].local_loss == "ce"
+    official = [r.config for r in plan.runs if r.grid == "official"]
+    assert {(c.network, c.k, c.variant) for c in official} == {("resnet32", 16, "official"), ("resnet110", 55, "official")}
     assert {t.kind for t in plan.tasks} == {"estimate", "profile", "train"}
 
 
@@ -75,7 +84,8 @@ def test_cifar10_quick_preset_is_cpu_sized():
     assert r32 <= {t.run.name for t in est}
     assert {t.run.name for t in est if t.config.network == "resnet110"} == {
         "resnet110-bp-k1", "resnet110-gc-k55", *(f"resnet110-{m}-k55{v}" for m in ("greedy", "dgl", "infopro")
-                                                 for v in ("", "-hpff-n2"))}
+                                                 for v in ("", "-hpff-n2")),
+        "resnet110-infopro-k55-hpff-n2-official"}
     assert 0 < len(prof) <= 10 and all(t.config.batch_size == 16 and t.config.device == "cpu" for t in prof)
     assert 0 < len(train) <= 10 and all(t.options["epochs"] == 1 and t.options["train_subset"] for t in train)
     assert plan.sweep_options["jobs"] == 2
@@ -126,16 +136,16 @@ def test_bundle_axis_and_name_tokens():
     k = 4
     [axes]
     seed = [0, 1]
-    [[axes.variant]]
+    [[axes.level]]
     name = "IL"
-    [[axes.variant]]
+    [[axes.level]]
     name = "CL"
     hilo = true
     independent = false
     """)
     names = [r.name for r in s.plan().runs]
     assert names == ["resnet20-dgl-k4-IL-s0", "resnet20-dgl-k4-CL-s0", "resnet20-dgl-k4-IL-s1", "resnet20-dgl-k4-CL-s1"]
-    cl = s.plan(only="variant=CL").runs
+    cl = s.plan(only="level=CL").runs
     assert {r.config.ablation for r in cl} == {"CL"}
 
 

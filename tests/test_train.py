@@ -92,7 +92,7 @@ def test_train_records_every_epoch_and_the_optimizer_follows_the_schedule(tmp_pa
     assert result.steps == 2 * 4 and result.forward_calls == 1 and result.step_seconds > 0
     parts = result.record_parts()
     assert parts["accuracy"]["test_error_pct"] == pytest.approx(100 * (1 - result.top1))
-    ckpt = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and {"method", "optimizer", "scheduler", "rng", "history"} <= set(ckpt)
     assert ckpt["scheduler"]["last_epoch"] == 8
 
@@ -110,7 +110,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
 
     with pytest.raises(Stop):
         train(cfg, tiny_opts(tmp_path / "b"), on_epoch=stop_after_first)
-    assert torch.load(tmp_path / "b" / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "b" / "ckpt" / "last.pt", weights_only=True)["epoch"] == 1
     epochs_run = []
     resumed = train(cfg, tiny_opts(tmp_path / "b", resume=True), on_epoch=epochs_run.append)
     assert [e["epoch"] for e in epochs_run] == [2]  # only the missing epoch ran
@@ -118,8 +118,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     for a, b in zip(full.per_epoch, resumed.per_epoch):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["top1"] == b["top1"]
-    sa = torch.load(tmp_path / "a" / "ckpt" / "last.pt", weights_only=False)["method"]
-    sb = torch.load(tmp_path / "b" / "ckpt" / "last.pt", weights_only=False)["method"]
+    sa = torch.load(tmp_path / "a" / "ckpt" / "last.pt", weights_only=True)["method"]
+    sb = torch.load(tmp_path / "b" / "ckpt" / "last.pt", weights_only=True)["method"]
     for name in sa:
         torch.testing.assert_close(sa[name], sb[name], rtol=1e-5, atol=1e-6)
     # a finished checkpoint: --resume trains nothing and returns the same history
@@ -160,7 +160,7 @@ def test_non_finite_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
     assert result.status == "diverged"
     assert "nan" in result.message and "epoch 2, step 2" in result.message
     assert [e["epoch"] for e in result.per_epoch] == [1]  # the finished epoch is kept
-    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["epoch"] == 1
     rec = store.make_record("train", result.status, message=result.message, **result.record_parts())
     json.loads(store.dumps(rec))  # strict JSON even with a nan around
 

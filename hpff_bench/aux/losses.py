@@ -13,7 +13,9 @@ def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def supcon(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al., 2020), one view per sample.
 
-    Anchors without a positive in the batch are left out of the mean.
+    Anchors without a positive in the batch count in the mean with a loss of 0, as in the
+    official code (InfoPro's and HPFF's SupConLoss: mask_sum 0 -> 1): at small batches, where
+    many anchors have no positive, the loss is smaller than a mean over anchors with positives.
     """
     z = F.normalize(features, dim=1)
     logits = z @ z.T / temperature
@@ -24,9 +26,8 @@ def supcon(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -
     positives = (y[:, None] == y[None, :]) & ~self_mask
     pos_count = positives.sum(1)
     pos_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1)
-    has_pos = pos_count > 0
-    per_anchor = -pos_log_prob / pos_count.clamp(min=1)
-    return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+    per_anchor = -pos_log_prob / pos_count.clamp(min=1)  # 0 where an anchor has no positive
+    return per_anchor.mean()
 
 
 def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -37,9 +38,17 @@ def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOCAL_LOSSES = {"ce": cross_entropy, "supcon": supcon}
 
 
-def similarity_matching(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PredSim's similarity loss: MSE between the cosine-similarity matrices of the features
-    and of the one-hot labels (1 for the same class, 0 otherwise)."""
-    z = F.normalize(features, dim=1)
-    target = (y[:, None] == y[None, :]).to(z.dtype)
-    return F.mse_loss(z @ z.T, target)
+def centred_cosine_similarity(x: torch.Tensor) -> torch.Tensor:
+    """Sample-by-sample cosine similarity of the rows of `x` after subtracting each row's mean,
+    clamped to [-1, 1] (local-loss train.py, similarity_matrix)."""
+    xc = x - x.mean(dim=1, keepdim=True)
+    xn = xc / (1e-8 + xc.norm(dim=1, keepdim=True))
+    return (xn @ xn.T).clamp(-1, 1)
+
+
+def similarity_matching(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """PredSim's similarity loss: MSE between the centred cosine similarity matrices of the
+    features (already std-pooled by the similarity head) and of the one-hot labels (1 for the
+    same class, -1/(classes-1) otherwise)."""
+    target = centred_cosine_similarity(F.one_hot(y, num_classes).to(features.dtype))
+    return F.mse_loss(centred_cosine_similarity(features), target)

@@ -10,6 +10,7 @@ import time
 from hpff_bench.cli_options import add_config_arguments, config_from_args
 from hpff_bench.commands.profile import add_prediction_arguments, prediction_options, progress_bar
 from hpff_bench.errors import ConfigError
+from hpff_bench.networks.splits import split_of
 
 HELP = """\
 Run the training step of a configuration on fake tensors (no memory, no compute; sizes and
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
             cfg, sizes, budget_bytes=budget, progress=progress, on_probe=probe_line(budget), **options
         )
     wall = time.perf_counter() - t0
+    split = split_of(cfg)
+    for r in result["estimates"]:
+        r["split"] = split.summary()
     if args.json:
         if len(sizes) == 1 and budget is None:
             print(json.dumps(result["estimates"][0]))
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if result["budget"]:
         print(format_budget(result["budget"]))
     if not args.no_header:
+        print(split.describe())
         e = result["estimates"][0]["predicted"]
         ctx = e["terms"]["cuda_context"]
         print(

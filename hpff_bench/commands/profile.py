@@ -6,10 +6,11 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 from hpff_bench.cli_options import add_config_arguments, config_from_args
-from hpff_bench.errors import ConfigError
 from hpff_bench.memory.predict import CUDA_ARCHS, DEFAULT_CUDA_ARCH
+from hpff_bench.networks.splits import split_of
 
 HELP = """\
 Run --warmup steps, then --steps measured training steps of one configuration on synthetic
@@ -32,7 +33,7 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cuda-context-bytes", default=None, metavar="SIZE",
         help="CUDA context + kernels added to device use, e.g. 600MiB (default: an assumption of "
-        "512 MiB, labelled 'assumed'; measure yours with python -m hpff_bench.memory.gpu_check)",
+        "512 MiB, labelled 'assumed'; measure yours with python -m hpff_bench.gpu_check)",
     )
 
 
@@ -86,10 +87,15 @@ def progress_bar(desc: str):
 def run(args: argparse.Namespace) -> int:
     from hpff_bench.profiling import profile_config
 
+    from hpff_bench import validation as V
+    from hpff_bench.runner.preflight import check_measured_run
+
     cfg = config_from_args(args)
     options = prediction_options(args)
-    if args.nvml_interval_ms <= 0:
-        raise ConfigError(f"--nvml-interval-ms must be > 0, got {args.nvml_interval_ms:g}")
+    V.number("--nvml-interval-ms", args.nvml_interval_ms, low=0, low_open=True)
+    if args.snapshot is not None:
+        V.output_dir("--snapshot's directory", Path(args.snapshot).absolute().parent)
+    check_measured_run(cfg, "a profile")
     with progress_bar("profile") as progress:
         record = profile_config(
             cfg,
@@ -99,10 +105,13 @@ def run(args: argparse.Namespace) -> int:
             predict_options=options,
             progress=progress,
         )
+    split = split_of(cfg)
+    record["split"] = split.summary()
     if args.json:
         print(json.dumps(record))
     else:
         print(format_profile(record))
+        print(f"  {split.describe()}")
     return 0
 
 

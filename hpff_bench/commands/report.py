@@ -33,10 +33,22 @@ def default_output(first: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpff_bench.report import build_report  # matplotlib is imported only when needed
+    from hpff_bench import validation as V
+    from hpff_bench.errors import ConfigError
+    from hpff_bench.report.build import render_report  # matplotlib is imported only when needed
+    from hpff_bench.report.load import read_results
 
     out = Path(args.output) if args.output else default_output(args.results[0])
-    report = build_report(args.results, out, title=args.title)
+    V.output_dir("-o/--output", out)
+    V.string("--title", args.title, allow_none=True)
+    loaded = read_results(args.results)
+    if loaded.frame.empty:
+        first = f"; first problem: {loaded.notes[0]}" if loaded.notes else ""
+        raise ConfigError(
+            f"no valid result record in {' '.join(args.results)} ({len(loaded.files)} file(s) read, "
+            f"{len(loaded.notes)} note(s){first})"
+        )
+    report = render_report(loaded, out, args.title or f"hpff-bench report: {out.name}")
     ok = report.records - report.failed
     print(
         f"report: {report.index} ({report.records} records, {ok} ok, {report.failed} not ok; "

@@ -15,10 +15,11 @@ from hpff_bench.errors import ConfigError
 
 HELP = """\
 Train a configuration and report top-1 test accuracy after every epoch (a tqdm bar per epoch).
-The papers' recipe (DESIGN.md §3) is the default: SGD, Nesterov momentum 0.9, weight decay 1e-4,
+The papers' recipe (docs/recipes.md) is the default: SGD, Nesterov momentum 0.9, weight decay 1e-4,
 lr 0.8 at batch 1024 (CIFAR-10/100, SVHN) or 0.1 at batch 128 (STL-10); with another
 --batch-size and no --lr the lr is scaled linearly (0.1 per 128 images); a cosine schedule with
-the official code's linear warm-up from 0.01 over the first 10 epochs; 160 epochs.
+the official code's linear warm-up from 0.01 over the first 10 epochs; 160 epochs (InfoPro),
+400 for HiLo/HPFF runs (HPFF's train.py).
 A checkpoint (method, optimizer, scheduler, epoch, RNG) is written after every epoch and
 --resume continues from it. A non-finite loss stops the run as `diverged`. The result is
 appended to RESULTS/<run-name>.jsonl (the sweep's record format).
@@ -45,7 +46,8 @@ def add_parser(subparsers) -> None:
                    help="default: the recipe's (1024 CIFAR/SVHN, 128 STL-10)")
     r.add_argument("--lr", type=float, default=None,
                    help="default: the recipe's, scaled to --batch-size (0.8 at 1024, 0.1 at 128)")
-    r.add_argument("--epochs", type=int, default=RECIPE_EPOCHS, help="(default %(default)s)")
+    r.add_argument("--epochs", type=int, default=None,
+                   help=f"(default: the paper's, hpff_bench/recipes.toml: {RECIPE_EPOCHS} (InfoPro), 400 for --hilo/--hpff runs (HPFF))")
     r.add_argument("--warmup-epochs", type=int, default=None,
                    help="linear warm-up from 0.01 (default 10, or epochs // 16 when shorter)")
     d = p.add_argument_group("data")
@@ -70,9 +72,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpff_bench import validation as V
     from hpff_bench.data.datasets import DataUnavailable
     from hpff_bench.runner import store
     from hpff_bench.runner.env import capture_env
+    from hpff_bench.runner.preflight import check_measured_run
     from hpff_bench.runner.suite import config_run_name
     from hpff_bench.runner.train import TrainOptions, recipe_batch_size, recipe_lr, train
 
@@ -82,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     if not lr_given:
         args.lr = recipe_lr(args.dataset, args.batch_size)
     cfg = config_from_args(args)
+    if args.epochs is None:
+        from hpff_bench.recipes import recipe_epochs
+
+        args.epochs = recipe_epochs(cfg)
     opts = TrainOptions(
         epochs=args.epochs,
         warmup_epochs=args.warmup_epochs,
@@ -97,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     name = config_run_name(cfg)
     results = Path(args.results)
+    if not (args.no_record and args.checkpoint_dir):  # the record and the default checkpoints go there
+        V.output_dir("--results", results)
+    if args.checkpoint_dir:
+        V.output_dir("--checkpoint-dir", args.checkpoint_dir)
+    check_measured_run(cfg, "training", batch_size=max(cfg.batch_size, opts.resolved_eval_batch_size(cfg.batch_size)))
     key = hashlib.sha256(json.dumps([cfg.config_id(), opts.result_options()], sort_keys=True).encode()).hexdigest()[:10]
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else results / "checkpoints" / f"{name}-{key}"
     opts = dataclasses.replace(opts, checkpoint_dir=str(ckpt))

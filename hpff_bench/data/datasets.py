@@ -1,7 +1,7 @@
 """Training data: torchvision datasets, ImageFolder copies and FakeData.
 
 `load_splits(dataset, root, image_size)` returns the train and test sets with the transforms of
-DESIGN.md §3. Where the data is looked for, in order:
+docs/recipes.md. Where the data is looked for, in order:
 
 1. the torchvision layout under `root` (e.g. `root/cifar-10-batches-py`);
 2. an ImageFolder layout under `root`: `root/train/<class>/*` and `root/test/<class>/*` (or

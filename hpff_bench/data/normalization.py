@@ -1,4 +1,4 @@
-"""Per-dataset normalisation (DESIGN.md §3); InfoPro's decoder reconstructs the de-normalised image."""
+"""Per-dataset normalisation (docs/recipes.md); InfoPro's decoder reconstructs the de-normalised image."""
 
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)

@@ -1,4 +1,4 @@
-"""Training and test transforms per dataset (DESIGN.md §3).
+"""Training and test transforms per dataset (docs/recipes.md).
 
 - CIFAR-10/100 (and `folder`, `fake`): reflect-pad 4 + random crop + horizontal flip.
 - SVHN: random crop with padding 2 (no flip: digits are not mirror-symmetric).

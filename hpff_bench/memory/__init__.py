@@ -6,7 +6,8 @@ trace            run a method's steps under the tracker, on real or fake tensors
 allocator_model  the CUDA caching allocator replayed on a tracker's event log
 predict          a CUDA run's memory without a GPU, as labelled terms
 bound            a lower bound from the same trace, and efficiency = bound / peak
-cuda_probe       the allocator's own peaks, snapshots and their offline render
+cuda_probe       the allocator's own peaks, snapshots and their offline render; CudaProbe
 nvml             NVML device / per-process use, sampled by a thread
-gpu_check        predicted vs measured on a real GPU (run once per GPU session)
+overheads        CUDA context, cuBLAS and cuDNN workspaces from a probe's readings
+(hpff_bench.gpu_check, above profiling, measures all of this against the prediction on a GPU)
 """

@@ -17,15 +17,15 @@ Every number is the sum of labelled terms, each from a mechanism we can name:
 - cublas_workspace (assumed): cuBLAS allocates a workspace through the caching allocator per
   (handle, stream) the first time it runs and keeps it; handles are per thread, and a
   training step uses two threads (forward on the caller's, backward on autograd's device
-  thread): 2 x 32 MiB on Hopper, 2 x 4 MiB on earlier GPUs (DESIGN.md §4). Present after
+  thread): 2 x 32 MiB on Hopper, 2 x 4 MiB on earlier GPUs (docs/memory.md). Present after
   warm-up, so inside max_memory_allocated.
   => peak_allocated_bytes = live_tensors + allocator_blocks + cublas_workspace
      (predicts torch.cuda.max_memory_allocated after warm-up and a peak reset)
 - allocator_cache (modelled): free blocks the allocator keeps in its segments.
   => peak_reserved_bytes = peak_allocated_bytes + allocator_cache (max_memory_reserved)
 - cuda_context (assumed, never measured here): CUDA context and loaded kernels, which NVML
-  counts but the allocator does not; DESIGN.md §4 gives ~0.3-0.6 GB; override it with a
-  value measured on your GPU (memory.gpu_check prints one).
+  counts but the allocator does not; docs/memory.md gives ~0.3-0.6 GB; override it with a
+  value measured on your GPU (hpff_bench.gpu_check measures one).
   => device_used_bytes = peak_reserved_bytes + cuda_context (NVML's per-process use)
 Not modelled: cuDNN convolution workspaces (transient allocations whose size cuDNN's
 heuristics pick at run time), cuDNN batch-norm reserve space, other processes on the GPU.
@@ -43,7 +43,7 @@ from hpff_bench.memory.trace import trace_training
 from hpff_bench.memory.tracker import cuda_block_size
 
 MIB = 1 << 20
-# cuBLAS workspace per handle and stream (DESIGN.md §4: 4 MiB, 32 MiB on Hopper).
+# cuBLAS workspace per handle and stream (docs/memory.md: 4 MiB, 32 MiB on Hopper).
 CUBLAS_WORKSPACE_BYTES = {
     "hopper": 32 * MIB,
     "ada": 4 * MIB,
@@ -54,7 +54,7 @@ CUBLAS_WORKSPACE_BYTES = {
 CUDA_ARCHS = tuple(CUBLAS_WORKSPACE_BYTES)
 DEFAULT_CUDA_ARCH = "hopper"
 CUBLAS_WORKSPACES = 2  # forward (caller's thread) + backward (autograd's device thread)
-# An assumption, labelled as such in every output: the middle of DESIGN.md's 0.3-0.6 GB.
+# An assumption, labelled as such in every output: the middle of the 0.3-0.6 GB in docs/memory.md.
 DEFAULT_CUDA_CONTEXT_BYTES = 512 * MIB
 
 
@@ -128,6 +128,7 @@ def predict(
         "live_peak_bytes": live,
         "breakdown_bytes": dict(tr.peak_breakdown),
         "per_module_peak_bytes": dict(tr.per_scope_peak),
+        "aux_scope_peak_bytes": dict(tr.aux_scope_peak),
         "lower_bound_bytes": bound["lower_bound_bytes"],
         "lower_bound_terms": bound["terms"],
         "lower_bound_module": bound["binding_module"],

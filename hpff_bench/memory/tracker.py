@@ -7,12 +7,14 @@ storage and are counted once (keyed by storage identity). tracemalloc never sees
 memory and RSS is not exact, so this is the only exact count we have without a GPU.
 
 Why not torch's MemTracker: its module tracking raises when a module runs twice per step or
-when backward runs inside forward, which is what local learning does (DESIGN.md §4).
+when backward runs inside forward, which is what local learning does (docs/memory.md).
 
 What it keeps (all in bytes, after the optional per-storage rounding, e.g. `cuda_block_size`):
 - current and peak total, and the breakdown by category at the moment of the peak (sums to
   the peak);
 - the peak while each scope (hpff_bench.memory.scope) was active: `per_scope_peak`;
+- per aux scope, the peak of the aux activations born in it and still live: `aux_scope_peak`
+  (one aux net's forward working set: what PFF's streamed patches are meant to shrink);
 - for the lower bound (memory.bound): per scope group, the largest "persistent state + live
   bytes born in that group" seen at one moment;
 - an ordered event log (alloc id/raw bytes, free id, a mark where the measurement starts),
@@ -127,11 +129,12 @@ _OP_KIND = _OpKind()
 
 
 class _Entry:
-    __slots__ = ("sid", "raw", "size", "category", "group", "ref")
+    __slots__ = ("sid", "raw", "size", "category", "group", "ref", "aux_key")
 
-    def __init__(self, sid, raw, size, category, group, ref):
+    def __init__(self, sid, raw, size, category, group, ref, aux_key=None):
         self.sid, self.raw, self.size = sid, raw, size
         self.category, self.group, self.ref = category, group, ref
+        self.aux_key = aux_key  # the aux scope an aux activation was born in
 
 
 def default_group(s: _scope.Scope) -> Hashable | None:
@@ -167,6 +170,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.by_category = dict.fromkeys(CATEGORIES, 0)
         self.persistent = 0  # parameters + gradients + optimizer + inputs, now
         self.group_bytes: dict[Hashable, int] = {}  # live non-persistent bytes born in a group
+        self.aux_scope_live: dict[str, int] = {}  # live aux activations born in each aux scope
         self._scope: _scope.Scope | None = None  # the scope of the last birth, and what it means:
         self._scope_info: tuple[str, Hashable | None, str] | None = None  # see _describe
         self._owner = threading.get_ident()
@@ -189,6 +193,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.peak = self.current
         self.peak_breakdown = dict(self.by_category)
         self.per_scope_peak: dict[str, int] = {}
+        self.aux_scope_peak: dict[str, int] = dict(self.aux_scope_live)
         self.persistent_peak = self.persistent
         self._persistent_parts = {c: self.by_category[c] for c in PERSISTENT}
         self.persistent_peak_breakdown = self._persistent_parts
@@ -320,7 +325,8 @@ class LiveTensorTracker(TorchDispatchMode):
         k = id(st)
         # the weakref dies with the storage (torch keeps a storage's Python object alive as
         # long as the storage lives), and its callback removes the entry
-        self._entries[k] = _Entry(sid, raw, size, category, group, weakref.ref(st, lambda _r: self._free(k)))
+        aux_key = key if category == "aux_activations" else None
+        self._entries[k] = _Entry(sid, raw, size, category, group, weakref.ref(st, lambda _r: self._free(k)), aux_key)
         if self.record_events:
             self.events.append((ALLOC, sid, raw))
         current = self.current = self.current + size
@@ -340,6 +346,10 @@ class LiveTensorTracker(TorchDispatchMode):
                 per_scope[key] = current
             if group is not None:
                 self._group_working_set(group, key)
+            if aux_key is not None:
+                own = self.aux_scope_live[aux_key] = self.aux_scope_live.get(aux_key, 0) + size
+                if own > self.aux_scope_peak.get(aux_key, -1):
+                    self.aux_scope_peak[aux_key] = own
 
     def _persistent_changed(self) -> None:
         """Keep a snapshot of the persistent categories (a new dict each change, so peaks that
@@ -371,6 +381,8 @@ class LiveTensorTracker(TorchDispatchMode):
             self._persistent_changed()
         elif e.group is not None:
             self.group_bytes[e.group] -= size
+        if e.aux_key is not None:
+            self.aux_scope_live[e.aux_key] -= size
 
     def _move(self, e: _Entry, category: str) -> None:
         was = e.category in _PERSISTENT
@@ -378,6 +390,9 @@ class LiveTensorTracker(TorchDispatchMode):
         self.by_category[e.category] -= e.size
         self.by_category[category] += e.size
         e.category = category
+        if e.aux_key is not None:  # no longer an aux activation
+            self.aux_scope_live[e.aux_key] -= e.size
+            e.aux_key = None
         if was and not now:
             self.persistent -= e.size
             if e.group is not None:
@@ -404,6 +419,9 @@ class LiveTensorTracker(TorchDispatchMode):
             self._persistent_changed()
         elif e.group is not None:
             self.group_bytes[e.group] += delta
+        if e.aux_key is not None:
+            live = self.aux_scope_live[e.aux_key] = self.aux_scope_live[e.aux_key] + delta
+            self.aux_scope_peak[e.aux_key] = max(self.aux_scope_peak.get(e.aux_key, 0), live)
         if self.current > self.peak:
             self.peak = self.current
             self.peak_breakdown = dict(self.by_category)
@@ -419,4 +437,5 @@ class LiveTensorTracker(TorchDispatchMode):
             "current_bytes": self.current,
             "breakdown_bytes": dict(self.peak_breakdown),
             "per_module_peak_bytes": dict(self.per_scope_peak),
+            "aux_scope_peak_bytes": dict(self.aux_scope_peak),
         }

@@ -8,6 +8,7 @@ from hpff_bench.config import RunConfig
 from hpff_bench.methods.backprop import Backprop, Checkpointed
 from hpff_bench.methods.base import Method, StepOutput, synthetic_batch
 from hpff_bench.methods.local import LocalLearning
+from hpff_bench.methods.official import OfficialHiLo
 
 METHOD_CLASSES: dict[str, type[Method]] = {
     "bp": Backprop,
@@ -23,7 +24,8 @@ def build_method(config: RunConfig, device: torch.device | str = "cpu", foreach:
     """Validate `config`, then build its method (backbone, aux nets, optimizer) on `device`."""
     config.validate()
     torch.manual_seed(config.seed)
-    return METHOD_CLASSES[config.method](config, device, foreach)
+    cls = OfficialHiLo if config.variant == "official" else METHOD_CLASSES[config.method]
+    return cls(config, device, foreach)
 
 
 __all__ = ["METHOD_CLASSES", "Method", "StepOutput", "build_method", "synthetic_batch"]

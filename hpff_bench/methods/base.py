@@ -18,7 +18,7 @@ from hpff_bench.config import RunConfig
 from hpff_bench.data.normalization import MEAN_STD
 from hpff_bench.memory.scope import scope
 from hpff_bench.networks import NETWORKS
-from hpff_bench.networks.splits import Split, module_unit_ranges, resolve_cuts
+from hpff_bench.networks.splits import Split, module_unit_ranges, split_of
 
 
 class StepOutput(NamedTuple):
@@ -33,7 +33,7 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
         self.device = torch.device(device)
-        self.split: Split = resolve_cuts(config.network, config.split, config.k)
+        self.split: Split = split_of(config)
         spec = NETWORKS[config.network]
         with torch.device(self.device):
             network = spec.build(config.resolved_num_classes)

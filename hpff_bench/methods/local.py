@@ -21,17 +21,18 @@ Two executions of HiLo, same gradients:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from hpff_bench.aux.heads import (
-    Decoder,
     DGLHead,
     GreedyHead,
-    InfoProClassifier,
     PredSimPrediction,
     PredSimSimilarity,
+    infopro_aux_nets,
 )
 from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
 from hpff_bench.aux.objective import AuxObjective, Term
@@ -109,20 +110,20 @@ class LocalLearning(Method):
         elif c.method == "infopro":
             lam1, lam2 = c.lambdas.at(position, len(self.modules_) - 1)
             out_dim = classes if c.local_loss == "ce" else 128
+            decoder, classifier = infopro_aux_nets(
+                NETWORKS[c.network].family, "hpff" if c.hilo else "infopro", channels, spatial,
+                size // height, size // grid, out_dim, c.aux,
+            )
             terms = [
-                Term(Decoder(channels, size // grid), lam1, "per-patch"),
-                Term(
-                    InfoProClassifier(channels, spatial, out_dim, c.aux),
-                    lam2,
-                    "averaged",
-                    LOCAL_LOSSES[c.local_loss],
-                ),
+                Term(decoder, lam1, "per-patch"),
+                Term(classifier, lam2, "averaged", LOCAL_LOSSES[c.local_loss]),
             ]
         elif c.method == "predsim":
             beta = c.predsim_beta
             terms = [
                 Term(PredSimPrediction(channels, spatial, classes), 1 - beta, "averaged", cross_entropy),
-                Term(PredSimSimilarity(channels, spatial), beta, "averaged", similarity_matching),
+                Term(PredSimSimilarity(channels, spatial), beta, "averaged",
+                     functools.partial(similarity_matching, num_classes=classes)),
             ]
         else:
             raise ValueError(f"not a local method: {c.method}")

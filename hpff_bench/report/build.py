@@ -26,6 +26,11 @@ from hpff_bench.report.load import Loaded, read_results
 from hpff_bench.report.render import CSS, slug, to_html, to_latex, to_markdown
 
 
+# the page's content width (render.CSS max-width 1100px minus padding): a two-column figure
+# (1,400 px) is shown at this width, a one-column one (700 px) at its own
+PAGE_PX = 1068
+
+
 @dataclass
 class Section:
     title: str
@@ -34,24 +39,51 @@ class Section:
 
 
 SECTIONS = [
-    Section("Memory vs K", "Peak memory of one training step per method and number of modules K; "
-            "BP (K=1) is the dashed line. Solid bars are measured by the CUDA allocator, dotted bars "
-            "by the live-tensor tracker (CPU), hatched bars are predicted with fake tensors.",
+    Section("Memory vs K", "Peak memory of one training step by K: one row of panels per setting, one "
+            "panel per method family, each family plain and with full HPFF (HiLo + PFF n=2, patches "
+            "batched), gradient checkpointing (GC) at the same cut points beside them, BP (K=1) as the "
+            "dashed line (dotted where predicted). Bars: solid = measured by the CUDA allocator, dotted "
+            "= measured by the live-tensor tracker (CPU), hatched = predicted on fake tensors. A tick "
+            "names the real module count where it differs from K. Patch grids, streamed patches and "
+            "the cascade ablation are in sections 3 and 5; every configuration is in the table.",
             [("figure", "memory_vs_k"), ("table", "memory_vs_k")]),
-    Section("Where the memory goes", "What is live at the peak, by category.",
+    Section("Where the memory goes", "What is live at the peak, by category: BP, and every other "
+            "method at its largest K (all K in the table). 'other' is what is born outside a forward "
+            "pass: gradients with respect to activations and the backward's temporaries, and the "
+            "loss and optimizer steps. At batch 1024 it is 192-256 MiB for Greedy SL and DGL on "
+            "resnet32, i.e. 3-4 first-stage feature maps (1024 x 16 x 32 x 32 floats = 64 MiB each): "
+            "the peak falls in a first-stage module's backward, after its aux net's activations are "
+            "freed, which is why they read 0. The breakdown counts live tensors only; the predicted "
+            "CUDA peak of section 1 adds the allocator's block rounding and the cuBLAS workspaces "
+            "(2 x 32 MiB on Hopper, the default; 2 x 4 MiB before): the 64.0-64.7 MiB between the two.",
             [("figure", "breakdown"), ("table", "breakdown")]),
+    Section("PFF: does it save memory?", "Top of each pair: one aux step, the largest peak of the aux "
+            "activations born in one auxiliary net's step (forward and backward), by patch grid n; "
+            "bottom: the whole step's peak. Solid = patches batched (folded into the batch, all live at "
+            "once), dashed = streamed (one patch at a time). PFF's claim, aux activations O(D/n^2), "
+            "holds only where the aux net's activations are large beside its input and the patches "
+            "are streamed (InfoPro's decoder works at image size); Greedy SL and DGL pool first, so "
+            "the patch copies cost more than they save.",
+            [("figure", "pff"), ("table", "patch_grid")]),
     Section("Accuracy vs memory", "Test error against peak memory, one point per configuration, "
-            "error bars = std over seeds, dashed = Pareto front. Hollow markers: memory predicted.",
+            "error bars = std over seeds, dashed = Pareto front. Hollow markers: memory predicted. "
+            "A panel title says the batch of the memory where it is not the training batch.",
             [("figure", "accuracy_vs_memory"), ("table", "accuracy")]),
-    Section("HPFF ablation and patch grid", "The HPFF paper's switches: independent level (IL), "
-            "cascade level (CL), patch feature fusion (PFF, n x n patches).",
-            [("table", "hpff_ablation"), ("table", "patch_grid")]),
+    Section("HPFF ablation", "The HPFF paper's switches: independent level (IL), cascade level (CL), "
+            "patch feature fusion (PFF, n x n patches).", [("table", "hpff_ablation")]),
     Section("Predicted vs measured", "Fake-tensor prediction against the measured peak, where a run "
-            "has both.", [("figure", "prediction_parity"), ("table", "prediction_error")]),
-    Section("Speed", "Images per second of a full training step, and step time relative to BP.",
+            "has both: one panel per method family, one point per configuration (named in the table).",
+            [("figure", "prediction_parity"), ("table", "prediction_error")]),
+    Section("Speed", "Median step time with its interquartile range over the timed steps, per method "
+            "family as in section 1. '≈' over a bar: its IQR overlaps the plain method's at the same "
+            "K, so the difference is inside the noise. A bar without an IQR has no per-step times "
+            "(training records keep only the median), so nothing can be said of its noise. The "
+            "table says the same against BP.",
             [("figure", "speed"), ("table", "speed")]),
-    Section("Published numbers", "CIFAR-10 test errors from the InfoPro and HPFF papers beside ours, "
-            "each with its source.", [("table", "published_comparison"), ("table", "published_reference")]),
+    Section("Published numbers", "The InfoPro paper's GPU-memory tables and the CIFAR-10 test errors "
+            "of the InfoPro and HPFF papers beside ours, each with its source (docs/published.md). "
+            "suites/papers.toml runs our side of the memory tables.",
+            [("table", "published_memory"), ("table", "published_comparison"), ("table", "published_reference")]),
     Section("Environment and failed runs", "Where each number came from, and the runs that did "
             "not finish and why.", [("table", "environment"), ("table", "failed_runs")]),
 ]
@@ -69,6 +101,8 @@ class Report:
     records: int = 0
     failed: int = 0
     notes: list[str] = field(default_factory=list)
+    counts: list[str] = field(default_factory=list)  # per kind: records by status
+    suites: str = ""
 
 
 def build_report(paths, out_dir, title: str | None = None) -> Report:
@@ -104,22 +138,17 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         tables["environment"] = T.environment_table(df)
         tables["failed_runs"] = T.failures_table(df)
     tables["published_reference"] = T.published_reference_table()
+    tables["published_memory"] = T.published_memory_table(df)
 
-    figs: dict[str, object] = {}
     if cfg.empty:
         reason = "no successful runs" if not df.empty else "no records"
-        for name in ("memory_vs_k", "breakdown", "accuracy_vs_memory", "prediction_parity", "speed"):
-            figs[name] = reason
+        figs: dict[str, object] = dict.fromkeys(F.FIGURES, reason)
     else:
-        figs["memory_vs_k"] = F.memory_vs_k(cfg)
-        figs["breakdown"] = F.breakdown(cfg)
-        figs["accuracy_vs_memory"] = F.accuracy_vs_memory(cfg, T.pareto_mask(cfg))
-        figs["prediction_parity"] = F.parity(cfg)
-        figs["speed"] = F.speed(cfg)
+        figs = F.all_figures(cfg, T.pareto_mask(cfg))
 
     report = Report(out, out / "index.html", out / "report.md", out / "manifest.json",
                     records=len(df), failed=int((df["status"] != "ok").sum()) if not df.empty else 0,
-                    notes=list(loaded.notes))
+                    notes=list(loaded.notes), counts=_run_counts(df), suites=_suites(loaded.frame))
     for name, t in tables.items():
         if isinstance(t, str):
             report.left_out[f"table:{name}"] = t
@@ -180,6 +209,33 @@ def _summary_line(report: Report, sources: list[str]) -> str:
             f"from {len(sources)} file(s)")
 
 
+def _inputs_summary(sources: list[str]) -> str:
+    """'58 files in results/cifar10/' rather than 58 paths (manifest.json lists every one)."""
+    by_dir: dict[str, list[str]] = {}
+    for src in sources:
+        by_dir.setdefault(os.path.dirname(src) or ".", []).append(src)
+    return "; ".join(files[0] if len(files) == 1 else f"{len(files)} files in {d}/" for d, files in by_dir.items())
+
+
+def _run_counts(df: pd.DataFrame) -> list[str]:
+    """One line per kind: how many records of each status (what ran, what did not)."""
+    if df.empty:
+        return []
+    lines = []
+    for kind, g in df.groupby(df["kind"].fillna("?"), sort=True):
+        counts = g["status"].value_counts()
+        lines.append(f"{kind}: " + ", ".join(f"{counts[s]} {s}" for s in ("ok", "oom", "diverged", "skipped", "error")
+                                              if s in counts))
+    return lines
+
+
+def _suites(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+    pairs = sorted({(str(s), str(p)) for s, p in zip(df["suite"].fillna("?"), df["preset"].fillna("-"))})
+    return "; ".join(f"suite {s}" + (f", preset {p}" if p != "-" else "") for s, p in pairs)
+
+
 def _write_html(report: Report, tables: dict, title: str, sources: list[str]) -> None:
     h = html.escape
     parts = [
@@ -187,7 +243,10 @@ def _write_html(report: Report, tables: dict, title: str, sources: list[str]) ->
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{h(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         f"<h1>{h(title)}</h1>",
-        f"<p>{h(_summary_line(report, sources))}. Inputs: " + ", ".join(f"<code>{h(s)}</code>" for s in sources) + "</p>",
+        f"<p>{h(_summary_line(report, sources))}: <code>{h(_inputs_summary(sources))}</code>"
+        + (f" ({h(report.suites)})" if report.suites else "") + ". Every input path is in "
+        '<a href="manifest.json">manifest.json</a>.</p>',
+        "<ul class=\"counts\">" + "".join(f"<li>{h(x)}</li>" for x in report.counts) + "</ul>",
         "<nav><ol>" + "".join(f'<li><a href="#{slug(s.title)}">{h(s.title)}</a></li>' for s in SECTIONS) + "</ol></nav>",
     ]
     for i, s in enumerate(SECTIONS, 1):
@@ -209,7 +268,7 @@ def _html_item(report: Report, tables: dict, kind: str, name: str) -> str:
         info = report.figures[name]
         data = base64.b64encode((report.out_dir / info["png"]).read_bytes()).decode("ascii")
         return (
-            f'<figure id="figure-{h(name)}"><img alt="{h(name)}" width="{info["width_px"] // 2}" '
+            f'<figure id="figure-{h(name)}"><img alt="{h(name)}" width="{min(info["width_px"], PAGE_PX)}" '
             f'src="data:image/png;base64,{data}"><figcaption class="files">'
             f'<a href="{h(info["png"])}">PNG</a><a href="{h(info["svg"])}">SVG</a></figcaption></figure>'
         )
@@ -224,8 +283,9 @@ def _html_item(report: Report, tables: dict, kind: str, name: str) -> str:
 
 
 def _write_markdown(report: Report, tables: dict, title: str, sources: list[str]) -> None:
-    lines = [f"# {title}", "", _summary_line(report, sources) + ".", "",
-             "Inputs: " + ", ".join(f"`{s}`" for s in sources), ""]
+    lines = [f"# {title}", "", f"{_summary_line(report, sources)}: `{_inputs_summary(sources)}`"
+             + (f" ({report.suites})" if report.suites else "") + ". Every input path is in manifest.json.", ""]
+    lines += [f"- {x}" for x in report.counts] + [""]
     for i, s in enumerate(SECTIONS, 1):
         lines += [f"## {i}. {s.title}", "", s.intro, ""]
         for kind, name in s.items:

@@ -60,6 +60,10 @@ def read_results(paths) -> Loaded:
         notes += why
         for i, r in enumerate(recs):
             records.append({**r, "_file": str(f), "_index": i})
+    records, superseded = store.latest_per_task(records)
+    if superseded:
+        notes.append(f"{superseded} record(s) superseded by a later record of the same task (e.g. an error "
+                     "before a successful --resume); the latest is shown")
     frame = records_frame(records)
     return Loaded(frame=_derive(frame), files=files, notes=notes)
 
@@ -81,9 +85,15 @@ def _read_file(path: Path) -> tuple[list[dict], list[str]]:
         out = []
         for r in recs:
             try:
-                out.append(store.upgrade(r))
+                r = store.upgrade(r)
             except store.StoreError as e:
                 notes.append(f"{path}: benchmark {r.get('run_name')!r}: {e}; left out")
+                continue
+            problem = store.record_problem(r)
+            if problem:
+                notes.append(f"{path}: benchmark {r.get('run_name')!r}: not a valid record: {problem}; left out")
+                continue
+            out.append(r)
         return out, notes
     try:
         loaded = store.read_records([path])
@@ -105,10 +115,13 @@ def _pytest_benchmark(path: Path) -> dict | None:
 def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str]]:
     """pytest-benchmark JSON -> result records (kind 'benchmark'), timing from the stats."""
     recs, notes = [], []
-    machine = data.get("machine_info") or {}
-    commit = data.get("commit_info") or {}
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
     for b in data["benchmarks"]:
-        extra = b.get("extra_info") or {}
+        if not isinstance(b, dict):
+            notes.append(f"{path}: a benchmark entry is not an object; left out")
+            continue
+        extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
         rec = extra.get("record")
         if not isinstance(rec, dict):
             notes.append(
@@ -116,17 +129,23 @@ def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str
             )
             continue
         rec = json.loads(json.dumps(rec))  # deep copy
+        bad = [k for k in ("config", "env") if rec.get(k) is not None and not isinstance(rec[k], dict)]
+        if bad or not isinstance(stats := b.get("stats") or {}, dict):
+            what = f"{bad[0]} is not an object" if bad else "stats is not an object"
+            notes.append(f"{path}: benchmark {b.get('name')!r}: not a valid record: {what}; left out")
+            continue
         rec.setdefault("schema", 1)
         rec["kind"] = "benchmark"
         rec.setdefault("status", "ok")
         rec.setdefault("run_name", b.get("name"))
         rec.setdefault("suite", f"pytest-benchmark:{path.stem}")
-        stats = b.get("stats") or {}
         median = stats.get("median")
         batch = ((rec.get("config") or {}).get("batch_size")) or extra.get("batch_size")
         if median:
             rec["timing"] = {
                 "step_seconds": median,
+                "step_seconds_q1": stats.get("q1"),
+                "step_seconds_q3": stats.get("q3"),
                 "images_per_second": (batch / median) if batch else None,
                 "steps": stats.get("rounds"),
             }
@@ -170,6 +189,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["file"] = col(df, "_file")
     d["run_name"] = col(df, "run_name")
     d["suite"] = col(df, "suite")
+    d["preset"] = col(df, "preset")
     d["kind"] = col(df, "kind")
     d["status"] = col(df, "status").fillna("ok")
     d["message"] = col(df, "message")
@@ -188,6 +208,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["pff_on"] = col(df, "config.pff_on")
     d["pff_exec"] = col(df, "config.pff_exec")
     d["local_loss"] = col(df, "config.local_loss")
+    d["aux"] = col(df, "config.aux")
     d["label"] = _first(col(df, "label"), d["method"])
     d["ablation"] = col(df, "ablation")
     d["modules"] = _num(col(df, "modules"))
@@ -204,6 +225,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d.loc[d["measured_bytes"].isna(), "measured_source"] = None
     d["reserved_bytes"] = _num(col(df, "memory.peak_reserved_bytes"))
     d["predicted_bytes"] = _num(col(df, "predicted.peak_allocated_bytes"))
+    d["predicted_device_bytes"] = _num(col(df, "predicted.device_used_bytes"))
+    d["nvml_used_bytes"] = _num(col(df, "memory.nvml_peak_used_bytes"))
     # the prediction's live-tensor bytes: the quantity the CPU tracker measures
     d["predicted_live_bytes"] = _first(
         _num(col(df, "predicted.live_peak_bytes")), _num(col(df, "predicted.terms.live_tensors.bytes"))
@@ -212,6 +235,19 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
         d[f"measured.{cat}"] = _num(col(df, f"memory.breakdown_bytes.{cat}"))
         d[f"predicted.{cat}"] = _num(col(df, f"predicted.breakdown_bytes.{cat}"))
     d["step_seconds"] = _num(col(df, "timing.step_seconds"))
+    # the spread of the step time: quartiles of every measured step (profile records keep them
+    # in timing.step_seconds_all; pytest-benchmark gives q1/q3 itself)
+    q = [_quartiles(v) for v in col(df, "timing.step_seconds_all")]
+    d["step_q1"] = _first(pd.Series([a for a, _, _ in q], index=df.index, dtype="float64"),
+                          _num(col(df, "timing.step_seconds_q1")))
+    d["step_q3"] = _first(pd.Series([b for _, b, _ in q], index=df.index, dtype="float64"),
+                          _num(col(df, "timing.step_seconds_q3")))
+    d["timed_steps"] = _first(pd.Series([n for _, _, n in q], index=df.index, dtype="float64"),
+                              _num(col(df, "timing.steps")))
+    d["flops"] = _num(col(df, "flops"))  # optional (FLOPs of one step), where a record has it
+    # one aux step: the largest per-aux-net peak of its own live activations (PFF's claim)
+    d["measured_aux_step_bytes"] = _largest(df, "memory.aux_scope_peak_bytes.")
+    d["predicted_aux_step_bytes"] = _largest(df, "predicted.aux_scope_peak_bytes.")
     d["images_per_second"] = _num(col(df, "timing.images_per_second"))
     top1 = _num(col(df, "accuracy.top1"))
     d["test_error_pct"] = _first(_num(col(df, "accuracy.test_error_pct")), 100.0 * (1.0 - top1))
@@ -234,6 +270,22 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     return d[DERIVED]
 
 
+def _quartiles(v) -> tuple[float, float, float]:
+    """(q1, q3, count) of a list of step times; NaNs where there is no list."""
+    if not isinstance(v, (list, tuple)) or not v:
+        return (math.nan, math.nan, math.nan)
+    x = pd.Series([t for t in v if isinstance(t, (int, float))], dtype="float64")
+    return (float(x.quantile(0.25)), float(x.quantile(0.75)), float(len(x)))
+
+
+def _largest(df: pd.DataFrame, prefix: str) -> pd.Series:
+    """Per row, the largest of the flattened {scope: bytes} columns under `prefix` (NaN: none)."""
+    cols = [c for c in df.columns if c.startswith(prefix)]
+    if not cols:
+        return pd.Series(math.nan, index=df.index, dtype="float64")
+    return df[cols].apply(pd.to_numeric, errors="coerce").max(axis=1)
+
+
 def _setting(network, dataset, batch, image_size) -> str:
     parts = [str(network)]
     if dataset and dataset != "?":
@@ -246,12 +298,14 @@ def _setting(network, dataset, batch, image_size) -> str:
 
 
 DERIVED = [
-    "file", "run_name", "suite", "kind", "status", "message", "network", "dataset", "method", "k",
+    "file", "run_name", "suite", "preset", "kind", "status", "message", "network", "dataset", "method", "k",
     "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
     "pff_on", "pff_exec", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
     "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",
+    "predicted_device_bytes", "nvml_used_bytes",
     *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],
-    "step_seconds", "images_per_second", "test_error_pct", "epochs",
+    "step_seconds", "step_q1", "step_q3", "timed_steps", "flops", "images_per_second",
+    "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs",
     *[f"env.{f}" for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device")],
     "setting", "config_key",
 ]

@@ -1,8 +1,8 @@
-"""Published CIFAR-10 test errors, each with its source, to print beside our own numbers.
+"""Published CIFAR-10 test errors and GPU memory, each with its source, beside our own numbers.
 
-Every number here is copied from the project brief (DESIGN.md §2 and §3), which takes them from
-the papers. `modules` is the real number of gradient-isolated modules the paper's K means
-(DESIGN.md §2 "Counting K"): InfoPro's K is the module count; HPFF's ResNet-32 "K=16" is 15
+Every number here is the papers' (docs/published.md lists them with their sources). `modules`
+is the real number of gradient-isolated modules the paper's K means (docs/splits.md "Counting
+K"): InfoPro's K is the module count; HPFF's ResNet-32 "K=16" is 15
 modules and its ResNet-110 "K=55" is 54. Our runs are matched on the real module count, so a
 number is never compared with a run that cut the network differently.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 SOURCES = {
     "infopro": (
         "Wang, Ni, Song, Yang, Huang. Revisiting Locally Supervised Learning: an Alternative to "
-        "End-to-end Training. ICLR 2021. CIFAR-10 test error, mean of 5 runs (DESIGN.md §3)."
+        "End-to-end Training. ICLR 2021. CIFAR-10 test error, mean of 5 runs."
     ),
     "hpff": (
         "Su et al. HPFF: Hierarchical Locally Supervised Learning with Patch Feature Fusion. "
-        "ECCV 2024. CIFAR-10 test error, from summaries of the paper, approximate (DESIGN.md §2)."
+        "ECCV 2024. CIFAR-10 test error as quoted in summaries of the paper; approximate until checked against it (docs/published.md)."
     ),
 }
 SHORT = {"infopro": "InfoPro paper (ICLR 2021)", "hpff": "HPFF paper (ECCV 2024)"}
@@ -125,3 +125,75 @@ def match(
             continue
         out.append(p)
     return out
+
+
+# ----- published GPU memory ------------------------------------------------------------------
+MEMORY_SOURCES = {
+    "infopro-t3": (
+        "Wang et al., ICLR 2021, Table 3: ResNet-110 on one Nvidia Titan Xp, CIFAR-10 batch 1024 and "
+        "STL-10 batch 128; 'minimally required GPU memory', with torch.backends.cudnn.benchmark on."
+    ),
+    "infopro-t4": (
+        "Wang et al., ICLR 2021, Table 4: ImageNet on 8 Tesla V100s, memory per GPU (the batch is "
+        "split over the 8 GPUs); InfoPro* = the memory-balanced split."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PublishedMemory:
+    source: str  # key of MEMORY_SOURCES
+    network: str
+    dataset: str
+    batch_per_gpu: int
+    method: str  # bp | gc | infopro
+    paper_name: str  # as the paper writes it
+    k: int  # the paper's K (= real modules for InfoPro)
+    split: str  # our split that reproduces the paper's cuts
+    gb: float  # the published number ("GB" in the paper)
+
+    @property
+    def table(self) -> str:
+        return {"infopro-t3": "InfoPro Table 3", "infopro-t4": "InfoPro Table 4"}[self.source]
+
+
+def _memory_rows() -> list[PublishedMemory]:
+    rows = []
+    t3 = {"cifar10": (1024, (9.40, 3.91, 5.38, 4.22, 3.52)), "stl10": (128, (10.77, 4.50, 6.15, 4.96, 4.08))}
+    for dataset, (batch, (e2e, gc, k2, k3, k4)) in t3.items():
+        rows += [
+            PublishedMemory("infopro-t3", "resnet110", dataset, batch, "bp", "E2E", 1, "auto", e2e),
+            PublishedMemory("infopro-t3", "resnet110", dataset, batch, "gc", "checkpointing", 4, "infopro", gc),
+            PublishedMemory("infopro-t3", "resnet110", dataset, batch, "infopro", "InfoPro* K=2", 2, "infopro-balanced", k2),
+            PublishedMemory("infopro-t3", "resnet110", dataset, batch, "infopro", "InfoPro* K=3", 3, "infopro-balanced", k3),
+            PublishedMemory("infopro-t3", "resnet110", dataset, batch, "infopro", "InfoPro* K=4", 4, "infopro-balanced", k4),
+        ]
+    for network, batch, e2e, k2 in (("resnet101", 1024, 19.71, 12.06), ("resnet152", 1024, 26.29, 15.53),
+                                    ("resnext101_32x8d", 512, 19.22, 11.55)):
+        rows += [
+            PublishedMemory("infopro-t4", network, "imagenet", batch // 8, "bp", "E2E", 1, "auto", e2e),
+            PublishedMemory("infopro-t4", network, "imagenet", batch // 8, "infopro", "InfoPro* K=2", 2, "auto", k2),
+        ]
+    return rows
+
+
+PUBLISHED_MEMORY: tuple[PublishedMemory, ...] = tuple(_memory_rows())
+
+
+def cannot_run(p: PublishedMemory) -> str | None:
+    """Why this project cannot run the published configuration (None: it can)."""
+    from hpff_bench.errors import ConfigError
+    from hpff_bench.networks.splits import resolve_cuts
+
+    if p.dataset == "imagenet" and p.method == "infopro" and not IMAGENET_AUX_NETS:
+        return ("InfoPro's ImageNet auxiliary nets (a deeper decoder and head for 224-px inputs) are "
+                "not in this version; the CIFAR ones would give a different number")
+    try:
+        resolve_cuts(p.network, p.split, p.k, p.dataset)
+    except ConfigError as e:
+        return f"the {p.split} split (docs/splits.md) is not in this version ({str(e).split('; ')[-1]})"
+    return None
+
+
+# Whether the InfoPro ImageNet auxiliary nets (docs/methods.md) are implemented in this version.
+IMAGENET_AUX_NETS = True

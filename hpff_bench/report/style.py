@@ -94,8 +94,25 @@ def method_color(label: str) -> str:
     return _EXTRA[sum(map(ord, str(label))) % len(_EXTRA)]
 
 
+def family_of(label: str) -> str:
+    """The base method of a label ('DGL+HPFF (n=2) [streamed patches]' -> 'DGL')."""
+    return parse_label(label)[0]
+
+
+# variant -> marker: within one family's panel the shade alone is hard to read, the marker is not
+_VARIANT_MARKERS = {"": "o", "PFF": "v", "HiLo (CL)": "<", "HiLo": "D", "HPFF (CL)": ">", "HPFF": "s"}
+
+
 def method_marker(label: str) -> str:
-    return _MARKERS.get(parse_label(label)[0], "D")
+    """By variant (shade and marker tell a family's variants apart); 'X' for a second
+    configuration of one label ('InfoPro [aux 2c2f]'), whose colour is its label's."""
+    if " [" in str(label):
+        return "X"
+    base, variant, n = parse_label(label)
+    if base in _MARKERS and not variant and base in _FIXED:
+        return _MARKERS[base]
+    m = _VARIANT_MARKERS.get(variant, "P")
+    return "p" if (variant == "HPFF" and n > 2) else m
 
 
 def memory_unit(max_bytes: float | None) -> tuple[str, int]:

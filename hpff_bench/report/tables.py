@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.report import published as pub
-from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, memory_unit, method_sort_key
+from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, family_of, memory_unit, method_sort_key
 
 GLOBAL_METHODS = ("bp", "gc")  # one gradient-isolated module; every other method is local
 MEASURED_PREFERENCE = ("cuda-allocator", "tensor-tracker")
 # config fields that are the axes of a report, never part of a method's name
 _AXIS_FIELDS = {
     "network", "dataset", "batch_size", "image_size", "num_classes", "k", "split", "seed",
-    "steps", "warmup", "device",
+    "steps", "warmup", "device", "lr", "momentum", "weight_decay",  # the recipe, not the method
 }
 
 
@@ -59,10 +60,11 @@ def _fmt(v, decimals: int) -> str:
 
 # ----- shared aggregation ------------------------------------------------------------------
 def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
-    """Column `name`: the label, plus `[field=value]` where runs with one label differ otherwise.
+    """Column `name`: the label, plus a short `[...]` where runs with one label differ otherwise.
 
     E.g. two `DGL+HPFF (n=2)` configurations of one setting that differ only in pff_exec become
-    `DGL+HPFF (n=2) [pff_exec=batched]` and `... [pff_exec=streamed]`; K, batch, network and the
+    `DGL+HPFF (n=2)` and `DGL+HPFF (n=2) [streamed]`: a value equal to the default says
+    nothing, the others are written as short phrases (`_phrase`). K, batch, network and the
     like are the report's axes and never part of a name.
     """
     df = df.copy()
@@ -80,12 +82,33 @@ def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
             f for f in names
             if f.split(".")[0] not in _AXIS_FIELDS and len({d.get(f) for d in fields}) > 1
         ]
-        if not varying:
-            continue
         for i, d in zip(idx, fields):
-            suffix = ", ".join(f"{f}={d.get(f)}" for f in varying[:3])
-            df.loc[i, "name"] = f"{label} [{suffix}]"
+            phrases = list(dict.fromkeys(p for p in (_phrase(f, d) for f in varying) if p))
+            df.loc[i, "name"] = f"{label} [{', '.join(phrases)}]" if phrases else label
     return df
+
+
+_DEFAULTS = RunConfig(network="resnet32", method="dgl").to_dict()
+_HPFF_LAMBDAS = {f"lambdas.{k}": str(v) for k, v in vars(HPFF_INFOPRO_LAMBDAS).items()}
+
+
+def _phrase(field: str, d: dict) -> str | None:
+    """A config value as a few words, or None where it is the default (it tells nothing)."""
+    v = d.get(field)
+    top = field.split(".")[0]
+    if top == "lambdas":  # one phrase for the four λ fields
+        if all(d.get(k) == x for k, x in _HPFF_LAMBDAS.items()):
+            return "HPFF's λ"
+        if all(d.get(k) == str(_DEFAULTS.get("lambdas", {}).get(k.split(".")[1])) for k in _HPFF_LAMBDAS):
+            return None
+        return "λ " + "/".join(d.get(k, "?") for k in sorted(_HPFF_LAMBDAS))
+    if str(_DEFAULTS.get(field)) == v:
+        return None
+    return {
+        "pff_exec": f"{v} patches", "aux": f"aux {v}", "pff_on": f"PFF on {v}",
+        "local_loss": {"ce": "softmax", "supcon": "contrast"}.get(v, f"loss {v}"),
+        "hilo_exec": f"{v} HiLo", "cascade_span": f"span {v}", "precision": v,
+    }.get(field, f"{field} {v}")
 
 
 def _pairs(config_key: str) -> list[str]:
@@ -117,7 +140,7 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             "method": first["method"], "k": int(k), "modules": None if modules == -1 else int(modules),
             "hilo": bool(first["hilo"]), "independent": bool(first["independent"]),
             "pff_grid": int(first["pff_grid"]), "pff_on": first["pff_on"], "pff_exec": first["pff_exec"],
-            "local_loss": first["local_loss"], "ablation": first["ablation"],
+            "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
         }
         # measured memory: the best source available (allocator over tracker), median over runs
         row["measured_bytes"], row["measured_source"] = np.nan, None
@@ -161,16 +184,33 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             row["error_mean"] = float(per_seed.mean())
             row["error_std"] = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan
             row["seeds"] = int(len(per_seed))
+            row["epochs"] = float(acc["epochs"].max()) if acc["epochs"].notna().any() else np.nan
         else:
-            row["error_mean"], row["error_std"], row["seeds"] = np.nan, np.nan, 0
+            row["error_mean"], row["error_std"], row["seeds"], row["epochs"] = np.nan, np.nan, 0, np.nan
         # speed, per device
         sp = g[g["step_seconds"].notna()]
         row["step_seconds"] = float(sp["step_seconds"].median()) if not sp.empty else np.nan
+        # the spread of one record (the one with the most timed steps): quartiles of its steps
+        spread = sp[sp["step_q1"].notna()].sort_values("timed_steps", na_position="first")
+        last = spread.iloc[-1] if not spread.empty else None
+        row["step_q1"] = float(last["step_q1"]) if last is not None else np.nan
+        row["step_q3"] = float(last["step_q3"]) if last is not None else np.nan
+        row["timed_steps"] = float(last["timed_steps"]) if last is not None else (
+            float(sp["timed_steps"].max()) if not sp.empty else np.nan)
+        row["flops"] = float(g["flops"].median()) if g["flops"].notna().any() else np.nan
+        # one aux step's own activations: measured where the shown peak is measured, else predicted
+        ma, pa = g["measured_aux_step_bytes"].dropna(), g["predicted_aux_step_bytes"].dropna()
+        if not math.isnan(row["measured_bytes"]) and not ma.empty:
+            row["aux_step_bytes"] = float(ma.median())
+        else:
+            row["aux_step_bytes"] = float(pa.median()) if not pa.empty else np.nan
         ips = g[g["images_per_second"].notna()]
         row["images_per_second"] = float(ips["images_per_second"].median()) if not ips.empty else np.nan
         row["speed_device"] = None  # the GPU's name, else the CPU's (records of schema 0: "cpu")
         for f in ("env.device_name", "env.cpu", "env.device"):
             dev = sp[f].dropna() if not sp.empty else pd.Series(dtype=object)
+            if f == "env.device_name":  # CPU runs write device_name "cpu": the CPU's name says more
+                dev = dev[dev.astype(str).str.lower() != "cpu"]
             if not dev.empty:
                 row["speed_device"] = str(dev.iloc[0])
                 break
@@ -179,7 +219,67 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
     out["_order"] = [(natural_key(s), method_sort_key(n), k, m if m == m and m is not None else -1)
                      for s, n, k, m in zip(out["setting"], out["name"], out["k"], out["modules"])]
     out = out.sort_values("_order", kind="stable").drop(columns="_order")
-    return out.reset_index(drop=True)
+    return _accuracy_memory(out.reset_index(drop=True))
+
+
+def _accuracy_memory(out: pd.DataFrame) -> pd.DataFrame:
+    """acc_memory_*: the peak memory an accuracy is plotted against. Training often runs at
+    another batch than the memory runs (the quick preset trains at 64, estimates at 1024):
+    then the same configuration's peak at the largest batch measured or predicted is used, and
+    `acc_memory_batch` says which batch it is."""
+    out["acc_memory_bytes"] = out["shown_bytes"]
+    out["acc_memory_source"] = out["shown_source"]
+    out["acc_memory_batch"] = out["batch_size"].where(out["shown_bytes"].notna())
+    need = out["error_mean"].notna() & out["shown_bytes"].isna()
+    have = out[out["shown_bytes"].notna()]
+    for i in out.index[need]:
+        r = out.loc[i]
+        same = have[(have["network"] == r["network"]) & (have["dataset"] == r["dataset"])
+                    & (have["name"] == r["name"]) & (have["k"] == r["k"])
+                    & (have["modules"].fillna(-1) == (r["modules"] if r["modules"] == r["modules"] else -1))]
+        if same.empty:
+            continue
+        best = same.sort_values("batch_size").iloc[-1]
+        out.loc[i, ["acc_memory_bytes", "acc_memory_source", "acc_memory_batch"]] = (
+            best["shown_bytes"], best["shown_source"], best["batch_size"])
+    return out
+
+
+def k_text(k, modules, sep: str = "\n") -> str:
+    """'K=16', or 'K=16 (15 mod.)' where the real module count is not K (never two equal K's)."""
+    k = int(k)
+    if modules is None or modules != modules or int(modules) == k:
+        return f"K={k}"
+    return f"K={k}{sep}({int(modules)} mod.)"
+
+
+def main_variants(cfg: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the headline figures: BP, GC, each local method plain and with full HPFF
+    (HiLo + PFF with its default batched patches), on the split most of the setting's runs use.
+    Patch grids, streamed patches and the cascade ablation have their own figure and tables."""
+    if cfg.empty:
+        return cfg
+    plain = ~cfg["hilo"] & (cfg["pff_grid"] == 1)
+    hpff = cfg["hilo"] & cfg["independent"] & (cfg["pff_grid"] == 2) & (cfg["pff_exec"].fillna("batched") == "batched")
+    c = cfg[cfg["method"].isin(GLOBAL_METHODS) | plain | hpff]
+    # a '[...]' name is a second configuration of a label; drop it where the plain label is there
+    plain_names = set(zip(c["setting"], c["name"]))
+    bracketed = c["name"].str.contains(r" \[", regex=True)
+    c = c[~bracketed | ~pd.Series([(s, lb) in plain_names for s, lb in zip(c["setting"], c["label"])], index=c.index)]
+    keep = pd.Series(True, index=c.index)
+    for _, g in c[~c["method"].isin(GLOBAL_METHODS)].groupby("setting"):
+        common = g["split"].astype(str).value_counts().index[0]
+        keep[g.index] = g["split"].astype(str) == common
+    return c[keep]
+
+
+def noise_overlap(a, b) -> bool | None:
+    """Two step times inside each other's noise: their interquartile ranges overlap. None where
+    one has no spread to tell (no per-step times, or fewer than 4 timed steps)."""
+    a1, a3, b1, b3 = a["step_q1"], a["step_q3"], b["step_q1"], b["step_q3"]
+    if any(v != v for v in (a1, a3, b1, b3)) or min(a.get("timed_steps", 0) or 0, b.get("timed_steps", 0) or 0) < 4:
+        return None
+    return bool(a1 <= b3 and b1 <= a3)
 
 
 def _bp_reference(cfg: pd.DataFrame, setting: str, column: str) -> float:
@@ -253,21 +353,26 @@ def accuracy_table(cfg: pd.DataFrame) -> Table | str:
     c = cfg[cfg["error_mean"].notna()] if not cfg.empty else cfg
     if c.empty:
         return "no successful run has an accuracy (accuracy.test_error_pct or accuracy.top1)"
-    unit, scale = _mem_cols(c, ["shown_bytes"])
+    unit, scale = _mem_cols(c, ["acc_memory_bytes"])
     data = pd.DataFrame({
         "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
         "modules": c["modules"].values,
         "test error (%)": c["error_mean"].values, "std (%)": c["error_std"].values,
-        "seeds": c["seeds"].values,
-        f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
-        "memory from": c["shown_source"].values,
+        "seeds": c["seeds"].values, "epochs": c["epochs"].values,
+        f"peak memory ({unit})": (c["acc_memory_bytes"] / scale).values,
+        "memory at batch": c["acc_memory_batch"].values,
+        "memory from": c["acc_memory_source"].values,
         "Pareto-optimal": pareto_mask(c).values,
     })
     return Table(
         "accuracy", "Test error and peak memory", data,
-        "Test error: mean over seeds, std with ddof=1. Pareto-optimal: no other configuration in the "
-        "same setting has both lower error and lower memory.",
-        {"K": 0, "modules": 0, "seeds": 0, **_mem_decimals(unit, f"peak memory ({unit})")},
+        "Test error: mean over seeds, std with ddof=1, after 'epochs' epochs (a short schedule is "
+        "not the papers' 160/400). Peak memory: of the same configuration, at the batch named "
+        "(the training batch where a memory run used it, else the largest batch measured or "
+        "predicted). Pareto-optimal: no other configuration in the same setting has both lower "
+        "error and lower memory.",
+        {"K": 0, "modules": 0, "seeds": 0, "epochs": 0, "memory at batch": 0,
+         **_mem_decimals(unit, f"peak memory ({unit})")},
     )
 
 
@@ -275,11 +380,12 @@ def pareto_mask(c: pd.DataFrame) -> pd.Series:
     """Non-dominated (lower memory, lower error) within each setting."""
     mask = pd.Series(False, index=c.index)
     for _, g in c.groupby("setting"):
-        g = g[g["shown_bytes"].notna() & g["error_mean"].notna()]
+        m = "acc_memory_bytes" if "acc_memory_bytes" in g else "shown_bytes"
+        g = g[g[m].notna() & g["error_mean"].notna()]
         for i, r in g.iterrows():
             dominated = (
-                (g["shown_bytes"] <= r["shown_bytes"]) & (g["error_mean"] <= r["error_mean"])
-                & ((g["shown_bytes"] < r["shown_bytes"]) | (g["error_mean"] < r["error_mean"]))
+                (g[m] <= r[m]) & (g["error_mean"] <= r["error_mean"])
+                & ((g[m] < r[m]) | (g["error_mean"] < r["error_mean"]))
             ).any()
             mask[i] = not dominated
     return mask
@@ -338,22 +444,26 @@ def patch_grid_table(cfg: pd.DataFrame) -> Table | str:
     if not groups:
         return "no configuration was run with more than one PFF patch grid n (--pff-grid 1/2/4)"
     c = pd.concat(groups).sort_values(["setting", "method", "k", "hilo", "pff_grid"], kind="stable")
-    unit, scale = _mem_cols(c, ["shown_bytes", "breakdown.aux_activations"])
+    unit, scale = _mem_cols(c, ["shown_bytes", "aux_step_bytes"])
     data = pd.DataFrame({
         "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
-        "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
+        "modules": c["modules"].values, "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
         "PFF on": [o if n > 1 else None for o, n in zip(c["pff_on"], c["pff_grid"])],
         "PFF exec": [e if n > 1 else None for e, n in zip(c["pff_exec"], c["pff_grid"])],
         f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
-        f"aux activations ({unit})": (c["breakdown.aux_activations"] / scale).values,
+        f"one aux step ({unit})": (c["aux_step_bytes"] / scale).values,
+        f"aux activations at the peak ({unit})": (c["breakdown.aux_activations"] / scale).values,
         "memory from": c["shown_source"].values,
         "test error (%)": c["error_mean"].values,
     })
     return Table(
         "patch_grid", "PFF patch grid n: memory and error", data,
-        "n x n patches per auxiliary-net input (n=1: PFF off). 'aux activations' is the auxiliary "
-        "nets' share of the peak where the breakdown has it.",
-        {"K": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"aux activations ({unit})")},
+        "n x n patches per auxiliary-net input (n=1: PFF off). 'one aux step': the largest peak of "
+        "the aux activations born in one auxiliary net's step (what PFF claims to shrink); 'aux "
+        "activations at the peak': their share of the whole step's peak, often 0 because the peak "
+        "falls where no aux net is running.",
+        {"K": 0, "modules": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"one aux step ({unit})",
+                                                        f"aux activations at the peak ({unit})")},
     )
 
 
@@ -390,20 +500,51 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
     c = cfg[cfg["step_seconds"].notna() | cfg["images_per_second"].notna()] if not cfg.empty else cfg
     if c.empty:
         return "no run has timings (timing.step_seconds)"
-    rel = []
+    rel, vs_bp, vs_plain = [], [], []
     for _, r in c.iterrows():
-        bp = c[(c["setting"] == r["setting"]) & (c["method"] == "bp") & (c["speed_device"] == r["speed_device"])]
+        same = c[(c["setting"] == r["setting"]) & (c["speed_device"] == r["speed_device"])]
+        bp = same[same["method"] == "bp"]
         rel.append(r["step_seconds"] / bp["step_seconds"].iloc[0] if not bp.empty else np.nan)
+        vs_bp.append(_noise_word(r, bp.iloc[0]) if not bp.empty and r["method"] != "bp" else None)
+        plain = same[(same["label"] == family_of(r["label"])) & (same["k"] == r["k"])
+                     & (same["modules"].fillna(-1) == (r["modules"] if r["modules"] == r["modules"] else -1))]
+        plain = plain[plain["name"] == plain["label"]]
+        is_plain = r["method"] in GLOBAL_METHODS or r["name"] == family_of(r["label"])
+        vs_plain.append(_noise_word(r, plain.iloc[0]) if not plain.empty and not is_plain else None)
     data = pd.DataFrame({
         "setting": c["setting"].values, "device": c["speed_device"].values, "method": c["name"].values,
-        "K": c["k"].values, "step time (ms)": (c["step_seconds"] * 1000).values,
+        "K": c["k"].values, "modules": c["modules"].values,
+        "step time (ms)": (c["step_seconds"] * 1000).values,
+        "IQR low (ms)": (c["step_q1"] * 1000).values, "IQR high (ms)": (c["step_q3"] * 1000).values,
+        "timed steps": c["timed_steps"].values,
         "images/s": c["images_per_second"].values, "step time vs BP (x)": rel,
+        "vs BP": vs_bp, "vs plain method": vs_plain,
     })
+    decimals = {"K": 0, "modules": 0, "images/s": 1, "step time (ms)": 1, "IQR low (ms)": 1,
+                "IQR high (ms)": 1, "timed steps": 0}
+    if c["flops"].notna().any():  # optional: FLOPs of one step, where the records have them
+        data["GFLOP / step"] = (c["flops"] / 1e9).values
+        data["GFLOP/s"] = (c["flops"] / 1e9 / c["step_seconds"]).values
+        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1})
     return Table(
         "speed", "Training speed", data,
-        "Median time of one full training step; 'vs BP' divides by BP's on the same device and setting.",
-        {"K": 0, "images/s": 1, "step time (ms)": 1},
+        "Median time of one full training step over the timed steps, with the interquartile range "
+        "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise'; 'no "
+        "spread to tell' where either has fewer than 4 timed steps or no per-step times (training "
+        "records keep only the median); 'vs plain method' compares a variant with "
+        "its plain method at the same K.",
+        decimals,
     )
+
+
+def _noise_word(r, ref) -> str:
+    overlap = noise_overlap(r, ref)
+    if overlap is None:
+        return "no spread to tell"
+    if overlap:
+        return "within noise"
+    return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
 
 def published_table(cfg: pd.DataFrame) -> Table | str:
@@ -428,6 +569,56 @@ def published_table(cfg: pd.DataFrame) -> Table | str:
     )
 
 
+def published_memory_table(df: pd.DataFrame) -> Table:
+    """The papers' GPU-memory tables, each row beside our prediction and measurement of it."""
+    ok = ok_rows(df) if not df.empty else df
+    rows = []
+    for p in pub.PUBLISHED_MEMORY:
+        why = pub.cannot_run(p)
+        ours = ok.iloc[0:0] if not ok.empty else pd.DataFrame(columns=list(df.columns) or ["predicted_bytes"])
+        if why is None and not ok.empty:
+            ours = ok[(ok["network"] == p.network) & (ok["dataset"] == p.dataset) & (ok["method"] == p.method)
+                      & (ok["batch_size"] == p.batch_per_gpu) & ~ok["hilo"] & (ok["pff_grid"] == 1)]
+            if p.method != "bp":
+                ours = ours[ours["k"] == p.k]
+            if p.method == "infopro":
+                ours = ours[ours["split"].astype(str) == p.split] if p.split != "auto" else ours
+        pred, dev, nvml = (_col(ours, c) for c in ("predicted_bytes", "predicted_device_bytes", "nvml_used_bytes"))
+        meas = _col(ours[_col(ours, "measured_source", keep_na=True) == "cuda-allocator"], "measured_bytes")
+        compared = float(meas.median()) if not meas.empty else (float(pred.median()) if not pred.empty else np.nan)
+        if why is None and ours.empty:
+            why = "not run yet: hpff-bench sweep suites/papers.toml (--preset quick for the prediction)"
+        rows.append({
+            "source": p.table, "network": p.network, "data": f"{p.dataset}, {p.batch_per_gpu} / GPU",
+            "method": p.paper_name,
+            "published (GB)": p.gb,
+            "ours: predicted allocator peak (GiB)": float(pred.median()) / 2**30 if not pred.empty else np.nan,
+            "ours: measured allocator peak (GiB)": float(meas.median()) / 2**30 if not meas.empty else np.nan,
+            "ours: predicted device total (GiB)": float(dev.median()) / 2**30 if not dev.empty else np.nan,
+            "ours: NVML device used (GiB)": float(nvml.median()) / 2**30 if not nvml.empty else np.nan,
+            "difference (%)": 100.0 * (compared / 2**30 - p.gb) / p.gb if compared == compared else np.nan,
+            "not run because": why,
+        })
+    return Table(
+        "published_memory", "The papers' GPU memory beside ours", pd.DataFrame(rows),
+        "difference = (ours - published) / published, ours = the measured CUDA allocator peak "
+        "(max_memory_allocated) where a GPU profile exists, else its fake-tensor prediction; "
+        "'GB' in the paper is read as 2^30 bytes (the paper does not say; 10^9 would move every "
+        "difference by 7 %). The allocator peak is the memory tensors need, the closest of our "
+        "quantities to InfoPro's 'minimally required GPU memory'; the device total adds the "
+        "allocator's cache and an assumed CUDA context, which the paper's number may or may not "
+        "include. Our runs use cudnn.benchmark off; its workspaces are not in our prediction. "
+        "InfoPro* rows are InfoPro on the memory-balanced split with its default loss settings. "
+        "Sources: " + " ".join(f"[{k}] {v}" for k, v in pub.MEMORY_SOURCES.items()),
+        {c: 2 for c in ("published (GB)",)} | {"difference (%)": 1},
+    )
+
+
+def _col(df: pd.DataFrame, name: str, keep_na: bool = False) -> pd.Series:
+    s = df[name] if name in df.columns else pd.Series(dtype="float64" if not keep_na else object)
+    return s if keep_na else pd.to_numeric(s, errors="coerce").dropna()
+
+
 def published_reference_table() -> Table:
     data = pd.DataFrame([
         {"source": pub.SHORT[p.source], "network": p.network, "method": p.name, "paper K": p.paper_k,
@@ -444,6 +635,18 @@ def published_reference_table() -> Table:
 ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname")
 
 
+def _device_text(kinds_devices: list[str | None], device_name, cuda) -> str:
+    """Where the numbers were computed, in words: a GPU's name, the CPU, or fake tensors."""
+    devices = {d for d in kinds_devices if d}
+    if device_name and str(device_name).lower() != "cpu":
+        return str(device_name)
+    if devices == {"fake"} or not devices:
+        return "no device (fake tensors)"
+    if cuda:
+        return "CPU (CUDA build of torch, run on the CPU)"
+    return "CPU"
+
+
 def environment_table(df: pd.DataFrame) -> Table | str:
     if df.empty:
         return "no records"
@@ -452,34 +655,52 @@ def environment_table(df: pd.DataFrame) -> Table | str:
     if all(v is None for v in e.values.ravel()):
         return "no record has an env object"
     rows = []
-    keys = ["|".join(str(v) for v in row) for row in e.values.tolist()]
+    # one row per environment and per place (estimates ran on fake tensors, the rest on a device)
+    keys = ["|".join(str(v) for v in row) + ("|fake" if k == "estimate" else "")
+            for row, k in zip(e.values.tolist(), df["kind"])]
     for _, g in df.assign(_k=keys).groupby("_k", sort=False):
         first = e.loc[g.index[0]]
-        row = {f: first[f"env.{f}"] for f in ENV_FIELDS}
-        row["runs"] = len(g)
-        row["kinds"] = ", ".join(sorted(g["kind"].dropna().astype(str).unique()))
-        row["settings"] = "; ".join(sorted(g["setting"].astype(str).unique()))
-        rows.append(row)
+        # where each kind ran: estimates on fake tensors, the others on the record's device
+        where = ["fake" if k == "estimate" else (d or dev or None)
+                 for k, d, dev in zip(g["kind"], g["env.device"], g["device"])]
+        cuda = first["env.cuda"]
+        rows.append({
+            "computed on": _device_text(where, first["env.device_name"], cuda),
+            "processor": first["env.cpu"],
+            "PyTorch": first["env.torch"],
+            "CUDA (build)": cuda, "cuDNN": first["env.cudnn"], "NVIDIA driver": first["env.driver"],
+            "Python": first["env.python"],
+            "git commit": (str(first["env.git_commit"])[:10] if first["env.git_commit"] else None),
+            "host": first["env.hostname"],
+            "records": len(g),
+            "kinds": ", ".join(f"{k} {n}" for k, n in g["kind"].value_counts().sort_index().items()),
+        })
     return Table(
         "environment", "Where the numbers came from", pd.DataFrame(rows),
-        "One row per distinct environment (the env object of each record).", {"runs": 0},
+        "One row per distinct environment. 'CUDA (build)' is the CUDA version torch was built with, "
+        "not proof that a GPU was used: 'computed on' says where the records ran (estimates run on "
+        "fake tensors, on no device; a CPU run of a CUDA build says so).", {"records": 0},
     )
 
 
 def failures_table(df: pd.DataFrame) -> Table | str:
+    """Runs that did not finish, grouped by status and reason (one row per distinct message)."""
     if df.empty:
         return "no records"
     f = df[df["status"] != "ok"]
     if f.empty:
         return "every run finished with status ok"
-    data = pd.DataFrame({
-        "status": f["status"].values, "kind": f["kind"].values, "run": f["run_name"].values,
-        "setting": f["setting"].values, "method": f["label"].values, "K": f["k"].values,
-        "why": f["message"].fillna("(no message)").values,
-    })
+    rows = []
+    msg = f["message"].fillna("(no message)").astype(str)
+    for (status, kind, m), g in f.assign(_m=msg).groupby(["status", "kind", "_m"], sort=False):
+        runs = sorted(g["run_name"].fillna("(unnamed)").astype(str))
+        shown = ", ".join(runs[:4]) + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+        rows.append({"status": status, "kind": kind, "runs": len(g), "which": shown,
+                     "why": " ".join(m.split())})
+    data = pd.DataFrame(rows).sort_values(["status", "runs"], ascending=[True, False], kind="stable")
     return Table(
-        "failed_runs", "Runs that did not finish", data,
-        "Status oom: out of memory; diverged: loss became NaN/inf; skipped: not run here (e.g. needs a "
-        "GPU); error: an exception.",
-        {"K": 0},
+        "failed_runs", "Runs that did not finish", data.reset_index(drop=True),
+        "One row per status and reason. Status oom: out of memory; diverged: loss became NaN/inf; "
+        "skipped: not run here (e.g. no data, needs a GPU); error: an exception.",
+        {"runs": 0},
     )

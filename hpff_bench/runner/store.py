@@ -44,7 +44,7 @@ RECORD_KEYS = (
     "ablation", "config", "modules", "params", "forward_calls", "env", "memory", "predicted",
     "timing", "accuracy",
 )
-EXTRA_KEYS = ("preset", "options", "traceback")
+EXTRA_KEYS = ("preset", "options", "traceback", "split")
 
 
 class StoreError(ValueError):
@@ -97,18 +97,22 @@ def make_record(
         else:
             rec.update(_derived_from_config_dict(config))
     rec.update(parts)
-    if rec["modules"] is None and hasattr(config, "to_dict"):
-        rec["modules"] = _module_count(config)  # failed runs still say how many modules they had
+    if hasattr(config, "to_dict"):
+        from hpff_bench.config import LOCAL_METHODS
+
+        split = _split_summary(config)
+        if rec["modules"] is None and split is not None:  # failed runs still say how many modules they had
+            rec["modules"] = split["modules"] if config.method in LOCAL_METHODS else 1
+        rec.setdefault("split", split)
     return rec
 
 
-def _module_count(cfg) -> int | None:
-    """Real gradient-isolated modules of `cfg` from its split (bp/gc: 1), without building it."""
+def _split_summary(cfg) -> dict | None:
+    """The resolved split of `cfg` (scheme, modules, cuts, reason), without building anything."""
     try:
-        from hpff_bench.config import LOCAL_METHODS
-        from hpff_bench.networks.splits import resolve_cuts
+        from hpff_bench.networks.splits import split_of
 
-        return resolve_cuts(cfg.network, cfg.split, cfg.k).modules if cfg.method in LOCAL_METHODS else 1
+        return split_of(cfg).summary()
     except Exception:
         return None
 
@@ -277,6 +281,59 @@ def upgrade(record: dict) -> dict:
     return record
 
 
+# ----- checking ------------------------------------------------------------------------------
+_OBJECT_KEYS = ("config", "env", "memory", "predicted", "timing", "accuracy", "options")
+_TEXT_KEYS = ("run_id", "config_id", "suite", "run_name", "message", "label", "ablation", "preset", "traceback")
+_NUMBER_KEYS = ("modules", "params", "forward_calls")
+
+
+def record_problem(rec: dict) -> str | None:
+    """Why an (upgraded) record cannot be a row, or None: an unknown kind or status, or a field of
+    the wrong type (objects must be objects, names text, counts numbers; null is always allowed)."""
+    if rec.get("kind") not in KINDS:
+        return f"unknown kind {rec.get('kind')!r} (allowed: {', '.join(KINDS)})"
+    if rec.get("status") not in STATUSES:
+        return f"unknown status {rec.get('status')!r} (allowed: {', '.join(STATUSES)})"
+    for k in _OBJECT_KEYS:
+        if rec.get(k) is not None and not isinstance(rec[k], dict):
+            return f"{k} must be an object, got {type(rec[k]).__name__}"
+    for k in _TEXT_KEYS:
+        if rec.get(k) is not None and not isinstance(rec[k], str):
+            return f"{k} must be text, got {type(rec[k]).__name__}"
+    for k in _NUMBER_KEYS:
+        v = rec.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"{k} must be a number, got {type(v).__name__}"
+    return None
+
+
+def supersede_key(record: dict) -> tuple:
+    """The same task (task_key) of the same suite on the same machine: a later record replaces an
+    earlier one. Other machines' records of a configuration are other measurements, kept."""
+    env = record.get("env") or {}
+    config = json.dumps(sanitize(record.get("config")), sort_keys=True)  # the config itself, not its stored id
+    return (record.get("suite"), record.get("kind"), config, options_key(record.get("options")),
+            env.get("hostname"), env.get("device_name"))
+
+
+def latest_per_task(records: list[dict]) -> tuple[list[dict], int]:
+    """Only the latest record of each supersede_key (by env.time, then order read): a task that
+    failed and then succeeded on --resume shows its final outcome. Records without a config
+    are all kept. Returns (records in their original order, how many were superseded)."""
+    def when(i: int) -> tuple:
+        t = (records[i].get("env") or {}).get("time")
+        return (t if isinstance(t, str) else "", i)
+
+    latest: dict[tuple, int] = {}
+    for i in sorted(range(len(records)), key=when):
+        r = records[i]
+        if isinstance(r.get("config"), dict):
+            latest[supersede_key(r)] = i
+    keep = set(latest.values())
+    out = [r for i, r in enumerate(records) if not isinstance(r.get("config"), dict) or i in keep]
+    return out, len(records) - len(out)
+
+
 # ----- reading -------------------------------------------------------------------------------
 @dataclass
 class Loaded:
@@ -342,6 +399,10 @@ def read_records(paths, *, with_source: bool = False) -> Loaded:
                 rec = upgrade(rec)
             except StoreError as e:
                 out.notes.append(f"{f}:{n}: {e}; left out")
+                continue
+            problem = record_problem(rec)
+            if problem:
+                out.notes.append(f"{f}:{n}: not a valid record: {problem}; left out")
                 continue
             if with_source:
                 rec = {**rec, "_file": str(f), "_line": n}

@@ -47,7 +47,7 @@ Axes. An axis is a RunConfig field (network, method, k, split, batch_size, seed,
 independent, pff_grid, ...), `hpff` (true = the CLI's --hpff: hilo, pff_grid 2 unless the
 run sets pff_grid, and for InfoPro HPFF's loss settings: ce, 2c2f, ixx 5->0, ixy 0.5->0,
 unless the run sets them), or a *bundle* axis: any other name whose values are tables of
-fields with a `name`, e.g. `[[axes.variant]] name = "CL"  hilo = true  independent = false`.
+fields with a `name`, e.g. `[[axes.level]] name = "CL"  hilo = true  independent = false`.
 
 Matching (exclude, set.where, kind only/skip, presets' exclude, `--only key=value`): a table
 of key = value or key = [values] (any of them); a run matches when every key matches. Keys:
@@ -68,8 +68,8 @@ Presets (`[preset.NAME]`): `description`; `kinds` (replaces); `grids` (run only 
 
 Kinds. `estimate` and `profile` take RunConfig overrides (batch_size, steps, warmup, device,
 ...); `train` also takes the trainer's options (epochs, warmup_epochs, train_subset,
-test_subset, num_workers, augment, data_root, download). A train run without an explicit `lr`
-gets the recipe's lr scaled to its batch size (hpff_bench.runner.train.recipe_lr). Each kind
+test_subset, num_workers, augment, data_root, download). A train run without an explicit `lr` (in
+[base], an axis, a [[set]] rule or [kind.train]) gets the recipe's lr scaled to its batch size (hpff_bench.runner.train.recipe_lr). Each kind
 also takes `only`, `skip` and `timeout_s`.
 """
 
@@ -86,7 +86,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
     import tomli as tomllib
 
-from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, InfoProLambdas, RunConfig
+from hpff_bench import validation as V
+from hpff_bench.config import InfoProLambdas, RunConfig
 from hpff_bench.errors import ConfigError
 
 KIND_ORDER = ("estimate", "profile", "train")
@@ -112,6 +113,7 @@ class Run:
     config: RunConfig
     grid: str
     facts: dict = field(hash=False, compare=False)  # what match tables see
+    given: frozenset = field(default=frozenset(), hash=False, compare=False)  # fields the suite set
 
 
 @dataclass(frozen=True)
@@ -182,14 +184,20 @@ def _check_type(where: str, name: str, value) -> None:
 def resolve_fields(fields: dict) -> dict:
     """RunConfig keyword arguments from suite fields (expands `hpff`, builds `lambdas`)."""
     d = dict(fields)
+    if isinstance(d.get("cuts"), str) and d["cuts"].strip() and "k" not in d:
+        d["k"] = len(d["cuts"].split(",")) + 1  # as on the command line: K follows the cuts
     hpff = d.pop("hpff", False)
     if hpff:
         d["hilo"] = True
         d.setdefault("pff_grid", 2)
-        if d.get("method") == "infopro":
-            d.setdefault("aux", "2c2f")
-            d.setdefault("local_loss", "ce")
-            d.setdefault("lambdas", dataclasses.asdict(HPFF_INFOPRO_LAMBDAS))
+    if d.get("method") == "infopro":  # unset aux / local_loss / lambdas: the paper's recipe
+        from hpff_bench.recipes import infopro_defaults
+
+        r = infopro_defaults(d.get("dataset", _DEFAULTS.dataset), d.get("network", _DEFAULTS.network),
+                             d.get("k", _DEFAULTS.k), hpff)
+        d.setdefault("aux", r["aux"])
+        d.setdefault("local_loss", r["local_loss"])
+        d.setdefault("lambdas", dataclasses.asdict(r["lambdas"]))
     if isinstance(d.get("lambdas"), dict):
         d["lambdas"] = InfoProLambdas(**d["lambdas"])
     return d
@@ -214,6 +222,8 @@ def config_name_tokens(cfg: RunConfig, variant: bool = True) -> list[str]:
     tokens = [cfg.network, cfg.method, f"k{cfg.k}"]
     if cfg.split != "auto":
         tokens.append(f"{cfg.split}-split")
+    if cfg.cuts:
+        tokens.append("cuts-" + cfg.cuts.replace(",", "-"))
     if not variant:
         return tokens
     if cfg.hilo:
@@ -223,6 +233,8 @@ def config_name_tokens(cfg: RunConfig, variant: bool = True) -> list[str]:
         tokens.append(f"pff-n{cfg.pff_grid}")
     if cfg.pff_grid > 1 and cfg.pff_exec != "batched":
         tokens.append(cfg.pff_exec)
+    if cfg.variant != "ours":
+        tokens.append(cfg.variant)
     return tokens
 
 
@@ -302,8 +314,27 @@ class Suite:
         unknown_meta = set(meta) - {"name", "description", "kinds", "on_invalid", "jobs", "timeout_s"}
         if unknown_meta:
             raise SuiteError(f"{self.path}: [suite]: unknown key(s) {sorted(unknown_meta)}")
-        self.name = meta.get("name", self.path.stem)
+        for key in ("base", "axes", "kind", "preset"):
+            if key in data and not isinstance(data[key], dict):
+                raise SuiteError(f"{self.path}: [{key}] must be a table, got {data[key]!r}")
+        for key, value in data.get("kind", {}).items():
+            if not isinstance(value, dict):
+                raise SuiteError(f"{self.path}: [kind.{key}] must be a table, got {value!r}")
+        for key, value in data.get("preset", {}).items():
+            if not isinstance(value, dict):
+                raise SuiteError(f"{self.path}: [preset.{key}] must be a table, got {value!r}")
+        if "grid" in data and not all(isinstance(g, dict) for g in _as_list(data["grid"])):
+            raise SuiteError(f"{self.path}: every [[grid]] must be a table")
+        from hpff_bench.runner.store import safe_name
+
+        name = meta.get("name", self.path.stem)
+        if not isinstance(name, str) or not name.strip():
+            raise SuiteError(f"{self.path}: [suite] name must be a non-empty string, got {name!r}")
+        # results/<name>/: sanitised like run names, so "../x" or "/abs" never leave --results
+        self.name = safe_name(name)
         self.description = meta.get("description", "")
+        if not isinstance(self.description, str):
+            raise SuiteError(f"{self.path}: [suite] description must be a string, got {self.description!r}")
         self.presets: dict[str, dict] = data.get("preset", {})
         if "axes" in data and "grid" in data:
             raise SuiteError(f"{self.path}: use either [axes] (one grid) or [[grid]] tables, not both")
@@ -320,8 +351,14 @@ class Suite:
                 path = alt
             else:
                 raise SuiteError(f"{path}: no such suite file")
+        if path.is_dir():
+            raise SuiteError(f"{path}: is a directory; give a suite file (suites/NAME.toml)")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SuiteError(f"{path}: not a text file (not UTF-8); a suite is a TOML file") from None
+        except OSError as e:
+            raise SuiteError(f"{path}: cannot read ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise SuiteError(f"{path}: not valid TOML: {e}") from e
         return cls(data, path)
@@ -389,9 +426,16 @@ class Suite:
         meta = data["suite"]
         where0 = f"{self.path}" + (f" (preset {preset})" if preset else "")
         kinds = _as_list(meta.get("kinds", list(KIND_ORDER)))
+        if not kinds:
+            raise SuiteError(f"{where0}: kinds = [] runs nothing; list at least one of {', '.join(KIND_ORDER)}")
         bad = [k for k in kinds if k not in KIND_ORDER]
         if bad:
             raise SuiteError(f"{where0}: unknown kind(s) {bad}; allowed: {', '.join(KIND_ORDER)}")
+        try:
+            V.integer("[suite] jobs", meta.get("jobs"), low=1, allow_none=True)
+            V.number("[suite] timeout_s", meta.get("timeout_s"), low=0, low_open=True, allow_none=True)
+        except ConfigError as e:
+            raise SuiteError(f"{where0}: {e}") from None
         on_invalid = meta.get("on_invalid", "error")
         if on_invalid not in ("error", "exclude"):
             raise SuiteError(f"{where0}: on_invalid must be 'error' or 'exclude', got {on_invalid!r}")
@@ -409,6 +453,8 @@ class Suite:
                 if not values:
                     raise SuiteError(f"{where}: no values (an empty axis makes the product empty)")
                 if all(isinstance(v, dict) for v in values):
+                    if axis in CONFIG_FIELDS or axis == "hpff":
+                        raise SuiteError(f"{where}: a bundle axis cannot be named like the field {axis!r}; rename it")
                     bundle_axes.add(axis)
                     for v in values:
                         if "name" not in v:
@@ -481,15 +527,15 @@ class Suite:
                 if cid in seen:
                     continue  # the same configuration from another combination or grid
                 seen[cid] = name
-                runs.append(Run(name, cfg, g["name"], facts))
+                runs.append(Run(name, cfg, g["name"], facts, frozenset(fields)))
             for m in excludes[len(global_ex):]:
                 if not m.hits:
                     notes.append(f"{m.where} matched nothing")
         if invalid:
-            more = f" (and {len(invalid) - 10} more)" if len(invalid) > 10 else ""
-            raise SuiteError(
-                f"{where0}: {len(invalid)} configuration(s) fail validation{more}; exclude them with "
-                "[[exclude]] tables (or set on_invalid = \"exclude\"):\n  " + "\n  ".join(invalid[:10])
+            more = f"; and {len(invalid) - 3} more" if len(invalid) > 3 else ""
+            raise SuiteError(  # one line: the CLI's rule for every error
+                f"{where0}: {len(invalid)} configuration(s) fail validation; exclude them with "
+                "[[exclude]] tables (or set on_invalid = \"exclude\"): " + "; ".join(invalid[:3]) + more
             )
         for m in global_ex:
             if not m.hits:
@@ -570,6 +616,10 @@ class Suite:
             only = [Matcher(t, f"{kw} only", known) for t in _as_list(table.pop("only", []))]
             skip = [Matcher(t, f"{kw} skip", known) for t in _as_list(table.pop("skip", []))]
             timeout = table.pop("timeout_s", None)
+            try:
+                V.number("timeout_s", timeout, low=0, low_open=True, allow_none=True)
+            except ConfigError as e:
+                raise SuiteError(f"{kw}: {e}") from None
             overrides, options = {}, {}
             for key, value in table.items():
                 if kind == "train" and key in TRAIN_KIND_OPTIONS:
@@ -581,9 +631,11 @@ class Suite:
                     allowed = list(CONFIG_FIELDS) + (list(TRAIN_KIND_OPTIONS) if kind == "train" else []) + list(KIND_CONTROL)
                     raise SuiteError(f"{kw}: unknown key {key!r}; allowed: {', '.join(allowed)}")
             result_options: dict = {}
+            # epochs = "recipe": each run trains as long as its paper did (InfoPro 160, HPFF 400)
+            by_recipe = kind == "train" and options.get("epochs") == "recipe"
             if kind == "train":
                 try:
-                    topts = TrainOptions(**options).validate()
+                    topts = TrainOptions(**{**options, "epochs": 400} if by_recipe else options).validate()
                 except (TypeError, ConfigError) as e:
                     raise SuiteError(f"{kw}: {e}") from e
                 result_options = topts.result_options()
@@ -595,14 +647,20 @@ class Suite:
                 if any(m(run.facts) for m in skip):
                     continue
                 changes = dict(overrides)
-                if kind == "train" and "lr" not in changes:
+                if kind == "train" and "lr" not in changes and "lr" not in run.given:
                     changes["lr"] = recipe_lr(run.config.dataset, changes.get("batch_size", run.config.batch_size))
                 cfg = run.config.replace(**{k: (InfoProLambdas(**v) if k == "lambdas" else v) for k, v in changes.items()})
                 try:
                     cfg.validate()
                 except ConfigError as e:
                     raise SuiteError(f"{kw}: run {run.name}: {e}") from e
-                tasks.append(Task(run, kind, cfg, dict(options), result_options, timeout or None))
+                run_options, run_results = dict(options), result_options
+                if by_recipe:
+                    from hpff_bench.recipes import recipe_epochs
+
+                    run_options["epochs"] = recipe_epochs(cfg)
+                    run_results = TrainOptions(**run_options).validate().result_options()
+                tasks.append(Task(run, kind, cfg, run_options, run_results, timeout or None))
         return tasks
 
     def _filter(self, tasks: list[Task], only: str, known: set[str], where0: str) -> list[Task]:

@@ -1,4 +1,4 @@
-"""Training for accuracy with the papers' recipe (DESIGN.md §3), checkpoints and resume.
+"""Training for accuracy with the papers' recipe (docs/recipes.md), checkpoints and resume.
 
 Recipe: SGD with Nesterov momentum 0.9 and weight decay 1e-4 (RunConfig's defaults); lr 0.8 at
 batch 1024 for CIFAR-10/100 and SVHN, 0.1 at batch 128 for STL-10 (both 0.1 per 128 images:
@@ -17,6 +17,7 @@ A non-finite training loss stops the run with status `diverged`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -25,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from hpff_bench import validation as V
 from hpff_bench.config import RunConfig
 from hpff_bench.data.datasets import DEFAULT_DATA_ROOT, load_splits
 from hpff_bench.errors import ConfigError
@@ -90,20 +92,21 @@ class TrainOptions:
         d["warmup_epochs"] = self.resolved_warmup_epochs
         return d
 
+    def resolved_eval_batch_size(self, batch_size: int) -> int:
+        """The test loader's batch: eval_batch_size, else the training batch within [256, 1024]."""
+        return self.eval_batch_size or min(1024, max(batch_size, 256))
+
     def validate(self) -> TrainOptions:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"--epochs must be a positive integer, got {self.epochs!r}")
-        w = self.resolved_warmup_epochs
-        if not isinstance(w, int) or w < 0 or w > self.epochs:
-            raise ConfigError(f"--warmup-epochs must be between 0 and --epochs ({self.epochs}), got {w!r}")
+        V.integer("--epochs", self.epochs, low=1)
+        V.integer("--warmup-epochs", self.warmup_epochs, low=0, high=self.epochs, allow_none=True)
         for name in ("train_subset", "test_subset", "eval_batch_size"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if self.warmup_start_lr <= 0:
-            raise ConfigError(f"warmup_start_lr must be > 0, got {self.warmup_start_lr}")
+            V.integer(f"--{name.replace('_', '-')}", getattr(self, name), low=1, allow_none=True)
+        V.integer("--num-workers", self.num_workers, low=0, allow_none=True)
+        V.number("warmup_start_lr", self.warmup_start_lr, low=0, low_open=True)
+        V.string("--data-root", self.data_root)
+        V.string("--checkpoint-dir", self.checkpoint_dir, allow_none=True)
+        for name in ("download", "augment", "resume", "keep_checkpoints", "progress"):
+            V.boolean(name, getattr(self, name))
         return self
 
     @classmethod
@@ -184,10 +187,17 @@ def resolve_device(name: str):
 
 
 def _rng_state() -> dict:
+    """Every RNG's state as tensors and lists, so the checkpoint loads with weights_only=True."""
     import numpy as np
     import torch
 
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(mt), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -198,18 +208,71 @@ def _set_rng_state(state: dict) -> None:
     import torch
 
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+CHECKPOINT_FORMAT = 2  # 2: RNG states as tensors/lists (weights_only) and an identity side file
+
+
+def identity_path(ckpt_path: Path) -> Path:
+    """The plain-JSON side file saying which run a checkpoint belongs to (last.pt -> last.identity;
+    not *.json, which `report` and the results store read as results)."""
+    return ckpt_path.with_suffix(".identity")
+
+
 def _save(obj: dict, path: Path) -> None:
+    """Checkpoint and identity, each written to a temporary file and renamed (atomic: a kill
+    mid-save leaves the previous pair intact; both halves name the same run)."""
     import torch
 
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+    ident = identity_path(path)
+    ident_tmp = ident.with_name(ident.name + ".tmp")
+    identity = {"format": obj["format"], "config": obj["config"], "options": obj["options"], "epoch": obj["epoch"]}
+    ident_tmp.write_text(json.dumps(identity, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(ident_tmp, ident)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(ckpt_path: Path, config: dict, options: dict, device) -> dict:
+    """The checkpoint at `ckpt_path`, after its identity file says it belongs to this run
+    (config and result options); loaded with weights_only=True, so no code in it runs."""
+    import pickle
+
+    import torch
+
+    ident_file = identity_path(ckpt_path)
+    start_over = "run without --resume to start over"
+    try:
+        identity = json.loads(ident_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{ckpt_path} has no identity file {ident_file.name} next to it (not written by this "
+                          f"hpff-bench version); {start_over}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{ident_file}: not a readable identity file ({e}); {start_over}") from None
+    if not isinstance(identity, dict) or identity.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{ident_file}: not a format-{CHECKPOINT_FORMAT} checkpoint identity; {start_over}")
+    if identity.get("config") != config or identity.get("options") != options:
+        raise ConfigError(
+            f"{ckpt_path} was written for another run ("
+            + (_diff(identity.get("config") or {}, config) or _diff(identity.get("options") or {}, options))
+            + f"); {start_over}, or with the same options"
+        )
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{ckpt_path}: refused to load (it holds more than tensors and plain data, or is "
+                          f"damaged: {first[:200]}); {start_over}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("config") != config or ckpt.get("options") != options:
+        raise ConfigError(f"{ckpt_path} does not match its identity file {ident_file.name}; {start_over}")
+    return ckpt
 
 
 def _diff(a: dict, b: dict) -> str:
@@ -270,7 +333,7 @@ def _loaders(cfg: RunConfig, opts: TrainOptions, device, ctx=None) -> _Loaders:
         generator=g,
         **common,
     )
-    eval_bs = opts.eval_batch_size or min(1024, max(cfg.batch_size, 256))
+    eval_bs = opts.resolved_eval_batch_size(cfg.batch_size)
     test = DataLoader(test_set, batch_size=eval_bs, shuffle=False, **common)
     return _Loaders(train, test, g, splits.source)
 
@@ -329,6 +392,12 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         n = len(folder_classes(opts.data_root))
         if n and n != cfg.resolved_num_classes:
             cfg = cfg.replace(num_classes=n).validate()
+    result_opts = opts.result_options()
+    ckpt_dir = Path(opts.checkpoint_dir) if opts.checkpoint_dir else None
+    ckpt_path = ckpt_dir / "last.pt" if ckpt_dir else None
+    ckpt = None
+    if opts.resume and ckpt_path is not None and ckpt_path.exists():  # checked before data or model
+        ckpt = load_checkpoint(ckpt_path, cfg.to_dict(), result_opts, device)
     loaders = _loaders(cfg, opts, device, ctx)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -344,9 +413,6 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         return lr_at(step / steps_per_epoch, base_lr, opts.epochs, warmup, opts.warmup_start_lr) / base_lr
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(method.optimizer, factor)
-    result_opts = opts.result_options()
-    ckpt_dir = Path(opts.checkpoint_dir) if opts.checkpoint_dir else None
-    ckpt_path = ckpt_dir / "last.pt" if ckpt_dir else None
     history: list[dict] = []
     step_times: list[float] = []
     forward_calls = None
@@ -354,14 +420,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
     result = TrainResult("ok", None, cfg, result_opts, method.module_count, params, None,
                          data_source=loaders.source, checkpoint=str(ckpt_path) if ckpt_path else None)
 
-    if opts.resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("config") != cfg.to_dict() or ckpt.get("options") != result_opts:
-            raise ConfigError(
-                f"{ckpt_path} was written for another run ("
-                + (_diff(ckpt.get("config") or {}, cfg.to_dict()) or _diff(ckpt.get("options") or {}, result_opts))
-                + "); run without --resume to start over, or with the same options"
-            )
+    if ckpt is not None:
         method.load_state_dict(ckpt["method"])
         method.optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -439,7 +498,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
         if ckpt_dir is not None:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             state = {
-                "format": 1,
+                "format": CHECKPOINT_FORMAT,
                 "config": cfg.to_dict(),
                 "options": result_opts,
                 "epoch": epoch + 1,

@@ -1,0 +1,169 @@
+"""The GPU check's output: relative errors per quantity, gpu_check.json and gpu_check.md.
+
+Both files are rewritten (to a temporary name, then renamed) after every finished part, so a
+run that is killed leaves the parts it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MIB = 1 << 20
+SCHEMA = 1
+
+# quantity -> (measured field, predicted field); the prediction's active bytes are its
+# allocated bytes (one stream: every allocated block is active)
+QUANTITIES = {
+    "allocated": ("peak_allocated_bytes", "peak_allocated_bytes"),
+    "reserved": ("peak_reserved_bytes", "peak_reserved_bytes"),
+    "active": ("peak_active_bytes", "peak_allocated_bytes"),
+    "requested": ("peak_requested_bytes", "peak_requested_bytes"),
+    "live_tensors": ("tracked_peak_bytes", "live_peak_bytes"),
+    "nvml_process": ("nvml_process_peak_bytes", "device_used_bytes"),
+    "nvml_device": ("nvml_peak_used_bytes", "device_used_bytes"),
+}
+
+
+def relative_error(predicted, measured) -> float | None:
+    """(predicted - measured) / measured; None when either is missing or measured is 0."""
+    if predicted is None or not measured:
+        return None
+    return (predicted - measured) / measured
+
+
+def compare(measured: dict, predicted: dict, context_after_bytes: int | None = None) -> dict:
+    """Relative error of each predicted quantity against its measured counterpart.
+
+    Two more than QUANTITIES: `nvml_process_measured_context` (the predicted reserved peak plus
+    the context measured in the same process, i.e. the device prediction once the assumed
+    context is replaced), and `workspaces` (the measured hidden allocation against the
+    prediction's cuBLAS-workspace term)."""
+    errors = {q: relative_error(predicted.get(p), measured.get(m)) for q, (m, p) in QUANTITIES.items()}
+    reserved = predicted.get("peak_reserved_bytes")
+    with_context = None if reserved is None or context_after_bytes is None else reserved + context_after_bytes
+    errors["nvml_process_measured_context"] = relative_error(with_context, measured.get("nvml_process_peak_bytes"))
+    ws = ((predicted.get("terms") or {}).get("cublas_workspace") or {}).get("bytes")
+    errors["workspaces"] = relative_error(ws, measured.get("hidden_allocated_bytes"))
+    return errors
+
+
+def compare_overheads(o: dict, cuda_arch: str) -> dict:
+    """The prediction's assumed context and cuBLAS workspaces (memory.predict) for this GPU's
+    architecture, and their relative errors against the measured ones. cuDNN workspaces are not
+    modelled: the prediction's 0 has no relative error to report."""
+    from hpff_bench.memory.predict import (
+        CUBLAS_WORKSPACE_BYTES,
+        CUBLAS_WORKSPACES,
+        DEFAULT_CUDA_CONTEXT_BYTES,
+    )
+
+    assumed = {"context_bytes": DEFAULT_CUDA_CONTEXT_BYTES,
+               "cublas_total_bytes": CUBLAS_WORKSPACE_BYTES[cuda_arch] * CUBLAS_WORKSPACES}
+    return {
+        "assumed": assumed,
+        "errors": {
+            "context": relative_error(assumed["context_bytes"], o["context"]["bytes"]),
+            "context_after": relative_error(assumed["context_bytes"], o.get("context_after_bytes")),
+            "cublas_total": relative_error(assumed["cublas_total_bytes"], o["cublas_total_bytes"]),
+        },
+    }
+
+
+def document(records: list[dict], status: str, budget_s: float, elapsed_s: float) -> dict:
+    """The JSON document: run status, then one record per part in run order."""
+    return {"schema": SCHEMA, "status": status, "budget_s": budget_s, "elapsed_s": round(elapsed_s, 1),
+            "parts": records}
+
+
+def write_report(doc: dict, out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = out / "gpu_check.json", out / "gpu_check.md"
+    _write_atomic(jpath, json.dumps(doc, indent=1))
+    _write_atomic(mpath, markdown(doc))
+    return jpath, mpath
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def markdown(doc: dict) -> str:
+    parts = doc["parts"]
+    device = next((p.get("device_name") for p in parts if p.get("device_name")), None) or next(
+        (p["overheads"].get("device_name") for p in parts if p.get("overheads")), "n/a")
+    lines = [
+        "# GPU check: predicted vs measured memory",
+        "",
+        f"Device: {device}. Status: {doc['status']} after {doc['elapsed_s']:.0f} s (budget {doc['budget_s']:.0f} s).",
+        "Relative error = (predicted - measured) / measured; measured after warm-up and a peak reset.",
+        "The prediction uses this GPU's architecture and the default assumed CUDA context;",
+        "'NVML proc (ctx)' replaces that context by the one measured in the same process.",
+        "",
+        "## Configurations",
+        "",
+        "| config | alloc MiB | err alloc | err reserved | err active | err requested | err live "
+        "| err NVML proc | err NVML dev | err NVML proc (ctx) | hidden MiB | context MiB | s (est.) |",
+        "|---|" + "---:|" * 12,
+    ]
+    for p in parts:
+        if p["kind"] != "config":
+            continue
+        if p["status"] != "ok":
+            lines.append(f"| {p['name']} | {p['status']}: {p.get('message', '')} |" + " |" * 11)
+            continue
+        e, m = p["errors"], p["memory"]
+        lines.append(
+            f"| {p['name']} | {_mib(m['peak_allocated_bytes'])} | "
+            + " | ".join(_pct(e[q]) for q in (*QUANTITIES, "nvml_process_measured_context"))
+            + f" | {_mib(m['hidden_allocated_bytes'])} | {_mib(p['context_after_run_bytes'])} "
+            f"| {p['seconds']:.0f} ({p['estimate_s']:.0f}) |"
+        )
+    lines += ["", "## CUDA context and library workspaces", ""]
+    for p in parts:
+        if p["kind"] != "overheads":
+            continue
+        if p["status"] != "ok":
+            lines.append(f"- {p['name']}: {p['status']}: {p.get('message', '')}")
+            continue
+        lines += _overheads_lines(p)
+    lines += ["", "## Benchmarks on CUDA", ""]
+    for p in parts:
+        if p["kind"] == "benchmarks":
+            lines.append(f"- `{p.get('command', p['name'])}`: {p['status']}, {p.get('summary', p.get('message', ''))}")
+    return "\n".join(lines) + "\n"
+
+
+def _overheads_lines(p: dict) -> list[str]:
+    o, assumed, e = p["overheads"], p["assumed"], p["errors"]
+    ctx = o["context"]
+    lines = [
+        f"### cudnn.benchmark {'on' if o['cudnn_benchmark'] else 'off'}",
+        "",
+        f"- CUDA context: {_mib(ctx['bytes'])} MiB ({ctx['mechanism']}); "
+        f"after the workspace calls: {_mib(o.get('context_after_bytes'))} MiB; "
+        f"assumed {_mib(assumed['context_bytes'])} MiB: error {_pct(e['context'])} ({_pct(e['context_after'])} after)",
+        "- cuBLAS workspaces (allocated after - before the first call): "
+        + ", ".join(f"{k} {_mib(v['bytes'])} MiB" for k, v in o["cublas"].items())
+        + f"; total {_mib(o['cublas_total_bytes'])} MiB; assumed {_mib(assumed['cublas_total_bytes'])} MiB: "
+        f"error {_pct(e['cublas_total'])}",
+        "- cuDNN workspaces (not modelled by the prediction):",
+        "",
+        "| conv input (N, C, H, W) | pass | transient workspace MiB | kept allocated MiB | reserved growth MiB |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for c in o["cudnn"]:
+        lines.append(f"| {tuple(c['shape'])} | {c['pass']} | {_mib(c['bytes'])} | {_mib(c['kept_allocated_bytes'])} "
+                     f"| {_mib(c['reserved_growth_bytes'])} |")
+    return lines + [""]
+
+
+def _mib(n) -> str:
+    return "n/a" if n is None else f"{n / MIB:,.1f}"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x * 100:+.1f} %"
