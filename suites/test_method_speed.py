@@ -40,8 +40,12 @@ CASES = {
                      "lambdas": HPFF_INFOPRO_LAMBDAS},
     "infopro+hpff reference": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
                                "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "hilo_exec": "reference"},
+    "infopro+hpff official": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
+                              "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "variant": "official",
+                              "hilo_exec": "official"},
     "predsim": {"method": "predsim"},
 }
+NEEDS_OFFICIAL_TABLE = {"infopro+hpff official"}  # the official code has resnet32/110 only
 FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 3}
 SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "split": "uniform"}
 
@@ -52,6 +56,7 @@ def speed_configs(network: str, k: int, batch_size: int, device: str, split: str
     return {
         name: base.replace(**{**changes, **({"split": split} if split else {})}).validate()
         for name, changes in CASES.items()
+        if not (split and name in NEEDS_OFFICIAL_TABLE)
     }
 
 
