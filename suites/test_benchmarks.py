@@ -130,7 +130,7 @@ def test_train_step(benchmark, network, method, k, hpff_preset, hpff_device, hpf
         "benchmark", "ok", config=cfg, suite="pytest-benchmark", run_name=request.node.callspec.id,
         env=capture_env(init_cuda=hpff_device.type == "cuda"),
         modules=modules, params=sum(p.numel() for p in m.parameters()), forward_calls=forward_calls,
-        memory=memory, predicted=predicted,
+        memory=memory, predicted=predicted, flops=flop_counter.split(),
         timing=None if median is None else {"step_seconds": median, "images_per_second": ips, "steps": stats.rounds},
         accuracy=None,
     )
