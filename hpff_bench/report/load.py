@@ -245,7 +245,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
                           _num(col(df, "timing.step_seconds_q3")))
     d["timed_steps"] = _first(pd.Series([n for _, _, n in q], index=df.index, dtype="float64"),
                               _num(col(df, "timing.steps")))
-    d["flops"] = _num(col(df, "flops"))  # optional (FLOPs of one step), where a record has it
+    # records of hpff_bench.flops carry {"total", "backbone", "aux", "other"}
+    d["flops"] = _num(col(df, "flops.total") if "flops.total" in df.columns else col(df, "flops"))  # optional (FLOPs of one step), where a record has it
     # one aux step: the largest per-aux-net peak of its own live activations (PFF's claim)
     d["measured_aux_step_bytes"] = _largest(df, "memory.aux_scope_peak_bytes.")
     d["predicted_aux_step_bytes"] = _largest(df, "predicted.aux_scope_peak_bytes.")

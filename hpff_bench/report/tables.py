@@ -552,7 +552,11 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
     if c["flops"].notna().any():  # optional: FLOPs of one step, where the records have them
         data["GFLOP / step"] = (c["flops"] / 1e9).values
         data["GFLOP/s"] = (c["flops"] / 1e9 / c["step_seconds"]).values
-        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1})
+        # FLOP efficiency relative to BP: time ratio / FLOP ratio (1 = BP's FLOP throughput)
+        bp_flops = [_bp_reference(c[c["speed_device"] == d], s_, "flops") for s_, d in zip(c["setting"], c["speed_device"])]
+        data["FLOPs vs BP (x)"] = c["flops"].values / np.array(bp_flops, dtype=float)
+        data["time / FLOP ratio"] = np.array(rel, dtype=float) / data["FLOPs vs BP (x)"].values
+        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1, "FLOPs vs BP (x)": 2, "time / FLOP ratio": 2})
     return Table(
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "
