@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--batch-size", default="1024", help="(default %(default)s)")
     p.add_argument("--budget", required=True, metavar="SIZE", help="GPU memory, e.g. 24GiB or 80GB")
-    p.add_argument("--methods", default=",".join(("bp",) + LOCAL_METHODS),
+    p.add_argument("--methods", default="bp,infopro",
                    help=f"comma-separated, from {', '.join(METHODS)} (default %(default)s)")
     p.add_argument("--k", default="2,3,4", help="K values for local methods, comma-separated (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of the table")
