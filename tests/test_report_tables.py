@@ -42,11 +42,11 @@ def test_published_memory_rows_ours_beside_theirs_and_why_not(tmp_path):
     assert pd.isna(e2e["not run because"])
     stl = t[(t["data"] == "stl10, 128 / GPU") & (t["method"] == "E2E")].iloc[0]
     assert "not run yet" in stl["not run because"] and pd.isna(stl["difference (%)"])
-    # InfoPro* on CIFAR runs (the memory-balanced split); on ImageNet it needs aux nets we lack
-    balanced = t[t["method"].str.startswith("InfoPro*") & (t["source"] == "InfoPro Table 3")]
+    # InfoPro* runs on CIFAR (the memory-balanced split) and on ImageNet (InfoPro's ImageNet aux
+    # nets): with no record of them the rows say which suite to run, not that they cannot run
+    balanced = t[t["method"].str.startswith("InfoPro*")]
+    assert set(balanced["source"]) == {"InfoPro Table 3", "InfoPro Table 4"}
     assert balanced["not run because"].str.startswith("not run yet").all()
-    imagenet = t[t["method"].str.startswith("InfoPro*") & (t["source"] == "InfoPro Table 4")]
-    assert imagenet["not run because"].str.contains("ImageNet auxiliary nets").all()
 
 
 def test_published_memory_table_renders_without_any_record():

@@ -184,7 +184,7 @@ def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
             raise ConfigError(f"--cuts {part}: {network}: {what}; allowed cuts in stage {stage}: "
                               f"{stage}.0 to {stage}.{top}")
         if cuts and (stage, block) <= cuts[-1]:
-            prev = "%d.%d" % cuts[-1]
+            prev = f"{cuts[-1][0]}.{cuts[-1][1]}"
             raise ConfigError(f"--cuts {part}: cuts must be strictly increasing, and {part} does not "
                               f"come after {prev}")
         cuts.append((stage, block))

@@ -25,7 +25,6 @@ from hpff_bench.report import tables as T
 from hpff_bench.report.load import Loaded, read_results
 from hpff_bench.report.render import CSS, slug, to_html, to_latex, to_markdown
 
-
 # the page's content width (render.CSS max-width 1100px minus padding): a two-column figure
 # (1,400 px) is shown at this width, a one-column one (700 px) at its own
 PAGE_PX = 1068

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import textwrap
 
 import matplotlib as mpl
 import numpy as np
@@ -271,7 +272,7 @@ def breakdown(cfg: pd.DataFrame) -> Figure | str:
     ncols = 1 if len(settings) == 1 else 2
     nrows = math.ceil(len(settings) / ncols)
     with style():
-        fig, axes = _facets(nrows, ncols, _legend_rows(len(BREAKDOWN), ncols), panel_h=0.75 + 0.16 * n_bars)
+        fig, axes = _facets(nrows, ncols, _legend_rows(len(BREAKDOWN), ncols), panel_h=0.75 + 0.22 * n_bars)  # room for two-line labels
         for ax, s in zip(axes.ravel(), settings):
             sub = c[c["setting"] == s]
             order = sorted(range(len(sub)), key=lambda i: _order_key(sub.iloc[i]))
@@ -292,7 +293,7 @@ def breakdown(cfg: pd.DataFrame) -> Figure | str:
                 + (" (pred.)" if mixed and r["breakdown_source"] == "predicted" else "")
                 for _, r in sub.iterrows()
             ]
-            ax.set_yticks(y, labels)
+            ax.set_yticks(y, [textwrap.fill(t, 34) for t in labels])  # long labels squeeze the panel
             ax.set_xlabel(f"live at the peak ({unit})")
             only = sub["breakdown_source"].iloc[0]
             ax.set_title(s + ("" if mixed else f" ({'predicted' if only == 'predicted' else 'measured'})"))
@@ -312,7 +313,7 @@ def pff(cfg: pd.DataFrame) -> Figure | str:
     if cfg.empty:
         return "no successful runs"
     local = cfg[~cfg["method"].isin(GLOBAL_METHODS) & cfg["aux_step_bytes"].notna()]
-    groups = [g for _, g in local.groupby(["setting", "method", "k", local["modules"].fillna(-1), "hilo"], sort=False)
+    groups = [g for _, g in local.groupby(["setting", "method", "variant", "k", local["modules"].fillna(-1), "hilo"], sort=False)
               if g["pff_grid"].nunique() > 1]
     if not groups:
         return ("no configuration has an aux-step peak (memory/predicted.aux_scope_peak_bytes) at more than "

@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.recipes import infopro_recipe
 from hpff_bench.report import published as pub
-from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, family_of, memory_unit, method_sort_key
+from hpff_bench.report.style import (
+    BREAKDOWN,
+    BREAKDOWN_LABELS,
+    family_of,
+    memory_unit,
+    method_sort_key,
+)
 
 GLOBAL_METHODS = ("bp", "gc")  # one gradient-isolated module; every other method is local
 MEASURED_PREFERENCE = ("cuda-allocator", "tensor-tracker")
@@ -76,7 +83,7 @@ def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
         sub = keys.loc[idx]
         if sub.nunique() <= 1:
             continue
-        fields = [dict(kv.split("=", 1) for kv in _pairs(k)) for k in sub]
+        fields = [_recipe_lambdas(dict(kv.split("=", 1) for kv in _pairs(k)), df.loc[i]) for i, k in zip(idx, sub)]
         names = sorted({f for d in fields for f in d})
         varying = [
             f for f in names
@@ -88,6 +95,24 @@ def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _recipe_lambdas(fields: dict, row) -> dict:
+    """λ equal to the paper's recipe for the row's dataset / network / K (hpff_bench/recipes.toml)
+    become one value, "recipe": the recipe changes λ with K, and K is an axis, not a name."""
+    if row["method"] != "infopro":
+        return fields
+    r = infopro_recipe(str(row["dataset"]), str(row["network"]), int(row["k"]), bool(row["hilo"]))
+    if r is not None and all(_same_number(fields.get(f"lambdas.{k}"), v) for k, v in vars(r.lambdas).items()):
+        fields = {**fields, **{f"lambdas.{k}": "recipe" for k in vars(r.lambdas)}}
+    return fields
+
+
+def _same_number(text: str | None, value: float) -> bool:
+    try:
+        return float(text) == float(value)
+    except (TypeError, ValueError):
+        return False
+
+
 _DEFAULTS = RunConfig(network="resnet32", method="dgl").to_dict()
 _HPFF_LAMBDAS = {f"lambdas.{k}": str(v) for k, v in vars(HPFF_INFOPRO_LAMBDAS).items()}
 
@@ -97,6 +122,8 @@ def _phrase(field: str, d: dict) -> str | None:
     v = d.get(field)
     top = field.split(".")[0]
     if top == "lambdas":  # one phrase for the four λ fields
+        if v == "recipe":
+            return "paper's λ"
         if all(d.get(k) == x for k, x in _HPFF_LAMBDAS.items()):
             return "HPFF's λ"
         if all(d.get(k) == str(_DEFAULTS.get("lambdas", {}).get(k.split(".")[1])) for k in _HPFF_LAMBDAS):
@@ -140,7 +167,7 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             "method": first["method"], "k": int(k), "modules": None if modules == -1 else int(modules),
             "hilo": bool(first["hilo"]), "independent": bool(first["independent"]),
             "pff_grid": int(first["pff_grid"]), "pff_on": first["pff_on"], "pff_exec": first["pff_exec"],
-            "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
+            "variant": first.get("variant", "ours"), "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
         }
         # measured memory: the best source available (allocator over tracker), median over runs
         row["measured_bytes"], row["measured_source"] = np.nan, None
@@ -525,7 +552,11 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
     if c["flops"].notna().any():  # optional: FLOPs of one step, where the records have them
         data["GFLOP / step"] = (c["flops"] / 1e9).values
         data["GFLOP/s"] = (c["flops"] / 1e9 / c["step_seconds"]).values
-        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1})
+        # FLOP efficiency relative to BP: time ratio / FLOP ratio (1 = BP's FLOP throughput)
+        bp_flops = [_bp_reference(c[c["speed_device"] == d], s_, "flops") for s_, d in zip(c["setting"], c["speed_device"])]
+        data["FLOPs vs BP (x)"] = c["flops"].values / np.array(bp_flops, dtype=float)
+        data["time / FLOP ratio"] = np.array(rel, dtype=float) / data["FLOPs vs BP (x)"].values
+        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1, "FLOPs vs BP (x)": 2, "time / FLOP ratio": 2})
     return Table(
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "

@@ -76,7 +76,7 @@ def inject(label: str) -> None:
 
 def _profile_parts(d: dict, cfg) -> dict:
     """estimate_config / profile_config dict -> record keys."""
-    parts = {k: d.get(k) for k in ("label", "ablation", "modules", "params", "forward_calls", "memory", "predicted")}
+    parts = {k: d.get(k) for k in ("label", "ablation", "modules", "params", "forward_calls", "flops", "memory", "predicted")}
     mem = parts.get("memory")
     if isinstance(mem, dict):  # keep the profile's headline numbers inside `memory`
         mem = dict(mem)
