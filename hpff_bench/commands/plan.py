@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     budget = parse_bytes(args.budget, "--budget")
     if budget <= 0:
         raise ConfigError(f"--budget must be > 0, got {args.budget!r}")
-    (batch,) = _ints(args.batch_size, "--batch-size")
+    sizes = _ints(args.batch_size, "--batch-size")
+    if len(sizes) != 1:
+        raise ConfigError(f"--batch-size takes one batch size in plan, got {args.batch_size!r}")
+    batch = sizes[0]
     cfgs = configurations(args.network, args.dataset, batch, [m.strip() for m in args.methods.split(",")],
                           _ints(args.k, "--k"))
     rows, seen = [], set()
