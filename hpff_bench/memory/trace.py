@@ -70,6 +70,9 @@ def trace_training(
 
     if timed_steps and fake:
         raise ValueError("timed_steps needs real tensors: fake steps do no work to time")
+    from hpff_bench.networks.splits import split_of
+
+    split_of(config)  # a searched split (--split balanced) traces itself: resolve it before our tracker is on
     warmup = config.warmup if warmup is None else warmup
     steps = config.steps if steps is None else steps
     device = torch.device(device)

@@ -279,10 +279,22 @@ def _stage_block(spec, unit: int) -> Cut:
     raise IndexError(unit)
 
 
+_BALANCED_SEARCH = []  # hpff_bench.planning registers its search here (it traces: above memory)
+
+
+def register_balanced(search) -> None:
+    """`--split balanced` needs a search that traces; networks/ cannot import it, so it hooks in."""
+    _BALANCED_SEARCH[:] = [search]
+
+
 def split_of(config) -> Split:
     """The resolved split of a RunConfig."""
     if getattr(config, "variant", "ours") == "official":
         return official_split(config.network, config.k)
+    if config.split == "balanced" and not config.cuts:
+        if not _BALANCED_SEARCH:
+            import hpff_bench.planning  # noqa: F401  (registers the search)
+        return _BALANCED_SEARCH[0](config)
     return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts)
 
 
