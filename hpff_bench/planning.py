@@ -32,7 +32,7 @@ import torch
 from hpff_bench.errors import ConfigError
 from hpff_bench.memory.tracker import cuda_block_size
 from hpff_bench.networks import NETWORKS
-from hpff_bench.networks.splits import Split, _stage_block, register_balanced
+from hpff_bench.networks.splits import Split, _stage_block, cuts_notation, register_balanced
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def unit_costs(cfg) -> UnitCosts:
 
     spec = NETWORKS[cfg.network]
     n = spec.num_blocks + 1
-    where = ",".join("%d.%d" % _stage_block(spec, u) for u in range(n - 1))
+    where = cuts_notation(spec, range(n - 1))
     every = cfg.replace(split="auto", cuts=where, k=n)
     trace = trace_training(every, fake=True, rounding=cuda_block_size, synthetic_warmup=True, warmup=0,
                            steps=1, foreach=True)
@@ -165,7 +165,7 @@ def _refine(cfg, cuts: tuple[int, ...], n: int) -> tuple[tuple[int, ...], int, i
 
     def peak(c: tuple[int, ...]) -> int:
         if c not in peaks:
-            text = ",".join("%d.%d" % _stage_block(spec, u) for u in c)
+            text = cuts_notation(spec, c)
             peaks[c] = predict(cfg.replace(split="auto", cuts=text))["predicted"]["peak_allocated_bytes"]
         return peaks[c]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import pytest
 import torch
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig

@@ -9,7 +9,7 @@ from hpff_bench.errors import ConfigError
 from hpff_bench.memory.trace import trace_training
 from hpff_bench.memory.tracker import cuda_block_size
 from hpff_bench.networks import NETWORKS
-from hpff_bench.networks.splits import _stage_block, split_of
+from hpff_bench.networks.splits import cuts_notation, split_of
 from hpff_bench.planning import UnitCosts, min_max_partition, unit_costs
 
 CFG = RunConfig(network="resnet20", dataset="cifar10", method="infopro", k=3, batch_size=64, split="balanced")
@@ -50,7 +50,7 @@ def test_chosen_cuts_full_trace_against_every_combination():
     chosen = split_of(CFG.validate())
     peaks = {}
     for c in combinations(range(n - 1), 2):
-        text = ",".join("%d.%d" % _stage_block(spec, u) for u in c)
+        text = cuts_notation(spec, c)
         peaks[c] = _full_peak(CFG.replace(split="auto", cuts=text))
     assert peaks[chosen.cuts] == min(peaks.values()), (chosen.cuts, peaks[chosen.cuts], min(peaks.values()))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hpff_bench.config import RunConfig

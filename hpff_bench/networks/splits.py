@@ -268,6 +268,11 @@ def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, c
     return Split(split, k, units, f"{reason}{entry.source}", entry.cuts)
 
 
+def cuts_notation(spec, units) -> str:
+    """Cuts after these unit indices in --cuts syntax (`1.14,2.8`)."""
+    return ",".join("{}.{}".format(*_stage_block(spec, u)) for u in units)
+
+
 def _stage_block(spec, unit: int) -> Cut:
     if unit == 0:
         return (0, 0)
