@@ -84,6 +84,15 @@ def order_methods(labels) -> list[str]:
 
 
 def method_color(label: str) -> str:
+    """The label's colour; a bracketed configuration ('InfoPro [contrast]') gets its label's hue,
+    moved towards white or black by its bracket text, so it never looks like the plain label."""
+    text = str(label)
+    if " [" in text:
+        plain, extra = text.split(" [", 1)
+        rgb = mcolors.to_rgb(method_color(plain))
+        f = (0.45, -0.45, 0.65, -0.3)[sum(map(ord, extra)) % 4]
+        mixed = [v * (1 - f) if f > 0 else v + (1 - v) * -f for v in rgb]
+        return mcolors.to_hex(mixed)
     base, variant, n = parse_label(label)
     if base in _FIXED and not variant:
         return _FIXED[base]
