@@ -138,7 +138,7 @@ def infopro_aux_nets(family: str, design: str, channels: int, spatial: int, rati
                      out_dim: int, kind: str = "1c2f") -> tuple[nn.Module, nn.Module]:
     """InfoPro's (decoder, classifier) for a network `family`: CIFAR ResNets get the CIFAR nets
     (`kind` = 1c2f / 2c2f), torchvision ResNets the ImageNet nets of `design` "infopro" or "hpff"
-    (DESIGN.md §7). `spatial` is the classifier's input size (the patch size under PFF), `ratio`
+    (docs/methods.md). `spatial` is the classifier's input size (the patch size under PFF), `ratio`
     the image size over the whole feature map's, `out_size` the decoder's output size."""
     from hpff_bench.aux import imagenet
 
