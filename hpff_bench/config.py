@@ -286,7 +286,8 @@ class RunConfig:
             raise no(f"modules come from the official code's table; --split must be auto or hpff, got {self.split!r}")
         if self.split == "hpff":
             resolve_cuts(self.network, "hpff", self.k)  # the hpff table must have this K too
-        if self.dataset not in oc.DATASETS or self.image_size is not None:
+        # a resolved config (to_dict -> from_dict, as sweep workers get it) carries the native size
+        if self.dataset not in oc.DATASETS or self.image_size not in (None, DATASETS[self.dataset][0]):
             raise no(f"the official code runs {', '.join(oc.DATASETS)} at their own image size, got --dataset "
                      f"{self.dataset}" + (f" --image-size {self.image_size}" if self.image_size is not None else ""))
         if not self.hilo or self.cascade_span != 2 or not self.independent or self.hilo_exec != "official":
