@@ -60,7 +60,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
         default=d.split,
         help=f"split scheme: {', '.join(SPLITS)}; auto = the InfoPro table where it has the "
         "network and K, else the HPFF table, else uniform, and the result says which and why; "
-        "infopro-balanced = InfoPro* (memory-balanced, resnet110 on cifar10/stl10) (default %(default)s)",
+        "infopro-balanced = InfoPro* (memory-balanced, resnet110 on cifar10/stl10); balanced = the cuts "
+        "that minimise the predicted peak for this network, batch, method and K, searched (hpff_bench/planning.py) "
+        "(default %(default)s)",
     )
     g.add_argument(
         "--cuts",

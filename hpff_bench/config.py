@@ -26,7 +26,7 @@ DATASETS: dict[str, tuple[int, int]] = {
 }
 METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
-SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform")
+SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
 LOCAL_LOSSES = ("ce", "supcon")
@@ -235,7 +235,12 @@ class RunConfig:
         if self.variant == "official" or self.hilo_exec == "official":
             self._validate_official()
             return self
-        split_of(self)  # K range, split-table existence, --cuts syntax and range
+        if self.split == "balanced" and not self.cuts:  # the search traces: check K only here
+            max_k = NETWORKS[self.network].num_blocks + 1
+            if not 1 <= self.k <= max_k:
+                raise ConfigError(f"--k {self.k} is out of range for {self.network}: K is 1 to {max_k}")
+        else:
+            split_of(self)  # K range, split-table existence, --cuts syntax and range
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
                 raise ConfigError(
@@ -281,7 +286,8 @@ class RunConfig:
             raise no(f"modules come from the official code's table; --split must be auto or hpff, got {self.split!r}")
         if self.split == "hpff":
             resolve_cuts(self.network, "hpff", self.k)  # the hpff table must have this K too
-        if self.dataset not in oc.DATASETS or self.image_size is not None:
+        # a resolved config (to_dict -> from_dict, as sweep workers get it) carries the native size
+        if self.dataset not in oc.DATASETS or self.image_size not in (None, DATASETS[self.dataset][0]):
             raise no(f"the official code runs {', '.join(oc.DATASETS)} at their own image size, got --dataset "
                      f"{self.dataset}" + (f" --image-size {self.image_size}" if self.image_size is not None else ""))
         if not self.hilo or self.cascade_span != 2 or not self.independent or self.hilo_exec != "official":

@@ -9,7 +9,8 @@ of notes/INTERFACES.md. Where the peak comes from:
 - CPU: the live-tensor tracker is the measurement (exact bytes of live tensor storages); it
   runs from the method's build, so nothing live escapes it, and the timed steps include its
   overhead (see tests/test_memory_tracker.py). SGD runs with foreach kernels, as on CUDA.
-Both also run the fake-tensor prediction (memory.predict) and fill `predicted`.
+Both also run the fake-tensor prediction (memory.predict) and fill `predicted`. `flops` (per
+step: total, backbone, aux, other; torch's FlopCounterMode) is counted on the tracked step.
 
 `estimate_config(cfg)` is the prediction alone; `estimate_batches` repeats it over batch
 sizes and finds the largest batch that fits a memory budget.
@@ -26,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from hpff_bench.errors import ConfigError
+from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.memory import cuda_probe
 from hpff_bench.memory.bound import lower_bound, method_groups
 from hpff_bench.memory.nvml import DEFAULT_INTERVAL_S, NvmlSampler
@@ -77,6 +79,7 @@ def profile_config(
         "params": measured.pop("params"),
         "device": str(device),
         "forward_calls": measured.pop("forward_calls"),
+        "flops": measured.pop("flops"),
         "peak_memory_bytes": measured["memory"]["peak_memory_bytes"],
         "memory_source": measured["memory"]["source"],
         "step_seconds": step,
@@ -134,6 +137,7 @@ def _profile_cpu(cfg, device, progress) -> dict:
         "modules": trace.modules,
         "params": trace.params,
         "forward_calls": trace.forward_calls,
+        "flops": trace.flops,
         "step_seconds": trace.median_step_seconds,
         "step_seconds_all": list(trace.step_seconds),
         "memory": memory,
@@ -174,7 +178,7 @@ def _profile_cuda(cfg, device, snapshot, nvml_interval_s, progress) -> dict:
     tracker.register_method_state(method.parameters(), method.buffers(), method.optimizer, (x, y))
     tracker.watch_gradients(method.parameters())
     tracker.reset_peak()
-    with tracker:
+    with tracker, ScopedFlopCounter() as flop_counter:
         method.train_step(x, y)
     nv = sampler.result
     memory = {
@@ -192,6 +196,7 @@ def _profile_cuda(cfg, device, snapshot, nvml_interval_s, progress) -> dict:
         "modules": method.module_count,
         "params": sum(p.numel() for p in method.parameters()),
         "forward_calls": forward_calls,
+        "flops": flop_counter.split(),
         "step_seconds": statistics.median(times) if times else None,
         "step_seconds_all": times,
         "memory": memory,
@@ -210,6 +215,7 @@ def estimate_config(cfg, *, progress: Progress = None, **predict_options) -> dic
         "modules": p["modules"],
         "params": p["params"],
         "forward_calls": p["forward_calls"],
+        "flops": p["flops"],
         "predicted": p["predicted"],
     }
 
@@ -220,11 +226,13 @@ def estimate_batches(
     *,
     budget_bytes: int | None = None,
     progress: Progress = None,
+    on_probe: Callable[[int, float, bool], None] | None = None,
     max_probes: int = 16,
     **predict_options,
 ) -> dict:
     """Estimates at each batch size; with a budget, also the largest batch whose predicted
-    device use (reserved + CUDA context) fits it, found by further predictions."""
+    device use (reserved + CUDA context) fits it, found by further predictions (_largest_fit).
+    on_probe(batch, device_used_bytes, fits) is called once per batch the search looks at."""
     results: dict[int, dict] = {}
 
     def at(b: int) -> dict:
@@ -251,32 +259,8 @@ def estimate_batches(
             unusable[b] = f"{type(e).__name__}: {e}"
             return math.inf
 
-    fits = sorted(b for b in results if used(b) <= budget_bytes)
-    fails = sorted(b for b in results if used(b) > budget_bytes)
-    lo = fits[-1] if fits else 0  # largest known to fit (0: none)
-    hi = min((b for b in fails if b > lo), default=None)  # smallest known to fail above lo
-    probes = 0
-    while hi is None and probes < max_probes:  # grow until something fails
-        nxt = max(1, lo * 2)
-        probes += 1
-        if used(nxt) <= budget_bytes:
-            lo = nxt
-        else:
-            hi = nxt
-    bisect_next = False
-    while hi is not None and hi - lo > 1 and probes < max_probes:
-        if lo > 0 and not bisect_next:  # memory is nearly affine in batch: interpolate
-            f_lo, f_hi = used(lo), used(hi)
-            guess = lo + int((budget_bytes - f_lo) * (hi - lo) / max(f_hi - f_lo, 1))
-        else:
-            guess = (lo + hi) // 2
-        guess = min(max(guess, lo + 1), hi - 1)
-        bisect_next = not bisect_next
-        probes += 1
-        if used(guess) <= budget_bytes:
-            lo = guess
-        else:
-            hi = guess
+    known_before = len(results)
+    lo, hi = _largest_fit(used, budget_bytes, sorted(results), max_probes, on_probe)
     exact = hi is not None and hi - lo <= 1
     out["budget"] = {
         "budget_bytes": budget_bytes,
@@ -285,10 +269,69 @@ def estimate_batches(
         "smallest_failing_batch": hi,
         "exact": exact,
         "predictions": len(results) + len(unusable),
+        "search_predictions": len(results) + len(unusable) - known_before,
         "unusable_batches": unusable,
         "compares": "predicted device_used_bytes (reserved + CUDA context) <= budget",
     }
     return out
+
+
+def _largest_fit(used, budget: int, known: list[int], max_probes: int, on_probe=None) -> tuple[int, int | None]:
+    """(largest batch with used(b) <= budget, smallest failing batch above it or None).
+
+    For a fixed graph the live-tensor peak is affine in the batch size between the points where
+    the peak moves to another moment of the step, and the allocator's rounding adds small
+    steps on top: so the secant through the two nearest known points lands on or next to the
+    edge, and the probe just past it verifies the answer. Typically: the given batch, one
+    more to get a slope, the guess, and its neighbour. Where the guess is off (a kink, a
+    rounding step) the bracket shrinks and every other probe bisects it, so the search ends
+    like a bisection would. Assumes used() grows with the batch, as the old bisection did."""
+    seen: dict[int, float] = {}
+
+    def probe(b: int) -> bool:
+        if b not in seen:
+            seen[b] = used(b)
+            if on_probe:
+                on_probe(b, seen[b], seen[b] <= budget)
+        return seen[b] <= budget
+
+    for b in known:
+        probe(b)
+    lo = max((b for b in seen if seen[b] <= budget), default=0)
+    hi = min((b for b in seen if seen[b] > budget and b > lo), default=None)
+    probes, bisect = 0, False
+    while (hi is None or hi - lo > 1) and probes < max_probes:
+        finite = sorted(b for b in seen if math.isfinite(seen[b]))
+        if hi is not None and math.isfinite(seen[hi]) and lo > 0:
+            pair = (lo, hi)  # interpolate inside the bracket
+        else:
+            pair = tuple(finite[-2:]) if hi is None else ()  # extrapolate upwards
+        secant = len(pair) == 2 and not bisect and seen[pair[1]] > seen[pair[0]]
+        if secant:
+            b1, b2 = pair
+            guess = b1 + math.floor((budget - seen[b1]) * (b2 - b1) / (seen[b2] - seen[b1]))
+        else:
+            guess = max(1, lo * 2) if hi is None else (lo + hi) // 2
+        guess = max(guess, lo + 1) if hi is None else min(max(guess, lo + 1), hi - 1)
+        probes += 1
+        fits = probe(guess)
+        if fits:
+            lo = guess
+        else:
+            hi = guess
+        if secant and probes < max_probes:
+            # verify the edge the secant points at: the neighbour on the other side
+            nxt = guess + 1 if fits else guess - 1
+            if lo < nxt and (hi is None or nxt < hi):
+                probes += 1
+                if probe(nxt):
+                    lo = nxt
+                else:
+                    hi = nxt
+        # a secant that did not close the bracket is followed by a bisection (a kink, or a
+        # rounding step, between the points): the search never does worse than every other probe
+        bisect = secant and hi is not None and hi - lo > 1
+    return lo, hi
 
 
 # ----- parsing helpers for the commands ---------------------------------------------------

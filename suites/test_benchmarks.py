@@ -113,7 +113,10 @@ def test_train_step(benchmark, network, method, k, hpff_preset, hpff_device, hpf
     assert out.logits.shape == (cfg.batch_size, cfg.resolved_num_classes)
 
     m.reset_counters()
-    memory = measure_memory(m, x, y, hpff_device)
+    from hpff_bench.flops import ScopedFlopCounter
+
+    with ScopedFlopCounter() as flop_counter:  # FLOPs of the same step the memory is measured on
+        memory = measure_memory(m, x, y, hpff_device)
     forward_calls = m.forward_calls
     modules = m.module_count
     assert modules == (1 if cfg.method in ("bp", "gc") else len(m.modules_))
@@ -127,7 +130,7 @@ def test_train_step(benchmark, network, method, k, hpff_preset, hpff_device, hpf
         "benchmark", "ok", config=cfg, suite="pytest-benchmark", run_name=request.node.callspec.id,
         env=capture_env(init_cuda=hpff_device.type == "cuda"),
         modules=modules, params=sum(p.numel() for p in m.parameters()), forward_calls=forward_calls,
-        memory=memory, predicted=predicted,
+        memory=memory, predicted=predicted, flops=flop_counter.split(),
         timing=None if median is None else {"step_seconds": median, "images_per_second": ips, "steps": stats.rounds},
         accuracy=None,
     )
@@ -143,6 +146,7 @@ def test_train_step(benchmark, network, method, k, hpff_preset, hpff_device, hpf
         "predicted_cuda_peak_bytes": predicted["peak_allocated_bytes"] if predicted else None,
         "predicted_cuda_peak_MiB": round(predicted["peak_allocated_bytes"] / 2**20, 2) if predicted else None,
         "images_per_second": ips,
+        "flops": flop_counter.split(),  # per step: total, backbone, aux, other
         "record": store.sanitize(record),
     })
     hpff_summary({

@@ -53,3 +53,35 @@ def test_supcon_prefers_clustered_features():
     bad = torch.tensor([[1.0, 0], [0, 1], [1, 0.01], [0.01, 1]])
     assert supcon(good, y) < supcon(bad, y)
     assert torch.isfinite(supcon(torch.randn(4, 8), torch.tensor([0, 1, 2, 3])))
+
+
+# PredSim as anokland/local-loss train.py builds it; counts from running its LocalLossBlockConv
+@pytest.mark.parametrize("channels,spatial,params,pool", [
+    (16, 32, 43_274, (2, 2)), (32, 16, 50_186, (2, 1)), (64, 8, 77_834, None),  # resnet32 / resnet110 stages
+    (2048, 7, 37_789_706, (8, 4)),
+])
+def test_predsim_heads_have_the_originals_parameters(channels, spatial, params, pool):
+    from hpff_bench.aux.heads import PredSimPrediction, PredSimSimilarity
+
+    pred, sim = PredSimPrediction(channels, spatial, 10), PredSimSimilarity(channels, spatial)
+    assert sum(p.numel() for m in (pred, sim) for p in m.parameters()) == params
+    assert pred.fc.in_features <= 4096 and (pred.fc.weight == 0).all()
+    assert (None if isinstance(pred.pool, torch.nn.Identity) else pred.pool.kernel_size) == pool
+    assert pred(torch.randn(2, channels, spatial, spatial)).shape == (2, 10)
+    assert sim(torch.randn(2, channels, spatial, spatial)).shape == (2, channels)  # std-pooled
+
+
+def test_predsim_label_similarity_is_centred():
+    from hpff_bench.aux.losses import centred_cosine_similarity, similarity_matching
+
+    y = torch.tensor([0, 0, 1, 2])
+    target = centred_cosine_similarity(torch.nn.functional.one_hot(y, 10).float())
+    assert torch.allclose(target[0], torch.tensor([1.0, 1.0, -1 / 9, -1 / 9]))
+    feats = torch.randn(4, 8)
+    shifted = feats + torch.randn(4, 1) * 5  # centring: an offset per sample changes nothing
+    torch.testing.assert_close(similarity_matching(shifted, y, 10), similarity_matching(feats, y, 10))
+    assert not torch.allclose(torch.nn.functional.cosine_similarity(shifted[:1], shifted[1:]),
+                              torch.nn.functional.cosine_similarity(feats[:1], feats[1:]))
+    # features equal to the centred one-hot labels match them exactly
+    perfect = torch.nn.functional.one_hot(y, 10).float()
+    assert similarity_matching(perfect, y, 10) < 1e-10

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.errors import ConfigError
 from hpff_bench.methods import build_method, synthetic_batch
 
 
@@ -102,6 +103,16 @@ def test_label_and_record_say_which_variant_ran():
     assert cfg.to_dict()["variant"] == "official"
     assert official(method="dgl", pff_grid=1).label == "DGL+HiLo (official code)"
     assert RunConfig(method="infopro", k=4, hilo=True, pff_grid=2).label == "InfoPro+HPFF (n=2)"
+
+
+def test_an_official_config_survives_the_round_trip_a_sweep_worker_makes():
+    """Workers get config.to_dict() (image size resolved to the dataset's own): still valid; a
+    foreign image size is not."""
+    cfg = official(k=16).validate()
+    again = RunConfig.from_dict(cfg.to_dict()).validate()
+    assert again.image_size == 32 and again.label == "InfoPro+HPFF (official code)"
+    with pytest.raises(ConfigError, match="at their own image size"):
+        cfg.replace(image_size=64).validate()
 
 
 @pytest.mark.parametrize("method", ("dgl", "greedy", "predsim"))

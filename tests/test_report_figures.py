@@ -2,7 +2,8 @@
 
 The records come from tests/fixtures/full_suite.py: the suite's real task list (both presets,
 every network, K, method, variant, patch grid and execution, with the real module counts),
-with plausible made-up numbers, so nothing heavy runs. For each figure the test draws the
+with plausible made-up numbers, so nothing heavy runs; and, as a second case, the committed
+records of a real quick-preset run (results/cifar10-sample). For each figure the test draws the
 canvas and checks what a reader would see: no text (title, tick label, axis label, legend)
 outside the saved canvas, every panel's plot area at least MIN_W x MIN_H inches, at most
 MAX_SERIES series of local methods per panel, and every drawn series findable in the legend
@@ -10,6 +11,8 @@ MAX_SERIES series of local methods per panel, and every drawn series findable in
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib.colors as mcolors
 import pytest
@@ -32,10 +35,16 @@ _NOT_SERIES = {mcolors.to_hex(c) for c in (method_color("BP"), method_color("GC"
                                            "#999999", "white", "#dddddd")}
 
 
-@pytest.fixture(scope="module")
-def drawn(tmp_path_factory):
-    path = tmp_path_factory.mktemp("full") / "cifar10.jsonl"
-    path.write_text("".join(dumps(r) + "\n" for r in full_suite_records()), encoding="utf-8")
+SAMPLE = Path(__file__).resolve().parents[1] / "results" / "cifar10-sample"  # real quick-preset records
+
+
+@pytest.fixture(scope="module", params=["full-suite fixture", "sample results"])
+def drawn(request, tmp_path_factory):
+    if request.param == "sample results":
+        path = SAMPLE
+    else:
+        path = tmp_path_factory.mktemp("full") / "cifar10.jsonl"
+        path.write_text("".join(dumps(r) + "\n" for r in full_suite_records()), encoding="utf-8")
     df = T.add_method_names(read_results([path]).frame)
     cfg = T.configs(df)
     figs = F.all_figures(cfg, T.pareto_mask(cfg))

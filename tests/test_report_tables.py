@@ -42,8 +42,11 @@ def test_published_memory_rows_ours_beside_theirs_and_why_not(tmp_path):
     assert pd.isna(e2e["not run because"])
     stl = t[(t["data"] == "stl10, 128 / GPU") & (t["method"] == "E2E")].iloc[0]
     assert "not run yet" in stl["not run because"] and pd.isna(stl["difference (%)"])
-    for _, r in t[t["method"].str.startswith("InfoPro*")].iterrows():
-        assert isinstance(r["not run because"], str) and r["not run because"], r["method"]
+    # InfoPro* runs on CIFAR (the memory-balanced split) and on ImageNet (InfoPro's ImageNet aux
+    # nets): with no record of them the rows say which suite to run, not that they cannot run
+    balanced = t[t["method"].str.startswith("InfoPro*")]
+    assert set(balanced["source"]) == {"InfoPro Table 3", "InfoPro Table 4"}
+    assert balanced["not run because"].str.startswith("not run yet").all()
 
 
 def test_published_memory_table_renders_without_any_record():
@@ -67,7 +70,7 @@ def test_speed_table_marks_differences_inside_the_noise(tmp_path):
     t = T.speed_table(T.configs(df)).data.set_index("method")
     assert t.loc["DGL", "vs BP"] == "slower"
     assert t.loc["DGL+HPFF (n=2)", "vs plain method"] == "within noise"
-    assert t.loc["Greedy SL", "vs BP"] == "within noise"
+    assert t.loc["Greedy SL", "vs BP"] == "no spread to tell"
     assert t.loc["DGL", "IQR low (ms)"] == pytest.approx(1000 * pd.Series([2.0, 2.0, 2.1, 2.1, 2.2]).quantile(0.25))
     assert t.loc["DGL", "timed steps"] == 5
     assert "GFLOP / step" not in t.columns  # only where records have FLOPs
@@ -85,7 +88,7 @@ def test_speed_table_adds_flops_where_records_have_them(tmp_path):
 def test_failed_runs_are_grouped_by_reason(tmp_path):
     msg = "cifar10 not found under 'data':\n  looked for ...\npoint --data-root at a copy"
     recs = [make_record("train", "skipped", message=msg, run_name=f"run{i}",
-                        config=RunConfig(network="resnet20", method="bp")) for i in range(7)]
+                        config=RunConfig(network="resnet20", method="bp", batch_size=8 + i)) for i in range(7)]
     recs.append(make_record("profile", "oom", message="out of memory", run_name="big",
                             config=RunConfig(network="resnet20", method="bp")))
     t = T.failures_table(_frame(tmp_path, recs)).data

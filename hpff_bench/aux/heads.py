@@ -85,7 +85,8 @@ class Decoder(nn.Module):
         )
 
     def forward(self, x):
-        x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=True)
+        if x.shape[-2:] != (self.out_size, self.out_size):  # same size: align_corners=True is the identity
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=True)
         return self.net(x)
 
 
@@ -93,25 +94,56 @@ HEADS = {"greedy": GreedyHead, "dgl": DGLHead}
 
 
 class PredSimPrediction(nn.Module):
-    """PredSim's prediction head: average-pool so that C·p² <= 2048, linear."""
+    """PredSim's prediction head (anokland/local-loss train.py, LocalLossBlockConv): average-pool
+    with kernels doubled in height, then width, until C·h·w <= 4096 (`--dim-in-decoder`), then a
+    linear layer -> classes whose weights start at zero."""
 
-    def __init__(self, channels: int, spatial: int, out_dim: int):
+    def __init__(self, channels: int, spatial: int, out_dim: int, max_features: int = 4096):
         super().__init__()
-        p = max(1, min(spatial, math.isqrt(2048 // channels) if channels <= 2048 else 1))
-        self.pool = nn.AdaptiveAvgPool2d(p)
-        self.fc = nn.Linear(channels * p * p, out_dim)
+        kh = kw = 1
+        h = w = spatial
+        while channels * h * w > max_features and kh < spatial:
+            kh *= 2
+            h = math.ceil(spatial / kh)
+            if channels * h * w > max_features:
+                kw *= 2
+                w = math.ceil(spatial / kw)
+        # the original pads so that the pooled map is ceil(spatial / kernel) wide
+        pad = ((kh * (h - spatial // kh)) // 2, (kw * (w - spatial // kw)) // 2)
+        self.pool = nn.AvgPool2d((kh, kw), padding=pad) if kh > 1 or kw > 1 else nn.Identity()
+        self.fc = nn.Linear(channels * h * w, out_dim)
+        nn.init.zeros_(self.fc.weight)
 
     def forward(self, x):
         return self.fc(self.pool(x).flatten(1))
 
 
 class PredSimSimilarity(nn.Module):
-    """PredSim's similarity head: a 3x3 convolution whose flattened output is compared
-    sample-to-sample (cosine similarity) against the labels' similarity."""
+    """PredSim's similarity head: a 3x3 convolution C->C (no bias), then each channel's spatial
+    standard deviation (when C > 3 and the map is larger than 1 pixel), as the original's
+    similarity_matrix does before its centred cosine (aux.losses.similarity_matching)."""
 
     def __init__(self, channels: int, spatial: int, out_dim: int = 0):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
 
     def forward(self, x):
-        return self.conv(x).flatten(1)
+        h = self.conv(x)
+        if h.shape[1] > 3 and h.shape[2] > 1:
+            return h.flatten(2).std(dim=2)
+        return h.flatten(1)
+
+
+def infopro_aux_nets(family: str, design: str, channels: int, spatial: int, ratio: int, out_size: int,
+                     out_dim: int, kind: str = "1c2f") -> tuple[nn.Module, nn.Module]:
+    """InfoPro's (decoder, classifier) for a network `family`: CIFAR ResNets get the CIFAR nets
+    (`kind` = 1c2f / 2c2f), torchvision ResNets the ImageNet nets of `design` "infopro" or "hpff"
+    (docs/methods.md). `spatial` is the classifier's input size (the patch size under PFF), `ratio`
+    the image size over the whole feature map's, `out_size` the decoder's output size."""
+    from hpff_bench.aux import imagenet
+
+    if family == "cifar":
+        return Decoder(channels, out_size), InfoProClassifier(channels, spatial, out_dim, kind)
+    if design == "hpff":
+        return imagenet.HPFFImageNetDecoder(channels, ratio, out_size), imagenet.HPFFImageNetHead(channels, out_dim)
+    return imagenet.InfoProImageNetDecoder(channels, out_size), imagenet.InfoProImageNetHead(channels, out_dim)

@@ -38,9 +38,17 @@ def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOCAL_LOSSES = {"ce": cross_entropy, "supcon": supcon}
 
 
-def similarity_matching(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PredSim's similarity loss: MSE between the cosine-similarity matrices of the features
-    and of the one-hot labels (1 for the same class, 0 otherwise)."""
-    z = F.normalize(features, dim=1)
-    target = (y[:, None] == y[None, :]).to(z.dtype)
-    return F.mse_loss(z @ z.T, target)
+def centred_cosine_similarity(x: torch.Tensor) -> torch.Tensor:
+    """Sample-by-sample cosine similarity of the rows of `x` after subtracting each row's mean,
+    clamped to [-1, 1] (local-loss train.py, similarity_matrix)."""
+    xc = x - x.mean(dim=1, keepdim=True)
+    xn = xc / (1e-8 + xc.norm(dim=1, keepdim=True))
+    return (xn @ xn.T).clamp(-1, 1)
+
+
+def similarity_matching(features: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """PredSim's similarity loss: MSE between the centred cosine similarity matrices of the
+    features (already std-pooled by the similarity head) and of the one-hot labels (1 for the
+    same class, -1/(classes-1) otherwise)."""
+    target = centred_cosine_similarity(F.one_hot(y, num_classes).to(features.dtype))
+    return F.mse_loss(centred_cosine_similarity(features), target)

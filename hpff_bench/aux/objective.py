@@ -48,8 +48,17 @@ class AuxObjective(nn.Module):
         self.name = name
         self.forward_calls = 0  # aux-net calls (a patch counts once)
 
-    def run(self, feature: torch.Tensor, y: torch.Tensor, target: torch.Tensor, weight: float):
-        """Forward + backward of `weight * loss`; returns (loss detached, d(weight*loss)/d feature)."""
+    @property
+    def target_grid(self) -> int:
+        """The grid its reconstruction target must come folded in (1: the image as it is)."""
+        return self.grid if self.exec_mode == "batched" else 1
+
+    def run(self, feature: torch.Tensor, y: torch.Tensor, targets: dict | None, weight: float):
+        """Forward + backward of `weight * loss`; returns (loss detached, d(weight*loss)/d feature).
+
+        targets: {grid: reconstruction target folded by that grid (fold_patches)}, made once per
+        step by the caller (None without a reconstruction term)."""
+        target = targets[self.target_grid] if targets is not None else None
         with scope("aux", None, self.name):
             if self.grid == 1 or self.exec_mode == "batched":
                 return self._run_batched(feature, y, target, weight)
@@ -70,7 +79,7 @@ class AuxObjective(nn.Module):
                         out = out.view(a.shape[0], n * n, *out.shape[1:]).mean(1)
                     loss = term.loss(out, y)
                 else:
-                    loss = reconstruction(out, target if n == 1 else fold_patches(target, n))
+                    loss = reconstruction(out, target)  # already folded by the caller
                 total = total + term.coef * loss
         (weight * total).backward()
         return total.detach(), a.grad

@@ -51,7 +51,9 @@ class _PatchBatchNorm:
             with torch.no_grad():
                 self.running_mean.copy_(rm.view(g, c).mean(0))
                 self.running_var.copy_(rv.view(g, c).mean(0))
-        return out.view_as(x)
+        # not a view for autograd: the in-place ReLU that follows then works on `out` itself,
+        # where on a view autograd would add a CopySlices node (a full copy of the gradient)
+        return torch.ops.aten._unsafe_view(out, x.shape)
 
 
 class PatchBatchNorm2d(_PatchBatchNorm, nn.BatchNorm2d):

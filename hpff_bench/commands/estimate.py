@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from hpff_bench.cli_options import add_config_arguments, config_from_args
@@ -60,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     options = prediction_options(args)
     t0 = time.perf_counter()
     with progress_bar("estimate") as progress:
-        result = estimate_batches(cfg, sizes, budget_bytes=budget, progress=progress, **options)
+        result = estimate_batches(
+            cfg, sizes, budget_bytes=budget, progress=progress, on_probe=probe_line(budget), **options
+        )
     wall = time.perf_counter() - t0
     split = split_of(cfg)
     for r in result["estimates"]:
@@ -85,6 +88,20 @@ def run(args: argparse.Namespace) -> int:
             "Breakdown columns: live tensors at the peak. eff = bound / live peak."
         )
     return 0
+
+
+def probe_line(budget: int | None):
+    """One stderr line per batch the budget search predicts (above the tqdm bar on a terminal)."""
+    if budget is None:
+        return None
+    from tqdm import tqdm
+
+    def line(batch: int, used: float, fits: bool) -> None:
+        where = "cannot run" if used == float("inf") else f"device {used / MIB:,.0f} MiB"
+        verdict = "fits" if fits else "does not fit"
+        tqdm.write(f"budget {budget / MIB:,.0f} MiB: batch {batch:,}: {where}, {verdict}", file=sys.stderr)
+
+    return line
 
 
 def _row(r: dict) -> list[str]:

@@ -85,9 +85,8 @@ def progress_bar(desc: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpff_bench.profiling import profile_config
-
     from hpff_bench import validation as V
+    from hpff_bench.profiling import profile_config
     from hpff_bench.runner.preflight import check_measured_run
 
     cfg = config_from_args(args)

@@ -17,7 +17,16 @@ config field, an axis, `grid` or `kind` (e.g. `method=dgl|infopro,k=16,kind=esti
 other term is a glob or substring of the run name (e.g. `resnet32*hpff`).
 
 Training runs whose dataset is not under --data-root and cannot be downloaded are recorded as
-`skipped` with the reason; the rest of the suite runs."""
+`skipped` with the reason; the rest of the suite runs.
+
+Launchers: `--launcher local` (default) runs the tasks here, --jobs N at a time, or one per GPU
+with `--gpus 0,1,2,3` / `--gpus all` (each worker sees only its device). `--launcher slurm`
+submits every task as a Slurm job through submitit (pip install 'hpff-bench[slurm]'): jobs
+write their records themselves, Ctrl-C leaves them running, --resume waits for the live ones
+and records dead ones as `error` with Slurm's reason. --status shows every task's state."""
+
+
+SLURM_OPTIONS = ("slurm_partition", "slurm_gpus_per_task", "slurm_time", "slurm_array_parallelism", "slurm_executor")
 
 
 def add_parser(subparsers) -> None:
@@ -40,6 +49,21 @@ def add_parser(subparsers) -> None:
                    "always: a fresh process per task (default %(default)s)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="stop a task after S seconds and record it as error (default: the suite's, else none)")
+    p.add_argument("--launcher", default="local", metavar="NAME",
+                   help="local (worker processes here, default) or slurm (a job per task through submitit)")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="local: one worker slot per GPU, by NVML index (as nvidia-smi numbers them): 0,1,2,3 or all")
+    g = p.add_argument_group("--launcher slurm")
+    g.add_argument("--slurm-partition", default=None, metavar="P", help="partition to submit to (default: the cluster's)")
+    g.add_argument("--slurm-gpus-per-task", default=None, metavar="N",
+                   help="GPUs for each profile/train job (estimates and device=cpu runs get none; default 0)")
+    g.add_argument("--slurm-time", default=None, metavar="T",
+                   help="job time limit (minutes, HH:MM:SS or D-HH:MM:SS; default: the task's timeout + 2 min)")
+    g.add_argument("--slurm-array-parallelism", default=None, metavar="N", help="array jobs running at once")
+    g.add_argument("--slurm-executor", default=None, metavar="E",
+                   help="slurm (default) or local: submitit's LocalExecutor, each job a process on this machine")
+    p.add_argument("--status", action="store_true",
+                   help="print every task's state (queued, running, done, failed, ...) and exit")
     p.add_argument("--list", action="store_true", help="print the tasks and exit (nothing runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--table-rows", type=int, default=60, metavar="N",
@@ -54,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.runner.sweep import run_sweep
 
     V.integer("--table-rows", args.table_rows, low=0)
+    if args.status:
+        from hpff_bench.runner.launchers.status import status_lines
+
+        plan = load_suite(args.suite).plan(args.preset, args.only)
+        for line in status_lines(plan.tasks, f"{args.results}/{plan.suite}"):
+            print(line)
+        return 0
     if args.list:
         plan = load_suite(args.suite).plan(args.preset, args.only)
         done = store.finished_keys(f"{args.results}/{plan.suite}") if args.resume else set()
@@ -77,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         download=False if args.no_download else None,
         isolate=args.isolate,
         timeout_s=args.timeout,
+        launcher=args.launcher,
+        gpus=args.gpus,
+        slurm_options={k: getattr(args, k) for k in SLURM_OPTIONS},
         progress=not args.no_progress,
         exit_after_interrupt=True,  # after Ctrl-C, more Ctrl-C cannot cut the summary short
     )
@@ -94,7 +128,8 @@ def _print_summary(args, res) -> int:
             print()
     for line in summary_lines(res):
         print(line)
-    print(f"results: {res.results_dir}/ (one .jsonl per configuration; worker logs in {res.results_dir / 'logs'}/)")
+    logs = res.results_dir / ("jobs" if args.launcher == "slurm" else "logs")
+    print(f"results: {res.results_dir}/ (one .jsonl per configuration; {'job' if args.launcher == 'slurm' else 'worker'} logs in {logs}/)")
     print(f"report:  hpff-bench report {res.results_dir} -o reports/{res.suite}")
     sys.stdout.flush()
     if res.interrupted:

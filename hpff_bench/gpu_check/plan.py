@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
-
 # ~60 TFLOP/s is an optimistic effective fp32 rate on an H200 (TF32 off); a third of it leaves
 # a margin for small CIFAR convolutions, which reach far less.
 H200_FLOPS_PER_S = 20e12
@@ -134,8 +131,9 @@ def estimate_seconds(flops: float, ops: int, cudnn_benchmark: bool = False) -> f
 
 
 def count_costs(cfgs: list[dict]) -> list[tuple[float, int]]:
-    """step_cost of each config, in parallel processes (one per core: seconds on 16 cores,
-    ~80 s on 2 busy ones)."""
+    """step_cost of each config, in parallel processes, one per core: with enough cores the
+    largest trace bounds it (InfoPro+HPFF K=55 streamed, 142k ops); 95 s for the default plan on
+    the 2-core VM, not yet timed on a GPU machine. It counts against --budget-s."""
     import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -156,6 +154,7 @@ def step_cost(cfg_dict: dict) -> tuple[float, int]:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from hpff_bench.config import RunConfig
+    from hpff_bench.flops import ScopedFlopCounter
     from hpff_bench.methods import build_method, synthetic_batch
 
     cfg = RunConfig.from_dict({**cfg_dict, "device": "cpu"}).validate()
@@ -163,27 +162,9 @@ def step_cost(cfg_dict: dict) -> tuple[float, int]:
     with FakeTensorMode(allow_non_fake_inputs=True):
         method = build_method(cfg, device=cpu)
         x, y = synthetic_batch(cfg, cpu)
-        with _FlopCount() as counter:
+        with ScopedFlopCounter() as counter:
             method.compute_gradients(x, y)
-    return float(counter.flops), counter.ops
-
-
-class _FlopCount(TorchDispatchMode):
-    """Ops dispatched, and the sum of flop_registry's formula over those that have one
-    (matmuls, convolutions)."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.ops += 1
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
+    return float(counter.total), counter.ops
 
 
 def plan_table(plan: list[Part]) -> str:

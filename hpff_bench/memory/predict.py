@@ -68,7 +68,8 @@ def predict(
 ) -> dict:
     """Predicted CUDA memory for one training step of `config` (see the module docstring).
 
-    Returns {"modules", "params", "forward_calls", "predicted": {...}}."""
+    Returns {"modules", "params", "forward_calls", "flops", "predicted": {...}}; flops are those of
+    the traced step (hpff_bench.flops: total, backbone, aux, other)."""
     if cuda_arch not in CUBLAS_WORKSPACE_BYTES:
         raise ConfigError(f"unknown --cuda-arch {cuda_arch!r}; allowed: {', '.join(CUDA_ARCHS)}")
     if cuda_context_bytes is not None and cuda_context_bytes < 0:
@@ -145,6 +146,7 @@ def predict(
         "modules": trace.modules,
         "params": trace.params,
         "forward_calls": trace.forward_calls,
+        "flops": trace.flops,
         "predicted": predicted,
     }
 

@@ -6,7 +6,8 @@ their peaks to be comparable; only the tensor mode differs.
 
 The tracker is entered before the method is built, so every storage that is live during
 the measured steps is known, whoever holds it; at the peak reset the step's starting state
-is labelled (parameters and buffers, gradients, optimizer state, inputs).
+is labelled (parameters and buffers, gradients, optimizer state, inputs). The measured steps
+also run under a FLOP counter (hpff_bench.flops), so the FLOPs are those of the traced step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.memory.bound import method_groups
 from hpff_bench.memory.tracker import LiveTensorTracker
 
@@ -30,6 +32,7 @@ class Trace:
     params: int
     forward_calls: float  # backbone-module forward calls per measured step
     step_seconds: list[float] = field(default_factory=list)  # the untracked timed steps
+    flops: dict | None = None  # FLOPs per measured step (hpff_bench.flops.ScopedFlopCounter.split)
 
     @property
     def median_step_seconds(self) -> float | None:
@@ -67,6 +70,9 @@ def trace_training(
 
     if timed_steps and fake:
         raise ValueError("timed_steps needs real tensors: fake steps do no work to time")
+    from hpff_bench.networks.splits import split_of
+
+    split_of(config)  # a searched split (--split balanced) traces itself: resolve it before our tracker is on
     warmup = config.warmup if warmup is None else warmup
     steps = config.steps if steps is None else steps
     device = torch.device(device)
@@ -92,7 +98,8 @@ def trace_training(
         tracker.register_method_state(method.parameters(), method.buffers(), method.optimizer, (x, y))
         tracker.reset_peak()
         method.reset_counters()
-        _timed_steps(method, x, y, steps, "measured step", progress)
+        with ScopedFlopCounter() as flop_counter:  # FLOPs of the same tracked steps
+            _timed_steps(method, x, y, steps, "measured step", progress)
         forward_calls = method.forward_calls / max(steps, 1)
         ungraded = [p for p in method.parameters() if p.requires_grad and p.grad is None]
     if synthetic_warmup and ungraded:
@@ -105,7 +112,7 @@ def trace_training(
         )
     times = _timed_steps(method, x, y, timed_steps, "timed step (tracker off)", progress)
     n_params = sum(p.numel() for p in method.parameters())
-    return Trace(tracker, method.module_count, n_params, forward_calls, times)
+    return Trace(tracker, method.module_count, n_params, forward_calls, times, flop_counter.split(steps))
 
 
 def _timed_steps(method, x, y, n: int, label: str, progress) -> list[float]:

@@ -21,21 +21,22 @@ Two executions of HiLo, same gradients:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from hpff_bench.aux.heads import (
-    Decoder,
     DGLHead,
     GreedyHead,
-    InfoProClassifier,
     PredSimPrediction,
     PredSimSimilarity,
+    infopro_aux_nets,
 )
 from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
 from hpff_bench.aux.objective import AuxObjective, Term
-from hpff_bench.aux.pff import check_divisible
+from hpff_bench.aux.pff import check_divisible, fold_patches
 from hpff_bench.memory.scope import scope
 from hpff_bench.methods.base import Method, StepOutput
 from hpff_bench.networks import NETWORKS
@@ -109,28 +110,37 @@ class LocalLearning(Method):
         elif c.method == "infopro":
             lam1, lam2 = c.lambdas.at(position, len(self.modules_) - 1)
             out_dim = classes if c.local_loss == "ce" else 128
+            decoder, classifier = infopro_aux_nets(
+                NETWORKS[c.network].family, "hpff" if c.hilo else "infopro", channels, spatial,
+                size // height, size // grid, out_dim, c.aux,
+            )
             terms = [
-                Term(Decoder(channels, size // grid), lam1, "per-patch"),
-                Term(
-                    InfoProClassifier(channels, spatial, out_dim, c.aux),
-                    lam2,
-                    "averaged",
-                    LOCAL_LOSSES[c.local_loss],
-                ),
+                Term(decoder, lam1, "per-patch"),
+                Term(classifier, lam2, "averaged", LOCAL_LOSSES[c.local_loss]),
             ]
         elif c.method == "predsim":
             beta = c.predsim_beta
             terms = [
                 Term(PredSimPrediction(channels, spatial, classes), 1 - beta, "averaged", cross_entropy),
-                Term(PredSimSimilarity(channels, spatial), beta, "averaged", similarity_matching),
+                Term(PredSimSimilarity(channels, spatial), beta, "averaged",
+                     functools.partial(similarity_matching, num_classes=classes)),
             ]
         else:
             raise ValueError(f"not a local method: {c.method}")
         return AuxObjective(terms, grid, c.pff_exec, name, self.autocast)
 
     # ----- training step -----------------------------------------------------------------
+    def _targets(self, x):
+        """InfoPro's reconstruction target, folded once per step for every grid an aux net uses
+        (only those: the unfolded image is not kept when no aux net reads it)."""
+        if self.config.method != "infopro":
+            return None
+        image = self.denormalize(x)
+        grids = {obj.target_grid for obj in self.aux_nets.values()}
+        return {g: image if g == 1 else fold_patches(image, g) for g in grids}
+
     def _forward_backward(self, x, y):
-        target = self.denormalize(x) if self.config.method == "infopro" else None
+        target = self._targets(x)
         if self.config.hilo and self.config.hilo_exec == "reference":
             return self._reference(x, y, target)
         return self._fused(x, y, target)

@@ -25,6 +25,7 @@ and PredSim have no official HPFF code and run the same execution with their own
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -122,7 +123,7 @@ class OfficialHiLo(Method):
             b = c.predsim_beta
             return HeadLoss([
                 (PredSimPrediction(ch, sp, classes), 1 - b, cross_entropy),
-                (PredSimSimilarity(ch, sp), b, similarity_matching),
+                (PredSimSimilarity(ch, sp), b, functools.partial(similarity_matching, num_classes=classes)),
             ])
         return self._independent_net(end)  # DGL / Greedy SL: one head, its own weights
 
@@ -133,6 +134,7 @@ class OfficialHiLo(Method):
             return (part or self.modules_[k])(x)
 
     def _aux(self, name: str, fn):
+        """Runs fn at once inside the aux scope (so the loop variables its lambda reads are current)."""
         with scope("aux", None, name):
             return fn()
 
@@ -150,14 +152,14 @@ class OfficialHiLo(Method):
             y = self._run(i - 1, y, first_rest if i == 1 else None)
             z = self._run(i, y)
             lam1, lam2 = c.lambdas.at_official(i, c.k)
-            loss_x = self._aux(f"aux/independent/{i}", lambda: self.independent[str(i)](x, target))
+            loss_x = self._aux(f"aux/independent/{i}", lambda: self.independent[str(i)](x, target))  # noqa: B023
             if c.method == "infopro":
                 cl = self.cascade[str(i)]
-                loss_y1 = self._aux(f"aux/cascade/{i}", lambda: cl.decoder(z, self.denormalize(img)))
-                loss_y2 = self._aux(f"aux/cascade/{i}", lambda: cl.classifier(z, target))
+                loss_y1 = self._aux(f"aux/cascade/{i}", lambda: cl.decoder(z, self.denormalize(img)))  # noqa: B023
+                loss_y2 = self._aux(f"aux/cascade/{i}", lambda: cl.classifier(z, target))  # noqa: B023
                 loss_y = lam1 * loss_y1 + lam2 * loss_y2
             else:
-                loss_y = self._aux(f"aux/cascade/{i}", lambda: self.cascade[str(i)](z, target))
+                loss_y = self._aux(f"aux/cascade/{i}", lambda: self.cascade[str(i)](z, target))  # noqa: B023
             loss = wx * loss_x + wy * loss_y
             loss.backward()
             x = x.detach()

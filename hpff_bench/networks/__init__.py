@@ -19,6 +19,7 @@ NETWORKS.update(
             name=name,
             stage_blocks=blocks,
             build=lambda num_classes, name=name: torchvision_resnet(name, num_classes),
+            family="imagenet",
         )
         for name, blocks in TORCHVISION_RESNETS.items()
     }

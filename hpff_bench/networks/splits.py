@@ -184,7 +184,7 @@ def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
             raise ConfigError(f"--cuts {part}: {network}: {what}; allowed cuts in stage {stage}: "
                               f"{stage}.0 to {stage}.{top}")
         if cuts and (stage, block) <= cuts[-1]:
-            prev = "%d.%d" % cuts[-1]
+            prev = f"{cuts[-1][0]}.{cuts[-1][1]}"
             raise ConfigError(f"--cuts {part}: cuts must be strictly increasing, and {part} does not "
                               f"come after {prev}")
         cuts.append((stage, block))
@@ -268,6 +268,11 @@ def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, c
     return Split(split, k, units, f"{reason}{entry.source}", entry.cuts)
 
 
+def cuts_notation(spec, units) -> str:
+    """Cuts after these unit indices in --cuts syntax (`1.14,2.8`)."""
+    return ",".join("{}.{}".format(*_stage_block(spec, u)) for u in units)
+
+
 def _stage_block(spec, unit: int) -> Cut:
     if unit == 0:
         return (0, 0)
@@ -279,10 +284,22 @@ def _stage_block(spec, unit: int) -> Cut:
     raise IndexError(unit)
 
 
+_BALANCED_SEARCH = []  # hpff_bench.planning registers its search here (it traces: above memory)
+
+
+def register_balanced(search) -> None:
+    """`--split balanced` needs a search that traces; networks/ cannot import it, so it hooks in."""
+    _BALANCED_SEARCH[:] = [search]
+
+
 def split_of(config) -> Split:
     """The resolved split of a RunConfig."""
     if getattr(config, "variant", "ours") == "official":
         return official_split(config.network, config.k)
+    if config.split == "balanced" and not config.cuts:
+        if not _BALANCED_SEARCH:
+            import hpff_bench.planning  # noqa: F401  (registers the search)
+        return _BALANCED_SEARCH[0](config)
     return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts)
 
 

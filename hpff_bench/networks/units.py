@@ -15,6 +15,7 @@ class NetworkSpec:
     name: str
     stage_blocks: tuple[int, ...]  # blocks per stage (stage 1 .. S); stage 0 is the stem
     build: Callable[[int], UnitNetwork]
+    family: str = "cifar"  # "cifar" (He et al.'s CIFAR ResNets) or "imagenet" (torchvision's)
 
     @property
     def num_blocks(self) -> int:

@@ -25,7 +25,6 @@ from hpff_bench.report import tables as T
 from hpff_bench.report.load import Loaded, read_results
 from hpff_bench.report.render import CSS, slug, to_html, to_latex, to_markdown
 
-
 # the page's content width (render.CSS max-width 1100px minus padding): a two-column figure
 # (1,400 px) is shown at this width, a one-column one (700 px) at its own
 PAGE_PX = 1068
@@ -76,7 +75,9 @@ SECTIONS = [
             [("figure", "prediction_parity"), ("table", "prediction_error")]),
     Section("Speed", "Median step time with its interquartile range over the timed steps, per method "
             "family as in section 1. '≈' over a bar: its IQR overlaps the plain method's at the same "
-            "K, so the difference is inside the noise. The table says the same against BP.",
+            "K, so the difference is inside the noise. A bar without an IQR has no per-step times "
+            "(training records keep only the median), so nothing can be said of its noise. The "
+            "table says the same against BP.",
             [("figure", "speed"), ("table", "speed")]),
     Section("Published numbers", "The InfoPro paper's GPU-memory tables and the CIFAR-10 test errors "
             "of the InfoPro and HPFF papers beside ours, each with its source (docs/published.md). "

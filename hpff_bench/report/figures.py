@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import textwrap
 
 import matplotlib as mpl
 import numpy as np
@@ -119,11 +120,19 @@ def compact_settings(c: pd.DataFrame, column: str = "setting") -> pd.DataFrame:
     return c.assign(**{column: [" · ".join(x for i, x in enumerate(p) if i == 0 or x not in common) for p in parts]})
 
 
-def _hide_empty(axes) -> None:
+def _hide_empty(axes, zero_floor: bool = True) -> None:
+    """Switch off panels without data; y from 0 to the largest value of the (shared) row."""
     for ax in axes.ravel():
         if not ax.has_data():
             ax.set_axis_off()
             ax.set_title("")
+        elif zero_floor:
+            ax.relim()
+            ax.autoscale_view(scalex=False)  # over every panel sharing this y axis
+    if zero_floor:
+        for ax in axes.ravel():
+            if ax.has_data():
+                ax.set_ylim(bottom=0)
 
 
 def _x_groups(rows: pd.DataFrame) -> list[tuple[int, int | None]]:
@@ -177,7 +186,7 @@ def _bars(ax, sub: pd.DataFrame, value: str, scale: float, *, source: str | None
                             color="black", ecolor="black", elinewidth=0.6, capsize=1.5)
             if noise_ref is not None:
                 ref = noise_ref.get((int(r["k"]), r["modules"]))
-                if ref is not None and ref["name"] != r["name"] and noise_overlap(r, ref):
+                if ref is not None and ref["name"] != r["name"] and noise_overlap(r, ref) is True:
                     ax.annotate("≈", (x, v), xytext=(0, 2), textcoords="offset points",
                                 ha="center", va="bottom", fontsize="x-small")
             drawn.append(r["name"])
@@ -187,7 +196,6 @@ def _bars(ax, sub: pd.DataFrame, value: str, scale: float, *, source: str | None
         ax.axhline(r[value] / scale, color=method_color("BP"), lw=1.0, ls="--" if measured else ":", zorder=3)
     ax.set_xticks(range(len(groups)), [k_text(k, m) for k, m in groups])
     ax.set_xlim(-0.6, len(groups) - 0.4)
-    ax.set_ylim(bottom=0)
     ax.grid(axis="x", visible=False)
     return drawn
 
@@ -264,7 +272,7 @@ def breakdown(cfg: pd.DataFrame) -> Figure | str:
     ncols = 1 if len(settings) == 1 else 2
     nrows = math.ceil(len(settings) / ncols)
     with style():
-        fig, axes = _facets(nrows, ncols, _legend_rows(len(BREAKDOWN), ncols), panel_h=0.75 + 0.16 * n_bars)
+        fig, axes = _facets(nrows, ncols, _legend_rows(len(BREAKDOWN), ncols), panel_h=0.75 + 0.22 * n_bars)  # room for two-line labels
         for ax, s in zip(axes.ravel(), settings):
             sub = c[c["setting"] == s]
             order = sorted(range(len(sub)), key=lambda i: _order_key(sub.iloc[i]))
@@ -276,16 +284,21 @@ def breakdown(cfg: pd.DataFrame) -> Figure | str:
                 v = sub[f"breakdown.{b}"].fillna(0).to_numpy() / scale
                 ax.barh(y, v, left=left, color=BREAKDOWN_COLORS[b], edgecolor="white", linewidth=0.3, height=0.75)
                 left += v
+            # one source in the panel: said once in the title, else per bar
+            mixed = sub["breakdown_source"].nunique() > 1
             labels = [
-                r["name"] + ("" if r["method"] == "bp" else f", {k_text(r['k'], r['modules'], sep=' ')}")
-                + (" (pred.)" if r["breakdown_source"] == "predicted" else "")
+                r["name"] + ("" if r["method"] == "bp" else
+                             f", K={r['k']}" if r["method"] in GLOBAL_METHODS else
+                             f", {k_text(r['k'], r['modules'], sep=' ')}")
+                + (" (pred.)" if mixed and r["breakdown_source"] == "predicted" else "")
                 for _, r in sub.iterrows()
             ]
-            ax.set_yticks(y, labels)
+            ax.set_yticks(y, [textwrap.fill(t, 34) for t in labels])  # long labels squeeze the panel
             ax.set_xlabel(f"live at the peak ({unit})")
-            ax.set_title(s)
+            only = sub["breakdown_source"].iloc[0]
+            ax.set_title(s + ("" if mixed else f" ({'predicted' if only == 'predicted' else 'measured'})"))
             ax.grid(axis="y", visible=False)
-        _hide_empty(axes)
+        _hide_empty(axes, zero_floor=False)
         handles = [Patch(facecolor=BREAKDOWN_COLORS[b], label=BREAKDOWN_LABELS[b]) for b in BREAKDOWN]
         fig.legend(handles=handles, loc="outside lower center", ncols=4 if ncols > 1 else 2, fontsize="small")
     return fig
@@ -300,7 +313,7 @@ def pff(cfg: pd.DataFrame) -> Figure | str:
     if cfg.empty:
         return "no successful runs"
     local = cfg[~cfg["method"].isin(GLOBAL_METHODS) & cfg["aux_step_bytes"].notna()]
-    groups = [g for _, g in local.groupby(["setting", "method", "k", local["modules"].fillna(-1), "hilo"], sort=False)
+    groups = [g for _, g in local.groupby(["setting", "method", "variant", "k", local["modules"].fillna(-1), "hilo"], sort=False)
               if g["pff_grid"].nunique() > 1]
     if not groups:
         return ("no configuration has an aux-step peak (memory/predicted.aux_scope_peak_bytes) at more than "
@@ -387,7 +400,7 @@ def accuracy_vs_memory(cfg: pd.DataFrame, pareto: pd.Series) -> Figure | str:
                 if j == 0:
                     ax.set_ylabel("test error (%)")
                 _title(ax, fam, s)
-        _hide_empty(axes)
+        _hide_empty(axes, zero_floor=False)
         handles = [Line2D([], [], marker=method_marker(m), color=method_color(m), ls="", label=m) for m in names]
         handles.append(Line2D([], [], color="#555555", ls="--", lw=0.8, label="Pareto front"))
         if any_predicted:
@@ -438,7 +451,7 @@ def parity(cfg: pd.DataFrame) -> Figure | str:
             ax.set_xlabel(f"measured ({unit})")
             ax.set_ylabel(f"predicted ({unit})")
             ax.set_title(f"{fam} ({len(sub)} runs)")
-        _hide_empty(axes)
+        _hide_empty(axes, zero_floor=False)
         handles = [Line2D([], [], color=colour[f], marker="o", ls="", label=f) for f in fams]
         handles.append(Line2D([], [], color="#444444", lw=0.8, label="predicted = measured (band ±10 %)"))
         handles += [Line2D([], [], marker=markers[s], color="#555555", ls="",

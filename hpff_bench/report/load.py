@@ -207,6 +207,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["pff_grid"] = _num(col(df, "config.pff_grid")).fillna(1).astype(int)
     d["pff_on"] = col(df, "config.pff_on")
     d["pff_exec"] = col(df, "config.pff_exec")
+    d["variant"] = col(df, "config.variant").fillna("ours")
     d["local_loss"] = col(df, "config.local_loss")
     d["aux"] = col(df, "config.aux")
     d["label"] = _first(col(df, "label"), d["method"])
@@ -244,7 +245,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
                           _num(col(df, "timing.step_seconds_q3")))
     d["timed_steps"] = _first(pd.Series([n for _, _, n in q], index=df.index, dtype="float64"),
                               _num(col(df, "timing.steps")))
-    d["flops"] = _num(col(df, "flops"))  # optional (FLOPs of one step), where a record has it
+    # records of hpff_bench.flops carry {"total", "backbone", "aux", "other"}
+    d["flops"] = _num(col(df, "flops.total") if "flops.total" in df.columns else col(df, "flops"))  # optional (FLOPs of one step), where a record has it
     # one aux step: the largest per-aux-net peak of its own live activations (PFF's claim)
     d["measured_aux_step_bytes"] = _largest(df, "memory.aux_scope_peak_bytes.")
     d["predicted_aux_step_bytes"] = _largest(df, "predicted.aux_scope_peak_bytes.")
@@ -300,7 +302,7 @@ def _setting(network, dataset, batch, image_size) -> str:
 DERIVED = [
     "file", "run_name", "suite", "preset", "kind", "status", "message", "network", "dataset", "method", "k",
     "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
-    "pff_on", "pff_exec", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
+    "pff_on", "pff_exec", "variant", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
     "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",
     "predicted_device_bytes", "nvml_used_bytes",
     *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],

@@ -189,11 +189,11 @@ def cannot_run(p: PublishedMemory) -> str | None:
         return ("InfoPro's ImageNet auxiliary nets (a deeper decoder and head for 224-px inputs) are "
                 "not in this version; the CIFAR ones would give a different number")
     try:
-        resolve_cuts(p.network, p.split, p.k)
+        resolve_cuts(p.network, p.split, p.k, p.dataset)
     except ConfigError as e:
-        return f"split {p.split!r} not available here: {e}"
+        return f"the {p.split} split (docs/splits.md) is not in this version ({str(e).split('; ')[-1]})"
     return None
 
 
 # Whether the InfoPro ImageNet auxiliary nets (docs/methods.md) are implemented in this version.
-IMAGENET_AUX_NETS = False
+IMAGENET_AUX_NETS = True

@@ -18,7 +18,7 @@ from hpff_bench.memory.tracker import CATEGORIES
 
 BASES = ("BP", "GC", "Greedy SL", "DGL", "InfoPro", "PredSim")
 # variant key -> position (order within a base method, and shade)
-VARIANTS = ("", "PFF", "HiLo (CL)", "HiLo", "HPFF (CL)", "HPFF")
+VARIANTS = ("", "PFF", "HiLo (CL)", "HiLo", "HPFF (CL)", "HPFF", "HiLo (official)", "HPFF (official)")
 _BASE_CMAP = {"Greedy SL": "Purples", "DGL": "Blues", "InfoPro": "Oranges", "PredSim": "Greens"}
 _FIXED = {"BP": "#222222", "GC": "#8c8c8c"}
 _MARKERS = {"BP": "*", "GC": "X", "Greedy SL": "v", "DGL": "o", "InfoPro": "s", "PredSim": "^"}
@@ -28,7 +28,8 @@ _LABEL_RE = re.compile(
     r"^(?P<base>BP|GC|Greedy SL|DGL|InfoPro|PredSim)"
     r"(?:\+(?P<variant>HPFF|HiLo|PFF))?"
     r"(?: \(n=(?P<n>\d+)\))?"
-    r"(?P<cl> \(CL\))?$"
+    r"(?P<cl> \(CL\))?"
+    r"(?P<official> \(official code\))?$"
 )
 
 # breakdown categories in stacking order: the tracker's own (memory.breakdown_bytes)
@@ -65,6 +66,8 @@ def parse_label(label: str) -> tuple[str, str, int]:
     variant = m.group("variant") or ""
     if m.group("cl") and variant in ("HiLo", "HPFF"):
         variant = f"{variant} (CL)"
+    if m.group("official") and variant in ("HiLo", "HPFF"):
+        variant = f"{variant} (official)"  # the official code's path: same family, its own shade
     return m.group("base"), variant, int(m.group("n") or 1)
 
 
@@ -81,6 +84,15 @@ def order_methods(labels) -> list[str]:
 
 
 def method_color(label: str) -> str:
+    """The label's colour; a bracketed configuration ('InfoPro [contrast]') gets its label's hue,
+    moved towards white or black by its bracket text, so it never looks like the plain label."""
+    text = str(label)
+    if " [" in text:
+        plain, extra = text.split(" [", 1)
+        rgb = mcolors.to_rgb(method_color(plain))
+        f = (0.45, -0.45, 0.65, -0.3)[sum(map(ord, extra)) % 4]
+        mixed = [v * (1 - f) if f > 0 else v + (1 - v) * -f for v in rgb]
+        return mcolors.to_hex(mixed)
     base, variant, n = parse_label(label)
     if base in _FIXED and not variant:
         return _FIXED[base]
@@ -100,7 +112,8 @@ def family_of(label: str) -> str:
 
 
 # variant -> marker: within one family's panel the shade alone is hard to read, the marker is not
-_VARIANT_MARKERS = {"": "o", "PFF": "v", "HiLo (CL)": "<", "HiLo": "D", "HPFF (CL)": ">", "HPFF": "s"}
+_VARIANT_MARKERS = {"": "o", "PFF": "v", "HiLo (CL)": "<", "HiLo": "D", "HPFF (CL)": ">", "HPFF": "s",
+                    "HiLo (official)": "d", "HPFF (official)": "h"}
 
 
 def method_marker(label: str) -> str:

@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.recipes import infopro_recipe
 from hpff_bench.report import published as pub
-from hpff_bench.report.style import BREAKDOWN, BREAKDOWN_LABELS, family_of, memory_unit, method_sort_key
+from hpff_bench.report.style import (
+    BREAKDOWN,
+    BREAKDOWN_LABELS,
+    family_of,
+    memory_unit,
+    method_sort_key,
+)
 
 GLOBAL_METHODS = ("bp", "gc")  # one gradient-isolated module; every other method is local
 MEASURED_PREFERENCE = ("cuda-allocator", "tensor-tracker")
@@ -76,7 +83,7 @@ def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
         sub = keys.loc[idx]
         if sub.nunique() <= 1:
             continue
-        fields = [dict(kv.split("=", 1) for kv in _pairs(k)) for k in sub]
+        fields = [_recipe_lambdas(dict(kv.split("=", 1) for kv in _pairs(k)), df.loc[i]) for i, k in zip(idx, sub)]
         names = sorted({f for d in fields for f in d})
         varying = [
             f for f in names
@@ -88,6 +95,24 @@ def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _recipe_lambdas(fields: dict, row) -> dict:
+    """λ equal to the paper's recipe for the row's dataset / network / K (hpff_bench/recipes.toml)
+    become one value, "recipe": the recipe changes λ with K, and K is an axis, not a name."""
+    if row["method"] != "infopro":
+        return fields
+    r = infopro_recipe(str(row["dataset"]), str(row["network"]), int(row["k"]), bool(row["hilo"]))
+    if r is not None and all(_same_number(fields.get(f"lambdas.{k}"), v) for k, v in vars(r.lambdas).items()):
+        fields = {**fields, **{f"lambdas.{k}": "recipe" for k in vars(r.lambdas)}}
+    return fields
+
+
+def _same_number(text: str | None, value: float) -> bool:
+    try:
+        return float(text) == float(value)
+    except (TypeError, ValueError):
+        return False
+
+
 _DEFAULTS = RunConfig(network="resnet32", method="dgl").to_dict()
 _HPFF_LAMBDAS = {f"lambdas.{k}": str(v) for k, v in vars(HPFF_INFOPRO_LAMBDAS).items()}
 
@@ -97,6 +122,8 @@ def _phrase(field: str, d: dict) -> str | None:
     v = d.get(field)
     top = field.split(".")[0]
     if top == "lambdas":  # one phrase for the four λ fields
+        if v == "recipe":
+            return "paper's λ"
         if all(d.get(k) == x for k, x in _HPFF_LAMBDAS.items()):
             return "HPFF's λ"
         if all(d.get(k) == str(_DEFAULTS.get("lambdas", {}).get(k.split(".")[1])) for k in _HPFF_LAMBDAS):
@@ -140,7 +167,7 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             "method": first["method"], "k": int(k), "modules": None if modules == -1 else int(modules),
             "hilo": bool(first["hilo"]), "independent": bool(first["independent"]),
             "pff_grid": int(first["pff_grid"]), "pff_on": first["pff_on"], "pff_exec": first["pff_exec"],
-            "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
+            "variant": first.get("variant", "ours"), "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
         }
         # measured memory: the best source available (allocator over tracker), median over runs
         row["measured_bytes"], row["measured_source"] = np.nan, None
@@ -209,6 +236,8 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
         row["speed_device"] = None  # the GPU's name, else the CPU's (records of schema 0: "cpu")
         for f in ("env.device_name", "env.cpu", "env.device"):
             dev = sp[f].dropna() if not sp.empty else pd.Series(dtype=object)
+            if f == "env.device_name":  # CPU runs write device_name "cpu": the CPU's name says more
+                dev = dev[dev.astype(str).str.lower() != "cpu"]
             if not dev.empty:
                 row["speed_device"] = str(dev.iloc[0])
                 break
@@ -271,13 +300,13 @@ def main_variants(cfg: pd.DataFrame) -> pd.DataFrame:
     return c[keep]
 
 
-def noise_overlap(a, b) -> bool:
-    """Two step times inside each other's noise: their interquartile ranges overlap (or one has
-    no spread to tell: fewer than 4 timed steps)."""
+def noise_overlap(a, b) -> bool | None:
+    """Two step times inside each other's noise: their interquartile ranges overlap. None where
+    one has no spread to tell (no per-step times, or fewer than 4 timed steps)."""
     a1, a3, b1, b3 = a["step_q1"], a["step_q3"], b["step_q1"], b["step_q3"]
     if any(v != v for v in (a1, a3, b1, b3)) or min(a.get("timed_steps", 0) or 0, b.get("timed_steps", 0) or 0) < 4:
-        return True
-    return a1 <= b3 and b1 <= a3
+        return None
+    return bool(a1 <= b3 and b1 <= a3)
 
 
 def _bp_reference(cfg: pd.DataFrame, setting: str, column: str) -> float:
@@ -442,22 +471,26 @@ def patch_grid_table(cfg: pd.DataFrame) -> Table | str:
     if not groups:
         return "no configuration was run with more than one PFF patch grid n (--pff-grid 1/2/4)"
     c = pd.concat(groups).sort_values(["setting", "method", "k", "hilo", "pff_grid"], kind="stable")
-    unit, scale = _mem_cols(c, ["shown_bytes", "breakdown.aux_activations"])
+    unit, scale = _mem_cols(c, ["shown_bytes", "aux_step_bytes"])
     data = pd.DataFrame({
         "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
-        "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
+        "modules": c["modules"].values, "HiLo": c["hilo"].values, "n": c["pff_grid"].values,
         "PFF on": [o if n > 1 else None for o, n in zip(c["pff_on"], c["pff_grid"])],
         "PFF exec": [e if n > 1 else None for e, n in zip(c["pff_exec"], c["pff_grid"])],
         f"peak memory ({unit})": (c["shown_bytes"] / scale).values,
-        f"aux activations ({unit})": (c["breakdown.aux_activations"] / scale).values,
+        f"one aux step ({unit})": (c["aux_step_bytes"] / scale).values,
+        f"aux activations at the peak ({unit})": (c["breakdown.aux_activations"] / scale).values,
         "memory from": c["shown_source"].values,
         "test error (%)": c["error_mean"].values,
     })
     return Table(
         "patch_grid", "PFF patch grid n: memory and error", data,
-        "n x n patches per auxiliary-net input (n=1: PFF off). 'aux activations' is the auxiliary "
-        "nets' share of the peak where the breakdown has it.",
-        {"K": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"aux activations ({unit})")},
+        "n x n patches per auxiliary-net input (n=1: PFF off). 'one aux step': the largest peak of "
+        "the aux activations born in one auxiliary net's step (what PFF claims to shrink); 'aux "
+        "activations at the peak': their share of the whole step's peak, often 0 because the peak "
+        "falls where no aux net is running.",
+        {"K": 0, "modules": 0, "n": 0, **_mem_decimals(unit, f"peak memory ({unit})", f"one aux step ({unit})",
+                                                        f"aux activations at the peak ({unit})")},
     )
 
 
@@ -519,20 +552,28 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
     if c["flops"].notna().any():  # optional: FLOPs of one step, where the records have them
         data["GFLOP / step"] = (c["flops"] / 1e9).values
         data["GFLOP/s"] = (c["flops"] / 1e9 / c["step_seconds"]).values
-        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1})
+        # FLOP efficiency relative to BP: time ratio / FLOP ratio (1 = BP's FLOP throughput)
+        bp_flops = [_bp_reference(c[c["speed_device"] == d], s_, "flops") for s_, d in zip(c["setting"], c["speed_device"])]
+        data["FLOPs vs BP (x)"] = c["flops"].values / np.array(bp_flops, dtype=float)
+        data["time / FLOP ratio"] = np.array(rel, dtype=float) / data["FLOPs vs BP (x)"].values
+        decimals.update({"GFLOP / step": 1, "GFLOP/s": 1, "FLOPs vs BP (x)": 2, "time / FLOP ratio": 2})
     return Table(
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "
         "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
-        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise' (also "
-        "where either has fewer than 4 timed steps); 'vs plain method' compares a variant with "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise'; 'no "
+        "spread to tell' where either has fewer than 4 timed steps or no per-step times (training "
+        "records keep only the median); 'vs plain method' compares a variant with "
         "its plain method at the same K.",
         decimals,
     )
 
 
 def _noise_word(r, ref) -> str:
-    if noise_overlap(r, ref):
+    overlap = noise_overlap(r, ref)
+    if overlap is None:
+        return "no spread to tell"
+    if overlap:
         return "within noise"
     return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
@@ -598,6 +639,7 @@ def published_memory_table(df: pd.DataFrame) -> Table:
         "quantities to InfoPro's 'minimally required GPU memory'; the device total adds the "
         "allocator's cache and an assumed CUDA context, which the paper's number may or may not "
         "include. Our runs use cudnn.benchmark off; its workspaces are not in our prediction. "
+        "InfoPro* rows are InfoPro on the memory-balanced split with its default loss settings. "
         "Sources: " + " ".join(f"[{k}] {v}" for k, v in pub.MEMORY_SOURCES.items()),
         {c: 2 for c in ("published (GB)",)} | {"difference (%)": 1},
     )
@@ -627,7 +669,7 @@ ENV_FIELDS = ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python"
 def _device_text(kinds_devices: list[str | None], device_name, cuda) -> str:
     """Where the numbers were computed, in words: a GPU's name, the CPU, or fake tensors."""
     devices = {d for d in kinds_devices if d}
-    if device_name:
+    if device_name and str(device_name).lower() != "cpu":
         return str(device_name)
     if devices == {"fake"} or not devices:
         return "no device (fake tensors)"
@@ -644,7 +686,9 @@ def environment_table(df: pd.DataFrame) -> Table | str:
     if all(v is None for v in e.values.ravel()):
         return "no record has an env object"
     rows = []
-    keys = ["|".join(str(v) for v in row) for row in e.values.tolist()]
+    # one row per environment and per place (estimates ran on fake tensors, the rest on a device)
+    keys = ["|".join(str(v) for v in row) + ("|fake" if k == "estimate" else "")
+            for row, k in zip(e.values.tolist(), df["kind"])]
     for _, g in df.assign(_k=keys).groupby("_k", sort=False):
         first = e.loc[g.index[0]]
         # where each kind ran: estimates on fake tensors, the others on the record's device

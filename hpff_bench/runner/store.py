@@ -44,7 +44,7 @@ RECORD_KEYS = (
     "ablation", "config", "modules", "params", "forward_calls", "env", "memory", "predicted",
     "timing", "accuracy",
 )
-EXTRA_KEYS = ("preset", "options", "traceback", "split")
+EXTRA_KEYS = ("preset", "options", "traceback", "split", "flops")
 
 
 class StoreError(ValueError):

@@ -11,10 +11,16 @@ the batch size), missing data -> `skipped`, a bad option -> `error`, any other e
 `error` with the traceback. A crash of the process itself (segfault, os._exit, SIGKILL) is
 recorded by the parent, which sees the pipe close before a result arrives.
 
+Jobs (`--launcher slurm`, through submitit) run `run_job` instead: the same `execute`, in the
+job's own process, which then appends its record to the store itself (the submitting process
+may be gone by then); a job that dies before that is recorded by whoever next looks at it
+(the waiting sweep, or `--resume`), with the scheduler's reason.
+
 Fault injection for tests: HPFF_BENCH_INJECT="MODE:SUBSTRING|MODE:SUBSTRING..." makes every
 task whose label (`<run-name>/<kind>`) contains SUBSTRING fail at its start:
 `oom` raises torch.cuda.OutOfMemoryError, `error` raises RuntimeError, `crash` calls
-os._exit(70), `kill` sends itself SIGKILL, `hang` sleeps for an hour (for timeouts).
+os._exit(70), `kill` sends itself SIGKILL, `hang` sleeps for an hour (for timeouts), `slow`
+sleeps 8 s and then runs the task (a job still running when a test interrupts its sweep).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import traceback
 PREFIX = "@@hpff-bench@@ "
 INJECT_ENV = "HPFF_BENCH_INJECT"
 THREADS_ENV = "HPFF_BENCH_THREADS"
-INJECT_MODES = ("oom", "error", "crash", "kill", "hang")
+INJECT_MODES = ("oom", "error", "crash", "kill", "hang", "slow")
+SLOW_S = 8.0
 
 
 def parse_inject(text: str | None) -> list[tuple[str, str]]:
@@ -63,11 +70,13 @@ def inject(label: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "hang":
             time.sleep(3600)
+        if mode == "slow":
+            time.sleep(SLOW_S)
 
 
 def _profile_parts(d: dict, cfg) -> dict:
     """estimate_config / profile_config dict -> record keys."""
-    parts = {k: d.get(k) for k in ("label", "ablation", "modules", "params", "forward_calls", "memory", "predicted")}
+    parts = {k: d.get(k) for k in ("label", "ablation", "modules", "params", "forward_calls", "flops", "memory", "predicted")}
     mem = parts.get("memory")
     if isinstance(mem, dict):  # keep the profile's headline numbers inside `memory`
         mem = dict(mem)
@@ -86,14 +95,16 @@ def _profile_parts(d: dict, cfg) -> dict:
     return parts
 
 
-def execute(task: dict, emit=lambda msg: None) -> dict:
-    """Run one task (see sweep.Task.payload) and return its result record."""
+def execute(task: dict, emit=lambda msg: None, job_id: str | None = None) -> dict:
+    """Run one task (see sweep.task_payload) and return its result record; `job_id`: the
+    scheduler's id of the job running it (goes into env.job_id)."""
     import torch
 
     from hpff_bench.config import RunConfig
     from hpff_bench.data.datasets import DataUnavailable
     from hpff_bench.errors import ConfigError
     from hpff_bench.runner.env import capture_env
+    from hpff_bench.runner.launchers.gpus import record_gpu
     from hpff_bench.runner.store import make_record
 
     kind = task["kind"]
@@ -150,6 +161,11 @@ def execute(task: dict, emit=lambda msg: None) -> dict:
     env.update(extra_env)
     env["seconds"] = round(time.perf_counter() - t0, 3)
     env["pid"] = os.getpid()
+    gpu = record_gpu()
+    if gpu is not None:
+        env["gpu"] = gpu
+    if job_id is not None:
+        env["job_id"] = job_id
     return make_record(
         kind,
         status,
@@ -163,6 +179,26 @@ def execute(task: dict, emit=lambda msg: None) -> dict:
         traceback=tb,
         **{k: v for k, v in parts.items() if k not in ("label", "ablation") or v is not None},
     )
+
+
+def run_job(task: dict, results_dir: str) -> dict:
+    """submitit's entry point: run `task` in this job and append its record to the store."""
+    import submitit
+
+    from hpff_bench.runner import store
+
+    _set_threads(os.environ.get(THREADS_ENV) or len(os.sched_getaffinity(0)))
+    job_id = submitit.JobEnvironment().job_id
+    record = execute(task, job_id=job_id)
+    store.append_record(store.run_file(results_dir, task["run_name"]), record)
+    return record
+
+
+def _set_threads(threads) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
 
 
 def _free_cuda() -> None:
@@ -194,11 +230,7 @@ def main() -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # anything printed (Python or C) now goes to stderr
     sys.stdout = sys.stderr
-    threads = os.environ.get(THREADS_ENV)
-    if threads:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
+    _set_threads(os.environ.get(THREADS_ENV))
     from hpff_bench.runner.store import dumps
 
     def emit(msg: dict) -> None:

@@ -1,0 +1,58 @@
+"""FLOPs of a training step, split by the project's scopes (backbone, aux, the rest).
+
+The count per op is torch's own (`torch.utils.flop_counter`'s registry, what FlopCounterMode
+uses: convolutions and their backward, matmuls, attention; element-wise ops, BatchNorm,
+pooling and upsampling count 0), taken on whatever step runs inside, real or fake tensors.
+
+Why not FlopCounterMode itself: it decomposes every op its registry lacks (running the
+decomposition's pieces instead), which changes the tensors a step allocates and frees, and
+the FLOPs are counted on the same step the memory tracker traces. This mode only looks:
+each op runs as it would without it. tests/test_flops.py checks that the totals equal
+FlopCounterMode's. FLOPs go to `memory.scope.current()` (what the methods label: a module's
+forward and the backward passes run for it), not to nn.Modules through global hooks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from hpff_bench.memory.scope import current
+
+# scope kinds -> the record's split; "loss", "optimizer", "step" go to "other"
+SPLIT = ("backbone", "aux")
+
+
+class ScopedFlopCounter(TorchDispatchMode):
+    """Counts FLOPs per scope kind (`by_kind`) and the aten ops dispatched (`ops`) of everything
+    run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_kind: Counter[str] = Counter()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.ops += 1
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.by_kind[current().kind] += count(*args, **kwargs, out_val=out)
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    def split(self, steps: int = 1) -> dict:
+        """FLOPs per step: {"total", "backbone", "aux", "other"} (ints)."""
+        steps = max(steps, 1)
+        total = sum(self.by_kind.values())
+        out = {"total": total // steps}
+        for kind in SPLIT:
+            out[kind] = self.by_kind[kind] // steps
+        out["other"] = (total - sum(self.by_kind[k] for k in SPLIT)) // steps
+        return out

@@ -1,0 +1,137 @@
+"""Every method's step time against BP's, measured side by side, with its FLOP ratio.
+
+    pytest suites/test_method_speed.py --benchmark-only --hpff-threads 2 -s
+
+One benchmark round = one training step of every configuration, in an order rotated by one
+each round, so slow drift of a shared machine (other processes, thermal state) falls on all
+of them alike. After a warm-up step each, `rounds` rounds run; a configuration's time is the
+median of its steps. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
+per-op formulas). extra_info holds per configuration: step seconds, step / BP, FLOPs /
+BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput;
+above 1 = slower per FLOP than BP).
+
+Sizes: resnet32, K=16, batch 128, 3 rounds (the issue's setting: CPU, 2 threads); under
+--benchmark-disable a tiny resnet20 K=2 batch 4 single round, so the code runs on every test
+run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
+No assertion on times here: a benchmark reports, it does not judge.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.flops import ScopedFlopCounter
+
+# name -> RunConfig changes; "+hpff" is the CLI's --hpff (HiLo + 2x2 PFF, HPFF's split)
+CASES = {
+    "bp": {"method": "bp"},
+    "gc": {"method": "gc"},
+    "greedy": {"method": "greedy"},
+    "greedy+hpff": {"method": "greedy", "hilo": True, "pff_grid": 2, "split": "hpff"},
+    "dgl": {"method": "dgl"},
+    "dgl+hpff": {"method": "dgl", "hilo": True, "pff_grid": 2, "split": "hpff"},
+    "infopro": {"method": "infopro"},
+    "infopro+hpff": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff", "aux": "2c2f",
+                     "lambdas": HPFF_INFOPRO_LAMBDAS},
+    "infopro+hpff reference": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
+                               "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "hilo_exec": "reference"},
+    "infopro+hpff official": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
+                              "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "variant": "official",
+                              "hilo_exec": "official"},
+    "predsim": {"method": "predsim"},
+}
+NEEDS_OFFICIAL_TABLE = {"infopro+hpff official"}  # the official code has resnet32/110 only
+FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 3}
+SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "split": "uniform"}
+
+
+def speed_configs(network: str, k: int, batch_size: int, device: str, split: str | None = None) -> dict[str, RunConfig]:
+    """The CASES at one size; `split` replaces every case's split (resnet20 has no HPFF table)."""
+    base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
+    return {
+        name: base.replace(**{**changes, **({"split": split} if split else {})}).validate()
+        for name, changes in CASES.items()
+        if not (split and name in NEEDS_OFFICIAL_TABLE)
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int) -> dict:
+    """{name: {"step_seconds": [...], "flops": {...}}}: a warm-up step each (FLOPs counted
+    there), then `rounds` rotations over all configurations."""
+    from hpff_bench.methods import build_method, synthetic_batch
+
+    built = {}
+    out = {}
+    for name, cfg in configs.items():
+        m = build_method(cfg, device=device)
+        x, y = synthetic_batch(cfg, device)
+        with ScopedFlopCounter() as counter:
+            m.train_step(x, y)
+        _sync(device)
+        built[name] = (m, x, y)
+        out[name] = {"step_seconds": [], "flops": counter.split()}
+    names = list(configs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            m, x, y = built[name]
+            t0 = time.perf_counter()
+            m.train_step(x, y)
+            _sync(device)
+            out[name]["step_seconds"].append(time.perf_counter() - t0)
+    return out
+
+
+def ratios(measured: dict) -> dict:
+    """Per configuration: median step, step / BP's, FLOPs / BP's, and time ratio / FLOP ratio."""
+    bp_t = statistics.median(measured["bp"]["step_seconds"])
+    bp_f = measured["bp"]["flops"]["total"]
+    table = {}
+    for name, m in measured.items():
+        t = statistics.median(m["step_seconds"])
+        time_ratio, flop_ratio = t / bp_t, m["flops"]["total"] / bp_f
+        table[name] = {
+            "step_seconds": t,
+            "step_vs_bp": time_ratio,
+            "flops": m["flops"],
+            "flops_vs_bp": flop_ratio,
+            "flop_efficiency_vs_bp": time_ratio / flop_ratio,
+        }
+    return table
+
+
+def test_method_speed_against_bp(benchmark, hpff_device, request):
+    disabled = request.config.getoption("benchmark_disable", False)
+    size = SMOKE if disabled else FULL
+    configs = speed_configs(size["network"], size["k"], size["batch_size"], hpff_device.type, size.get("split"))
+    state = {}
+
+    def run():
+        state["measured"] = measure_side_by_side(configs, hpff_device, size["rounds"])
+
+    benchmark.group = f"method speed {size['network']} K={size['k']} batch={size['batch_size']}"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    table = ratios(state["measured"])
+    assert table["bp"]["step_vs_bp"] == 1.0
+    for name, row in table.items():  # FLOPs were counted: aux nets add FLOPs, never remove them
+        assert row["flops"]["total"] == row["flops"]["backbone"] + row["flops"]["aux"] + row["flops"]["other"]
+        if configs[name].method not in ("bp", "gc"):
+            assert row["flops"]["aux"] > 0, name
+    benchmark.extra_info.update({
+        "network": size["network"], "k": size["k"], "batch_size": size["batch_size"],
+        "rounds": size["rounds"], "threads": torch.get_num_threads(), "device": str(hpff_device),
+        "configurations": table,
+    })
+    lines = [f"{'configuration':24} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"]
+    for name, row in table.items():
+        lines.append(f"{name:24} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} "
+                     f"{row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}")
+    print("\n" + "\n".join(lines))
