@@ -19,29 +19,12 @@ import pytest
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
 from hpff_bench.runner.sweep import run_sweep
-
-TINY = """
-[suite]
-name = "tiny"
-kinds = ["train"]
-[base]
-network = "resnet20"
-dataset = "fake"
-image_size = 8
-batch_size = 8
-device = "cpu"
-[axes]
-seed = {seeds}
-[kind.train]
-epochs = 1
-train_subset = 16
-test_subset = 8
-"""
+from tests.fixtures.tiny_suite import TINY_TRAIN_SUITE
 
 
 def write_suite(tmp_path: Path, seeds=(0, 1, 2, 3, 4), extra: str = "") -> Path:
     p = tmp_path / "tiny.toml"
-    p.write_text(textwrap.dedent(TINY.format(seeds=list(seeds))) + textwrap.dedent(extra))
+    p.write_text(textwrap.dedent(TINY_TRAIN_SUITE.format(name="tiny", seeds=list(seeds))) + textwrap.dedent(extra))
     return p
 
 

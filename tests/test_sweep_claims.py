@@ -16,24 +16,7 @@ from hpff_bench.runner import claim, store
 from hpff_bench.runner.claim import DONE, HELD, MINE, Claims
 from hpff_bench.runner.suite import Suite, load_suite
 from hpff_bench.runner.sweep import changed_configuration_notes, run_sweep
-
-TRAIN_SUITE = """
-[suite]
-name = "shared"
-kinds = ["train"]
-[base]
-network = "resnet20"
-dataset = "fake"
-image_size = 8
-batch_size = 8
-device = "cpu"
-[axes]
-seed = {seeds}
-[kind.train]
-epochs = 1
-train_subset = 16
-test_subset = 8
-"""
+from tests.fixtures.tiny_suite import TINY_TRAIN_SUITE
 
 KEY = ("train", "abc", "")
 
@@ -87,7 +70,7 @@ def test_release_all_lets_another_sweep_take_the_task_at_once(tmp_path):
 def test_two_concurrent_resumed_sweeps_record_each_task_once(tmp_path):
     suite = tmp_path / "shared.toml"
     seeds = list(range(4))
-    suite.write_text(textwrap.dedent(TRAIN_SUITE.format(seeds=seeds)))
+    suite.write_text(textwrap.dedent(TINY_TRAIN_SUITE.format(name="shared", seeds=seeds)))
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "hpff_bench", "sweep", str(suite), "--results", str(results), "--resume",
            "--no-progress", "--table-rows", "0"]
@@ -142,7 +125,7 @@ def test_a_traversal_suite_name_writes_nothing_outside_the_results_directory(tmp
 # ----- Ctrl-C pressed several times -------------------------------------------------------------------
 def test_quick_repeated_ctrl_c_ends_with_the_summary_not_a_traceback(tmp_path):
     suite = tmp_path / "shared.toml"
-    suite.write_text(textwrap.dedent(TRAIN_SUITE.format(seeds=[0, 1])))
+    suite.write_text(textwrap.dedent(TINY_TRAIN_SUITE.format(name="shared", seeds=[0, 1])))
     results = tmp_path / "results"
     env = {**os.environ, "HPFF_BENCH_INJECT": "hang:-s1/"}
     cmd = [sys.executable, "-m", "hpff_bench", "sweep", str(suite), "--results", str(results), "--no-progress"]
@@ -168,7 +151,7 @@ def test_quick_repeated_ctrl_c_ends_with_the_summary_not_a_traceback(tmp_path):
 # ----- suites that changed, lr given in [base] ---------------------------------------------------------
 def test_resume_after_the_suite_changed_says_so(tmp_path):
     suite = tmp_path / "shared.toml"
-    suite.write_text(textwrap.dedent(TRAIN_SUITE.format(seeds=[0, 1])))
+    suite.write_text(textwrap.dedent(TINY_TRAIN_SUITE.format(name="shared", seeds=[0, 1])))
     plan = load_suite(suite).plan()
     d = tmp_path / "r" / "shared"
     old = plan.tasks[0].config.replace(batch_size=4)  # what the run was before the edit

@@ -185,15 +185,9 @@ def cannot_run(p: PublishedMemory) -> str | None:
     from hpff_bench.errors import ConfigError
     from hpff_bench.networks.splits import resolve_cuts
 
-    if p.dataset == "imagenet" and p.method == "infopro" and not IMAGENET_AUX_NETS:
-        return ("InfoPro's ImageNet auxiliary nets (a deeper decoder and head for 224-px inputs) are "
-                "not in this version; the CIFAR ones would give a different number")
     try:
         resolve_cuts(p.network, p.split, p.k, p.dataset)
     except ConfigError as e:
         return f"the {p.split} split (docs/splits.md) is not in this version ({str(e).split('; ')[-1]})"
     return None
 
-
-# Whether the InfoPro ImageNet auxiliary nets (docs/methods.md) are implemented in this version.
-IMAGENET_AUX_NETS = True
