@@ -204,3 +204,61 @@ def test_recipes_are_the_default_for_unset_infopro_options():
     assert infopro_recipe("cifar10", "resnet110", 55, False) is None  # no published command
     assert "comand.sh" in infopro_recipe("svhn", "resnet110", 8, False).source
     assert infopro_recipe("cifar10", "resnet32", 16, True).epochs == 400
+
+
+def test_official_model_holds_batch_sized_denormalisation_tensors():
+    """The official model's mean/std are `.expand(batch, 3, H, W).cuda()`: a device copy of an
+    expanded tensor is materialised, 2 x B x 3 x H x W floats for the model's life."""
+    from hpff_bench.memory.trace import trace_training
+    from hpff_bench.memory.tracker import cuda_block_size
+
+    b = 8
+    m = build_method(official(batch_size=b))
+    mean, std = m._batch_mean, m._batch_std
+    assert mean.shape == std.shape == (b, 3, 32, 32)
+    assert mean.untyped_storage().nbytes() == std.untyped_storage().nbytes() == b * 3 * 32 * 32 * 4
+    x = torch.randn(b, 3, 32, 32)
+    assert torch.equal(m.denormalize(x), x * m._std + m._mean)
+    assert torch.equal(m.denormalize(x[:3]), x[:3] * m._std + m._mean)  # a last, smaller batch
+
+    t = trace_training(official(batch_size=b), fake=True, warmup=1, steps=1, rounding=cuda_block_size).tracker
+    params = sum(cuda_block_size(p.untyped_storage().nbytes()) for p in m.parameters())
+    buffers = sum(cuda_block_size(x.untyped_storage().nbytes()) for x in m.buffers())
+    assert t.peak_breakdown["parameters"] == params + buffers
+    small = buffers - 2 * cuda_block_size(b * 3 * 32 * 32 * 4)  # BN statistics, the 3-value mean/std
+    assert small == sum(cuda_block_size(x.untyped_storage().nbytes()) for n, x in m.named_buffers()
+                        if not n.startswith("_batch_"))
+
+
+def test_report_puts_the_official_rows_beside_ours(tmp_path):
+    """One setting, ours and the official code's InfoPro+HPFF: both in the headline rows, in the
+    same InfoPro panel of memory_vs_k, each with its own label."""
+    import matplotlib.pyplot as plt
+
+    from hpff_bench.report import figures as Fg
+    from hpff_bench.report import tables as T
+    from hpff_bench.report.load import read_results
+    from hpff_bench.runner.store import dumps, make_record
+
+    common = dict(network="resnet32", method="infopro", k=16, split="hpff", hilo=True, pff_grid=2,
+                  batch_size=1024)
+    runs = {
+        RunConfig(network="resnet32", method="bp", batch_size=1024): 2.5e9,
+        RunConfig(**common): 1.3e9,
+        RunConfig(**common, variant="official", hilo_exec="official"): 1.7e9,
+    }
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(dumps(make_record("estimate", "ok", config=c, predicted={
+        "peak_allocated_bytes": int(v), "device_used_bytes": int(v)})) + "\n" for c, v in runs.items()))
+    cfg = T.configs(T.add_method_names(read_results([f]).frame))
+    rows = T.main_variants(cfg)
+    names = set(rows["name"])
+    assert {"InfoPro+HPFF (n=2)", "InfoPro+HPFF (official code)"} <= names
+    compact = Fg.compact_settings(rows)
+    panel = Fg._panel_rows(compact, "setting", compact["setting"].iloc[0], "InfoPro")
+    assert {"InfoPro+HPFF (n=2)", "InfoPro+HPFF (official code)"} <= set(panel["name"])
+    assert set(T.memory_table(cfg).data["method"]) >= {"InfoPro+HPFF (n=2)", "InfoPro+HPFF (official code)"}
+    fig = Fg.memory_vs_k(cfg)
+    legend = {t.get_text() for lg in fig.legends for t in lg.get_texts()}
+    plt.close(fig)
+    assert {"InfoPro+HPFF (n=2)", "InfoPro+HPFF (official code)"} <= legend

@@ -17,6 +17,10 @@ One step, for modules 0 … n-1 (n = len(module ends); the paper's K is `local_m
   network's classifier: `w_IL·CE_x + w_CL·CE_y`, one backward.
 Python references are kept as the official code keeps them (the previous position's window
 output stays alive while the next one is computed), since they are live bytes too.
+The official model de-normalises with a mean and std expanded to the batch and then copied to the
+device (`.view(1, 3, 1, 1).expand(batch_size, 3, H, W).cuda()`): a device copy of an expanded
+tensor is materialised, so it holds 2 x B x 3 x H x W floats for its whole life (25,165,824 B at
+batch 1024 on CIFAR). They are buffers here, made the same way.
 The official model also builds aux nets it never uses (a decoder `net_decoder_*` per module,
 the aux nets at the first and last module end, an unused `fc`); their parameters are in its
 optimizer and so in its memory: they are built here as `unused` (InfoPro only: DGL, Greedy SL
@@ -93,6 +97,10 @@ class OfficialHiLo(Method):
                 self.unused["fc"] = nn.Linear(WIDTHS[-1], classes)
         for m in [*self.aux_nets.values(), self.unused]:
             _official_init(m)
+        shape = (c.batch_size, 3, size, size)
+        # `.to(copy=True)` of an expanded tensor allocates every element, as `.cuda()` does
+        self.register_buffer("_batch_mean", self._mean.expand(shape).to(copy=True), persistent=False)
+        self.register_buffer("_batch_std", self._std.expand(shape).to(copy=True), persistent=False)
         self._build_optimizer()
 
     @property
@@ -137,6 +145,11 @@ class OfficialHiLo(Method):
         """Runs fn at once inside the aux scope (so the loop variables its lambda reads are current)."""
         with scope("aux", None, name):
             return fn()
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The official `_image_restore`: through the batch-sized mean and std."""
+        n = x.shape[0]
+        return x.mul(self._batch_std[:n]) + self._batch_mean[:n]
 
     def _forward_backward(self, img, target):
         c = self.config
