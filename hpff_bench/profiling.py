@@ -292,13 +292,8 @@ def estimate_batches(
             k: v for k, v in predict_options.items() if k in ("cuda_arch", "cuda_context_bytes", "cublas_workspaces")
         })
         try:
-            fit = _affine_largest_fit(used, logs, budget_bytes, sorted(results), model_used)
+            fit = _affine_largest_fit(used, logs, budget_bytes, sorted(results), model_used, on_note)
             lo, hi = fit["largest_batch"], fit["smallest_failing_batch"]
-            if on_note:
-                on_note(
-                    f"affine model of the event log (batches {fit['fit_batches'][0]:,} and {fit['fit_batches'][1]:,}, "
-                    f"{fit['events']:,} events): {fit['model_probes']} model probes; real predictions agree"
-                )
         except NotAffine as e:
             fit, reason = None, str(e)
             if on_note:
@@ -323,7 +318,8 @@ def estimate_batches(
     return out
 
 
-def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_used, model_probes: int = 64) -> dict:
+def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_used, on_note=None,
+                        model_probes: int = 64) -> dict:
     """The budget edge from the affine model of the event log, confirmed by real predictions.
 
     used(b): real prediction (fills logs[b]); model_used(events): device use of a log. Fits the
@@ -358,10 +354,16 @@ def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_u
     lo, hi = _largest_fit(synthetic, budget, [b1, b2], model_probes)
     if hi is None or hi - lo > 1:
         raise NotAffine(f"the search on the model did not close in {model_probes} probes (edge between {lo} and {hi})")
+    if on_note:
+        on_note(
+            f"affine model of the event log (fitted at batches {b1:,} and {b2:,}; {len(model.keys):,} events, "
+            f"{model.batch_dependent:,} allocations grow with the batch): {probes} model probes put the edge at "
+            f"{lo:,} / {hi:,}; checking with real predictions"
+        )
     for b in [lo, hi] if lo > 0 else [hi]:
         used(b)
         if logs.get(b) is None:
-            raise NotAffine(f"batch {b} cannot run (see unusable_batches), yet the model gives it a log")
+            raise NotAffine(f"batch {b} cannot run (see unusable_batches), which the affine model cannot know")
         if b not in (b1, b2):
             if why := model.mismatch(b, logs[b]):
                 raise NotAffine(why)

@@ -137,17 +137,20 @@ def format_table(records: list[dict], header: bool = True) -> str:
 
 def format_budget(b: dict) -> str:
     budget = f"{b['budget_bytes'] / MIB:,.0f} MiB"
-    if b["largest_batch"] is None:
-        return f"budget {budget}: no batch size fits (predicted device use at batch 1 exceeds it)"
-    note = "" if b["exact"] else " (search stopped before the exact edge)"
     if b.get("affine"):
         a = b["affine"]
         how = (f"affine model of the event log fitted at batches {a['fit_batches'][0]} and {a['fit_batches'][1]}, "
                f"{a['model_probes']} model probes, matched by the real traces at {', '.join(map(str, a['checked_batches']))}")
     else:
         how = f"full search: {b.get('fallback_reason')}"
+    searched = f"{b['predictions']} predictions ({how})"
+    if b["largest_batch"] is None:
+        one = b.get("unusable_batches", {}).get(1) or b.get("unusable_batches", {}).get("1")
+        why = f"the smallest batch that runs exceeds it; batch 1 cannot run: {one}" if one else "predicted device use at batch 1 exceeds it"
+        return f"budget {budget}: no batch size fits ({why}); {searched}"
+    note = "" if b["exact"] else " (search stopped before the exact edge)"
     return (
         f"budget {budget}: largest batch that fits = {b['largest_batch']} "
         f"(device {b['device_used_bytes'] / MIB:,.0f} MiB; batch {b['smallest_failing_batch']} does not fit){note}; "
-        f"{b['predictions']} predictions ({how})"
+        f"{searched}"
     )
