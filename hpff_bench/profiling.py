@@ -13,7 +13,9 @@ Both also run the fake-tensor prediction (memory.predict) and fill `predicted`. 
 step: total, backbone, aux, other; torch's FlopCounterMode) is counted on the tracked step.
 
 `estimate_config(cfg)` is the prediction alone; `estimate_batches` repeats it over batch
-sizes and finds the largest batch that fits a memory budget.
+sizes and finds the largest batch that fits a memory budget: on the affine model of the event
+log (memory.affine) fitted on two predictions, the answer then confirmed by real predictions
+at it and the batch above it, or, where the log is not affine, by predictions alone.
 """
 
 from __future__ import annotations
@@ -292,8 +294,7 @@ def estimate_batches(
             k: v for k, v in predict_options.items() if k in ("cuda_arch", "cuda_context_bytes", "cublas_workspaces")
         })
         try:
-            fit = _affine_largest_fit(used, logs, budget_bytes, sorted(results), model_used, on_note)
-            lo, hi = fit["largest_batch"], fit["smallest_failing_batch"]
+            lo, hi, fit = _affine_largest_fit(used, logs, budget_bytes, sorted(results), model_used, on_note)
         except NotAffine as e:
             fit, reason = None, str(e)
             if on_note:
@@ -319,14 +320,15 @@ def estimate_batches(
 
 
 def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_used, on_note=None,
-                        model_probes: int = 64) -> dict:
+                        model_probes: int = 64) -> tuple[int, int, dict]:
     """The budget edge from the affine model of the event log, confirmed by real predictions.
 
     used(b): real prediction (fills logs[b]); model_used(events): device use of a log. Fits the
     model on the two largest known batches (predicting 2 x the largest when only one is known),
     checks it on any other known batch, searches it, then predicts the answer and the batch
     above it for real: both logs must be the model's exactly and the real values must put the
-    edge there. Raises NotAffine(why) where any step fails, for the caller's fallback."""
+    edge there. Returns (largest fitting batch, smallest failing one, what the record says of
+    the model); raises NotAffine(why) where any step fails, for the caller's fallback."""
     def usable() -> list[int]:
         return [b for b in sorted(logs) if logs[b] is not None and math.isfinite(used(b))]
 
@@ -351,7 +353,9 @@ def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_u
         probes += 1
         return model_used(model.events(b))
 
+    t0 = time.perf_counter()
     lo, hi = _largest_fit(synthetic, budget, [b1, b2], model_probes)
+    model_seconds = round(time.perf_counter() - t0, 3)
     if hi is None or hi - lo > 1:
         raise NotAffine(f"the search on the model did not close in {model_probes} probes (edge between {lo} and {hi})")
     if on_note:
@@ -370,14 +374,13 @@ def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_u
             checked.append(b)
     if (lo > 0 and used(lo) > budget) or used(hi) <= budget:  # the logs agree, so this is a bug guard
         raise NotAffine(f"the real predictions do not put the edge between {lo} and {hi}")
-    return {
-        "largest_batch": lo,
-        "smallest_failing_batch": hi,
+    return lo, hi, {
         "fit_batches": [b1, b2],
         "checked_batches": checked,
         "events": len(model.keys),
         "batch_dependent_allocations": model.batch_dependent,
         "model_probes": probes,
+        "model_seconds": model_seconds,  # the search on the model: synthesised logs + allocator replays
     }
 
 

@@ -139,8 +139,9 @@ def format_budget(b: dict) -> str:
     budget = f"{b['budget_bytes'] / MIB:,.0f} MiB"
     if b.get("affine"):
         a = b["affine"]
+        checked = ", ".join(map(str, a["checked_batches"])) or "none besides the fit batches"
         how = (f"affine model of the event log fitted at batches {a['fit_batches'][0]} and {a['fit_batches'][1]}, "
-               f"{a['model_probes']} model probes, matched by the real traces at {', '.join(map(str, a['checked_batches']))}")
+               f"{a['model_probes']} model probes, matched by the real traces at {checked}")
     else:
         how = f"full search: {b.get('fallback_reason')}"
     searched = f"{b['predictions']} predictions ({how})"
