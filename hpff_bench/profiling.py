@@ -334,6 +334,8 @@ def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_u
 
     for b in known:
         used(b)
+    if any(logs[b] is None and math.isfinite(used(b)) for b in known):
+        raise NotAffine("the predictions carry no event log")
     if len(usable()) < 2:
         used(2 * max(known))
     have = usable()
