@@ -13,11 +13,14 @@ Both also run the fake-tensor prediction (memory.predict) and fill `predicted`. 
 step: total, backbone, aux, other; torch's FlopCounterMode) is counted on the tracked step.
 
 `estimate_config(cfg)` is the prediction alone; `estimate_batches` repeats it over batch
-sizes and finds the largest batch that fits a memory budget.
+sizes and finds the largest batch that fits a memory budget: on the affine model of the event
+log (memory.affine) fitted on two predictions, the answer then confirmed by real predictions
+at it and the batch above it, or, where the log is not affine, by predictions alone.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import statistics
@@ -29,9 +32,10 @@ import torch
 from hpff_bench.errors import ConfigError
 from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.memory import cuda_probe
+from hpff_bench.memory.affine import AffineLog, NotAffine
 from hpff_bench.memory.bound import lower_bound, method_groups
 from hpff_bench.memory.nvml import DEFAULT_INTERVAL_S, NvmlSampler
-from hpff_bench.memory.predict import predict
+from hpff_bench.memory.predict import device_used_bytes, predict
 from hpff_bench.memory.trace import trace_training
 from hpff_bench.memory.tracker import LiveTensorTracker, cuda_block_size
 
@@ -204,11 +208,12 @@ def _profile_cuda(cfg, device, snapshot, nvml_interval_s, progress) -> dict:
 
 
 # ----- estimate ---------------------------------------------------------------------------
-def estimate_config(cfg, *, progress: Progress = None, **predict_options) -> dict:
-    """The prediction for `cfg` as a record (INTERFACES.md `estimate_config`)."""
+def estimate_config(cfg, *, progress: Progress = None, keep_events: bool = False, **predict_options) -> dict:
+    """The prediction for `cfg` as a record (INTERFACES.md `estimate_config`); keep_events=True
+    adds "events", the trace's event log (for the budget search; never written to a record)."""
     cfg.validate()
-    p = predict(cfg, progress=progress, **predict_options)
-    return {
+    p = predict(cfg, progress=progress, keep_events=keep_events, **predict_options)
+    record = {
         "label": cfg.label,
         "ablation": cfg.ablation,
         "config": cfg.to_dict(),
@@ -218,6 +223,9 @@ def estimate_config(cfg, *, progress: Progress = None, **predict_options) -> dic
         "flops": p["flops"],
         "predicted": p["predicted"],
     }
+    if keep_events:
+        record["events"] = p["events"]
+    return record
 
 
 def estimate_batches(
@@ -227,40 +235,72 @@ def estimate_batches(
     budget_bytes: int | None = None,
     progress: Progress = None,
     on_probe: Callable[[int, float, bool], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     max_probes: int = 16,
+    affine: bool = True,
     **predict_options,
 ) -> dict:
     """Estimates at each batch size; with a budget, also the largest batch whose predicted
-    device use (reserved + CUDA context) fits it, found by further predictions (_largest_fit).
-    on_probe(batch, device_used_bytes, fits) is called once per batch the search looks at."""
+    device use (reserved + CUDA context) fits it.
+
+    The search (affine=True): fit the affine model of the event log (memory.affine) on two
+    predicted batches, search it (milliseconds a probe), then predict the answer and the batch
+    above it for real; the answer stands only if both real traces are exactly the model's logs
+    and fit / do not fit. Where any of that fails (logs that do not align, a mismatch, a batch
+    that cannot run) it falls back to the search on real predictions (_largest_fit), and says
+    why in `fallback_reason`. The answer always comes from real predictions.
+    on_probe(batch, device_used_bytes, fits) is called once per real prediction of the search;
+    on_note(text) with one line about the model (its search, or why it is not used)."""
     results: dict[int, dict] = {}
+    logs: dict[int, list | None] = {}
 
     def at(b: int) -> dict:
         if b not in results:
             if progress:
-                progress(f"batch {b}")
-            results[b] = estimate_config(cfg.replace(batch_size=b), **predict_options)
+                progress(f"batch {b:,} (prediction {len(results) + len(unusable) + 1})")
+            r = estimate_config(cfg.replace(batch_size=b), keep_events=True, **predict_options)
+            logs[b] = r.pop("events", None)
+            results[b] = r
         return results[b]
 
+    unusable: dict[int, str] = {}
     for b in batch_sizes:
         at(b)
     out = {"estimates": [results[b] for b in batch_sizes], "budget": None}
     if budget_bytes is None:
         return out
 
-    unusable: dict[int, str] = {}
+    probed: dict[int, float] = {}
 
     def used(b: int) -> float:
-        """Predicted device use; inf where the step cannot run at this batch size (e.g.
-        BatchNorm1d in an aux net needs 2 samples): such a batch never fits."""
-        try:
-            return at(b)["predicted"]["device_used_bytes"]
-        except (ValueError, RuntimeError) as e:
-            unusable[b] = f"{type(e).__name__}: {e}"
-            return math.inf
+        """Predicted device use (a real prediction, once per batch); inf where the step cannot
+        run at this batch size (e.g. BatchNorm1d in an aux net needs 2 samples): such a batch
+        never fits."""
+        if b not in probed:
+            try:
+                probed[b] = at(b)["predicted"]["device_used_bytes"]
+            except (ValueError, RuntimeError) as e:
+                unusable[b] = f"{type(e).__name__}: {e}"
+                logs[b] = None
+                probed[b] = math.inf
+            if on_probe:
+                on_probe(b, probed[b], probed[b] <= budget_bytes)
+        return probed[b]
 
     known_before = len(results)
-    lo, hi = _largest_fit(used, budget_bytes, sorted(results), max_probes, on_probe)
+    fit, reason = None, "the affine model was not asked for (affine=False)"
+    if affine:
+        model_used = functools.partial(device_used_bytes, **{
+            k: v for k, v in predict_options.items() if k in ("cuda_arch", "cuda_context_bytes", "cublas_workspaces")
+        })
+        try:
+            lo, hi, fit = _affine_largest_fit(used, logs, budget_bytes, sorted(results), model_used, on_note)
+        except NotAffine as e:
+            fit, reason = None, str(e)
+            if on_note:
+                on_note(f"affine model not used: {reason}; searching with real predictions")
+    if fit is None:
+        lo, hi = _largest_fit(used, budget_bytes, sorted(results), max_probes)
     exact = hi is not None and hi - lo <= 1
     out["budget"] = {
         "budget_bytes": budget_bytes,
@@ -271,9 +311,79 @@ def estimate_batches(
         "predictions": len(results) + len(unusable),
         "search_predictions": len(results) + len(unusable) - known_before,
         "unusable_batches": unusable,
+        "search": "affine" if fit else "full",
+        "affine": fit,
+        "fallback_reason": None if fit else reason,
         "compares": "predicted device_used_bytes (reserved + CUDA context) <= budget",
     }
     return out
+
+
+def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_used, on_note=None,
+                        model_probes: int = 64) -> tuple[int, int, dict]:
+    """The budget edge from the affine model of the event log, confirmed by real predictions.
+
+    used(b): real prediction (fills logs[b]); model_used(events): device use of a log. Fits the
+    model on the two largest known batches (predicting 2 x the largest when only one is known),
+    checks it on any other known batch, searches it, then predicts the answer and the batch
+    above it for real: both logs must be the model's exactly and the real values must put the
+    edge there. Returns (largest fitting batch, smallest failing one, what the record says of
+    the model); raises NotAffine(why) where any step fails, for the caller's fallback."""
+    def usable() -> list[int]:
+        return [b for b in sorted(logs) if logs[b] is not None and math.isfinite(used(b))]
+
+    for b in known:
+        used(b)
+    if any(logs[b] is None and math.isfinite(used(b)) for b in known):
+        raise NotAffine("the predictions carry no event log")
+    if len(usable()) < 2:
+        used(2 * max(known))
+    have = usable()
+    if len(have) < 2:
+        raise NotAffine(f"fewer than two batch sizes with a trace (predicted: {', '.join(map(str, sorted(logs)))})")
+    b1, b2 = have[-2:]
+    model = AffineLog.fit(b1, logs[b1], b2, logs[b2])
+    checked = []
+    for b in have[:-2]:
+        if why := model.mismatch(b, logs[b]):
+            raise NotAffine(why)
+        checked.append(b)
+    probes = 0
+
+    def synthetic(b: int) -> float:
+        nonlocal probes
+        probes += 1
+        return model_used(model.events(b))
+
+    t0 = time.perf_counter()
+    lo, hi = _largest_fit(synthetic, budget, [b1, b2], model_probes)
+    model_seconds = round(time.perf_counter() - t0, 3)
+    if hi is None or hi - lo > 1:
+        raise NotAffine(f"the search on the model did not close in {model_probes} probes (edge between {lo} and {hi})")
+    if on_note:
+        on_note(
+            f"affine model of the event log (fitted at batches {b1:,} and {b2:,}; {len(model.keys):,} events, "
+            f"{model.batch_dependent:,} allocations grow with the batch): {probes} model probes put the edge at "
+            f"{lo:,} / {hi:,}; checking with real predictions"
+        )
+    for b in [lo, hi] if lo > 0 else [hi]:
+        used(b)
+        if logs.get(b) is None:
+            raise NotAffine(f"batch {b} cannot run (see unusable_batches), which the affine model cannot know")
+        if b not in (b1, b2):
+            if why := model.mismatch(b, logs[b]):
+                raise NotAffine(why)
+            checked.append(b)
+    if (lo > 0 and used(lo) > budget) or used(hi) <= budget:  # the logs agree, so this is a bug guard
+        raise NotAffine(f"the real predictions do not put the edge between {lo} and {hi}")
+    return lo, hi, {
+        "fit_batches": [b1, b2],
+        "checked_batches": checked,
+        "events": len(model.keys),
+        "batch_dependent_allocations": model.batch_dependent,
+        "model_probes": probes,
+        "model_seconds": model_seconds,  # the search on the model: synthesised logs + allocator replays
+    }
 
 
 def _largest_fit(used, budget: int, known: list[int], max_probes: int, on_probe=None) -> tuple[int, int | None]:

@@ -47,6 +47,7 @@ def test_budget_search_finds_the_largest_batch_that_fits(budget_mib, monkeypatch
     if expected is not None:
         assert b["smallest_failing_batch"] == expected + 1
     assert b["predictions"] <= 2 + 16
+    assert b["search"] == "full" and b["fallback_reason"] == "the predictions carry no event log"
 
 
 def test_budget_on_the_command_line(cli):
@@ -54,6 +55,11 @@ def test_budget_on_the_command_line(cli):
     code, out, err = cli("estimate", *SMALL, "--batch-size", "4", "--budget", "1MiB", "--cuda-context-bytes", "0")
     assert code == 0, err
     assert "budget 1 MiB: no batch size fits" in out
+    # the model puts the edge at 0 / 1, but batch 1 cannot run (BatchNorm1d in the aux net): the
+    # real search decides, and both outputs say so
+    assert "budget search: affine model not used: batch 1 cannot run (see unusable_batches)" in err
+    assert "(full search: batch 1 cannot run (see unusable_batches), which the affine model cannot know)" in out
+    assert "batch 1 cannot run: ValueError: Expected more than 1 value per channel when training" in out
 
 
 @pytest.mark.parametrize(

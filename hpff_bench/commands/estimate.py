@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with progress_bar("estimate") as progress:
         result = estimate_batches(
-            cfg, sizes, budget_bytes=budget, progress=progress, on_probe=probe_line(budget), **options
+            cfg, sizes, budget_bytes=budget, progress=progress, on_probe=probe_line(budget),
+            on_note=note_line if budget is not None else None, **options,
         )
     wall = time.perf_counter() - t0
     split = split_of(cfg)
@@ -104,6 +105,13 @@ def probe_line(budget: int | None):
     return line
 
 
+def note_line(text: str) -> None:
+    """The budget search's line about the affine model, with the probe lines on stderr."""
+    from tqdm import tqdm
+
+    tqdm.write(f"budget search: {text}", file=sys.stderr)
+
+
 def _row(r: dict) -> list[str]:
     p, b = r["predicted"], r["predicted"]["breakdown_bytes"]
     m = lambda n: f"{n / MIB:,.1f}"  # noqa: E731
@@ -129,11 +137,21 @@ def format_table(records: list[dict], header: bool = True) -> str:
 
 def format_budget(b: dict) -> str:
     budget = f"{b['budget_bytes'] / MIB:,.0f} MiB"
+    if b.get("affine"):
+        a = b["affine"]
+        checked = ", ".join(map(str, a["checked_batches"])) or "none besides the fit batches"
+        how = (f"affine model of the event log fitted at batches {a['fit_batches'][0]} and {a['fit_batches'][1]}, "
+               f"{a['model_probes']} model probes, matched by the real traces at {checked}")
+    else:
+        how = f"full search: {b.get('fallback_reason')}"
+    searched = f"{b['predictions']} predictions ({how})"
     if b["largest_batch"] is None:
-        return f"budget {budget}: no batch size fits (predicted device use at batch 1 exceeds it)"
+        one = b.get("unusable_batches", {}).get(1) or b.get("unusable_batches", {}).get("1")
+        why = f"the smallest batch that runs exceeds it; batch 1 cannot run: {one}" if one else "predicted device use at batch 1 exceeds it"
+        return f"budget {budget}: no batch size fits ({why}); {searched}"
     note = "" if b["exact"] else " (search stopped before the exact edge)"
     return (
         f"budget {budget}: largest batch that fits = {b['largest_batch']} "
         f"(device {b['device_used_bytes'] / MIB:,.0f} MiB; batch {b['smallest_failing_batch']} does not fit){note}; "
-        f"{b['predictions']} predictions"
+        f"{searched}"
     )

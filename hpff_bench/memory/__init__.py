@@ -4,6 +4,7 @@ scope            where in a step the code is (methods set it; probes read it)
 tracker          exact live tensor-storage bytes, by category and scope (any device, fake too)
 trace            run a method's steps under the tracker, on real or fake tensors
 allocator_model  the CUDA caching allocator replayed on a tracker's event log
+affine           an event log as a + c * batch per event: logs at other batches without tracing
 predict          a CUDA run's memory without a GPU, as labelled terms
 bound            a lower bound from the same trace, and efficiency = bound / peak
 cuda_probe       the allocator's own peaks, snapshots and their offline render; CudaProbe

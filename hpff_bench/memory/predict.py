@@ -65,11 +65,14 @@ def predict(
     cuda_context_bytes: int | None = None,
     cublas_workspaces: int = CUBLAS_WORKSPACES,
     progress: Callable[[str], None] | None = None,
+    keep_events: bool = False,
 ) -> dict:
     """Predicted CUDA memory for one training step of `config` (see the module docstring).
 
     Returns {"modules", "params", "forward_calls", "flops", "predicted": {...}}; flops are those of
-    the traced step (hpff_bench.flops: total, backbone, aux, other)."""
+    the traced step (hpff_bench.flops: total, backbone, aux, other). keep_events=True adds
+    "events", the tracker's event log (thousands of entries: for the budget search's affine
+    model, memory.affine; not for records)."""
     if cuda_arch not in CUBLAS_WORKSPACE_BYTES:
         raise ConfigError(f"unknown --cuda-arch {cuda_arch!r}; allowed: {', '.join(CUDA_ARCHS)}")
     if cuda_context_bytes is not None and cuda_context_bytes < 0:
@@ -93,7 +96,7 @@ def predict(
     tr = trace.tracker
     ws_each = CUBLAS_WORKSPACE_BYTES[cuda_arch]
     ws_total = ws_each * cublas_workspaces
-    stats = replay(tr.events, persistent_bytes=[ws_each] * cublas_workspaces)
+    stats = allocator_stats(tr.events, cuda_arch=cuda_arch, cublas_workspaces=cublas_workspaces)
     bound = lower_bound(tr)
     live = tr.peak
     terms = {
@@ -142,13 +145,35 @@ def predict(
         },
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return {
+    out = {
         "modules": trace.modules,
         "params": trace.params,
         "forward_calls": trace.forward_calls,
         "flops": trace.flops,
         "predicted": predicted,
     }
+    if keep_events:
+        out["events"] = tr.events
+    return out
+
+
+def allocator_stats(events, *, cuda_arch: str = DEFAULT_CUDA_ARCH, cublas_workspaces: int = CUBLAS_WORKSPACES):
+    """The allocator model's peaks for an event log, the cuBLAS workspaces held from the start."""
+    ws_each = CUBLAS_WORKSPACE_BYTES[cuda_arch]
+    return replay(events, persistent_bytes=[ws_each] * cublas_workspaces)
+
+
+def device_used_bytes(
+    events,
+    *,
+    cuda_arch: str = DEFAULT_CUDA_ARCH,
+    cuda_context_bytes: int | None = None,
+    cublas_workspaces: int = CUBLAS_WORKSPACES,
+) -> int:
+    """predict()'s device_used_bytes for an event log (reserved peak + CUDA context), without
+    tracing: what the budget search evaluates on the affine model's synthesised logs."""
+    context = DEFAULT_CUDA_CONTEXT_BYTES if cuda_context_bytes is None else cuda_context_bytes
+    return allocator_stats(events, cuda_arch=cuda_arch, cublas_workspaces=cublas_workspaces).peak_reserved_bytes + context
 
 
 def _term(nbytes: int, source: str, what: str) -> dict:
