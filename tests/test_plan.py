@@ -94,6 +94,12 @@ def test_max_batch_is_estimates_budget_search(cli, cli_json):
     assert est["budget"]["exact"] and 8 <= est["budget"]["largest_batch"] < est["budget"]["smallest_failing_batch"]
     code, out, err = cli(*TINY, "--budget", "600MiB", "--methods", "bp", "--max-batch")
     assert out.splitlines()[0].split()[-1] == "batch" and out.splitlines()[1].split()[-1] == str(recs[0]["largest_batch"])
+    # a balanced row keeps its cuts while other batch sizes are tried: estimate --cuts at those cuts
+    greedy = _records(cli, *TINY, "--budget", "600MiB", "--methods", "greedy", "--k", "2", "--max-batch")
+    off = next(r for r in greedy if not r["hpff"])
+    est = cli_json("estimate", "--network", "resnet20", "--method", "greedy", "--cuts", off["split"]["cuts"],
+                   "--batch-size", "8", "--budget", "600MiB")
+    assert off["split"]["scheme"] == "balanced" and off["largest_batch"] == est["budget"]["largest_batch"]
 
 
 def _cfg(*argv):
