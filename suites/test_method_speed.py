@@ -23,40 +23,12 @@ import time
 
 import torch
 
-from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.config import RunConfig
 from hpff_bench.flops import ScopedFlopCounter
+from hpff_bench.speed_cases import speed_configs
 
-# name -> RunConfig changes; "+hpff" is the CLI's --hpff (HiLo + 2x2 PFF, HPFF's split)
-CASES = {
-    "bp": {"method": "bp"},
-    "gc": {"method": "gc"},
-    "greedy": {"method": "greedy"},
-    "greedy+hpff": {"method": "greedy", "hilo": True, "pff_grid": 2, "split": "hpff"},
-    "dgl": {"method": "dgl"},
-    "dgl+hpff": {"method": "dgl", "hilo": True, "pff_grid": 2, "split": "hpff"},
-    "infopro": {"method": "infopro"},
-    "infopro+hpff": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff", "aux": "2c2f",
-                     "lambdas": HPFF_INFOPRO_LAMBDAS},
-    "infopro+hpff reference": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
-                               "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "hilo_exec": "reference"},
-    "infopro+hpff official": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
-                              "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "variant": "official",
-                              "hilo_exec": "official"},
-    "predsim": {"method": "predsim"},
-}
-NEEDS_OFFICIAL_TABLE = {"infopro+hpff official"}  # the official code has resnet32/110 only
 FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 3}
 SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "split": "uniform"}
-
-
-def speed_configs(network: str, k: int, batch_size: int, device: str, split: str | None = None) -> dict[str, RunConfig]:
-    """The CASES at one size; `split` replaces every case's split (resnet20 has no HPFF table)."""
-    base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
-    return {
-        name: base.replace(**{**changes, **({"split": split} if split else {})}).validate()
-        for name, changes in CASES.items()
-        if not (split and name in NEEDS_OFFICIAL_TABLE)
-    }
 
 
 def _sync(device: torch.device) -> None:
@@ -128,6 +100,8 @@ def test_method_speed_against_bp(benchmark, hpff_device, request):
     benchmark.extra_info.update({
         "network": size["network"], "k": size["k"], "batch_size": size["batch_size"],
         "rounds": size["rounds"], "threads": torch.get_num_threads(), "device": str(hpff_device),
+        "device_name": torch.cuda.get_device_name(hpff_device) if hpff_device.type == "cuda" else None,
+        "split": size.get("split"),  # None: each case's own (hpff_bench/speed_cases.py)
         "configurations": table,
     })
     lines = [f"{'configuration':24} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from hpff_bench.cli_options import add_config_arguments, config_from_args
 from hpff_bench.config import LOCAL_METHODS, METHODS
@@ -12,9 +13,12 @@ from hpff_bench.errors import ConfigError
 HELP = """\
 Predict (fake tensors, no GPU) every configuration of --methods x --k x split (the papers'
 tables where they have the network and K, and `balanced`, searched) x HPFF off/on, and list
-those whose predicted device use fits --budget, sorted by predicted FLOPs per step, with the
-predicted peak, the headroom and the published CIFAR test error where a paper reports that
-configuration. Every configuration is validated before anything is traced."""
+those whose predicted device use fits --budget, cheapest step first, with the predicted peak,
+the headroom and the published CIFAR test error where a paper reports that configuration.
+A step's cost is its measured time x BP where a --timings file timed exactly that step (same
+network, data, batch, method, K, cuts, HPFF options, variant; hpff_bench/report/timings.py),
+else its predicted FLOPs x BP. Every configuration and file is checked before anything is
+traced."""
 
 MIB = 1 << 20
 PAPER_SPLITS = ("infopro", "infopro-balanced", "hpff")
@@ -32,7 +36,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--k", default="2,3,4", help="K values for local methods, comma-separated (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of the table")
     p.add_argument("--max-batch", action="store_true",
-                   help="also the largest batch that fits, per configuration (estimate --budget's search)")
+                   help="also the largest batch that fits, per configuration at its cuts (estimate --budget's search)")
+    p.add_argument("--timings", nargs="+", default=[], metavar="PATH",
+                   help="measured step times to rank by: suites/test_method_speed.py's --benchmark-json, or "
+                   "result records with timing.step_seconds (JSONL from profile/sweep, profile --json, "
+                   "suites/test_benchmarks.py's --benchmark-json) holding a BP record to compare with; "
+                   "where several files time a configuration, the first given wins")
     p.set_defaults(func=run)
 
 
@@ -88,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hpff_bench.networks.splits import split_of
-    from hpff_bench.profiling import estimate_batches, parse_bytes
+    from hpff_bench.profiling import estimate_batches, estimate_config, parse_bytes
     from hpff_bench.report.published import match
+    from hpff_bench.report.timings import read_timings, step_key
 
     budget = parse_bytes(args.budget, "--budget")
     if budget <= 0:
@@ -100,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     batch = sizes[0]
     cfgs = configurations(args.network, args.dataset, batch, [m.strip() for m in args.methods.split(",")],
                           _ints(args.k, "--k"))
+    timings = read_timings(args.timings) if args.timings else None  # before any trace
+    for note in timings.notes if timings else ():
+        print(f"hpff-bench plan: note: {note}", file=sys.stderr)
     rows, seen = [], set()
     for cfg in tqdm(cfgs, desc="plan", unit="config", disable=None):
         split = split_of(cfg)
@@ -107,11 +120,15 @@ def run(args: argparse.Namespace) -> int:
         if key in seen:  # a paper table and the search can give the same cuts
             continue
         seen.add(key)
-        res = estimate_batches(cfg, [batch], budget_bytes=budget if args.max_batch else None)
+        # the row's cuts stay fixed when --max-batch tries other batch sizes (a balanced split
+        # would otherwise be searched again, for another configuration, at every batch tried)
+        fixed = cfg.replace(split="auto", cuts=split.cuts_text) if cfg.split == "balanced" and split.cuts else cfg
+        res = estimate_batches(fixed, [batch], budget_bytes=budget if args.max_batch else None)
         r = res["estimates"][0]
         used = r["predicted"]["device_used_bytes"]
         pub = match(cfg.network, cfg.dataset, cfg.method, split.modules, cfg.hilo, cfg.independent,
                     cfg.pff_grid, cfg.local_loss)
+        measured = timings.lookup(step_key(cfg, split.cuts_text)) if timings else None
         rows.append({
             "label": r["label"], "method": cfg.method, "hpff": bool(cfg.hilo), "k": cfg.k,
             "split": split.summary(), "batch_size": batch, "fits": used <= budget,
@@ -119,27 +136,66 @@ def run(args: argparse.Namespace) -> int:
             "headroom_bytes": budget - used, "flops_per_step": r["flops"]["total"],
             "published_test_error_pct": pub[0].test_error_pct if pub else None,
             "largest_batch": res["budget"]["largest_batch"] if res["budget"] else None,
+            "time_vs_bp": measured.time_vs_bp if measured else None,
+            "measured": measured.summary() if measured else None,
         })
-    fits = sorted((r for r in rows if r["fits"]), key=lambda r: r["flops_per_step"])
+    bp_flops = next((r["flops_per_step"] for r in rows if r["method"] == "bp"), None)
+    if bp_flops is None:  # BP is the reference even where it is not a candidate
+        bp_flops = estimate_config(_config(args.network, args.dataset, batch, "bp", 1, "auto", False))["flops"]["total"]
+    for r in rows:
+        r["flops_vs_bp"] = r["flops_per_step"] / bp_flops
+    fits = sorted((r for r in rows if r["fits"]), key=cost)
     if args.json:
         for r in fits:
             print(json.dumps(r))
         return 0
-    print(format_table(fits, args.max_batch))
+    refs = sources(fits)
+    print(format_table(fits, args.max_batch, refs if timings else None))
     print(f"{len(fits)} of {len(rows)} configurations fit {budget / MIB:,.0f} MiB (predicted device use = "
-          f"reserved + assumed CUDA context); sorted by predicted FLOPs per step. No measured time ratios: "
-          f"plan does not read benchmark records yet.")
+          "reserved + assumed CUDA context); " + (
+              "sorted by measured time x BP (median step time / BP's on the same machine) where measured, "
+              "else by predicted FLOPs x BP." if timings else
+              f"sorted by predicted FLOPs x BP (FLOPs per step / BP's at batch {batch}); no measured step "
+              "times read (--timings adds them)."))
+    if timings:
+        n = sum(r["measured"] is not None for r in fits)
+        print(f"time x BP measured for {n} of {len(fits)} rows ({timings.count()} measured configurations "
+              f"read from {', '.join(timings.files)})" + (":" if refs else "."))
+        for (device, file), i in refs.items():
+            print(f"  [{i}] {device}: {file}")
     return 0
 
 
-def format_table(rows: list[dict], max_batch: bool) -> str:
-    head = ["method", "hpff", "K", "split", "cuts", "GFLOP/step", "peak MiB", "device MiB", "headroom MiB", "pub. err %"]
+def cost(row: dict) -> tuple:
+    """Sort key: measured time x BP where there is one, else predicted FLOPs x BP."""
+    return (row["time_vs_bp"] if row["time_vs_bp"] is not None else row["flops_vs_bp"], row["flops_per_step"])
+
+
+def sources(rows: list[dict]) -> dict[tuple[str, str], int]:
+    """(device, file) of each measurement shown -> its footnote number, in table order."""
+    refs: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r["measured"]:
+            refs.setdefault((r["measured"]["device"], r["measured"]["file"]), len(refs) + 1)
+    return refs
+
+
+def format_table(rows: list[dict], max_batch: bool, refs: dict | None = None) -> str:
+    """The table; `refs` (from `sources`) adds the measured columns."""
+    head = ["method", "hpff", "K", "split", "cuts", "GFLOP/step", "FLOPs x BP"]
+    if refs is not None:
+        head += ["time x BP", "on"]
+    head += ["peak MiB", "device MiB", "headroom MiB", "pub. err %"]
     if max_batch:
         head.append("max batch")
     lines = [head]
     for r in rows:
         cells = [r["method"], "yes" if r["hpff"] else "no", str(r["k"]), r["split"]["scheme"], r["split"]["cuts"] or "-",
-                 f"{r['flops_per_step'] / 1e9:,.0f}", f"{r['peak_allocated_bytes'] / MIB:,.0f}",
+                 f"{r['flops_per_step'] / 1e9:,.0f}", f"{r['flops_vs_bp']:.2f}"]
+        if refs is not None:
+            m = r["measured"]
+            cells += ["-", "-"] if m is None else [f"{r['time_vs_bp']:.2f}", f"[{refs[m['device'], m['file']]}]"]
+        cells += [f"{r['peak_allocated_bytes'] / MIB:,.0f}",
                  f"{r['device_used_bytes'] / MIB:,.0f}", f"{r['headroom_bytes'] / MIB:,.0f}",
                  "-" if r["published_test_error_pct"] is None else f"{r['published_test_error_pct']:.2f}"]
         if max_batch:

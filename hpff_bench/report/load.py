@@ -56,7 +56,7 @@ def read_results(paths) -> Loaded:
     records: list[dict] = []
     notes: list[str] = []
     for f in files:
-        recs, why = _read_file(f)
+        recs, why = read_file(f)
         notes += why
         for i, r in enumerate(recs):
             records.append({**r, "_file": str(f), "_index": i})
@@ -76,11 +76,18 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
 
 
 # ----- reading files ---------------------------------------------------------------------------
-def _read_file(path: Path) -> tuple[list[dict], list[str]]:
-    """pytest-benchmark JSON is converted here; everything else goes through the results store's
-    reader (runner.store.read_records), which also upgrades records of older schema versions."""
+def read_file(path: Path, *, skip_benchmark=None) -> tuple[list[dict], list[str]]:
+    """(result records, notes on what was left out) of one file. pytest-benchmark JSON is
+    converted here, leaving out the entries `skip_benchmark(entry)` is true for (another reader
+    takes them: `plan --timings` reads suites/test_method_speed.py's); everything else goes
+    through the results store's reader (runner.store.read_records), which also upgrades
+    records of older schema versions."""
     bench = _pytest_benchmark(path)
     if bench is not None:
+        if skip_benchmark is not None:
+            bench = {**bench, "benchmarks": [b for b in bench["benchmarks"] if not skip_benchmark(b)]}
+            if not bench["benchmarks"]:
+                return [], []
         recs, notes = _from_pytest_benchmark(path, bench)
         out = []
         for r in recs:

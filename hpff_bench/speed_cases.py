@@ -1,0 +1,46 @@
+"""The configurations suites/test_method_speed.py times side by side, by case name.
+
+Why here and not in suites/: `hpff-bench plan --timings` reads that benchmark's JSON, whose
+`extra_info["configurations"]` is keyed by these names, and must rebuild the very RunConfig each
+name was measured with; one mapping serves both, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+
+# name -> RunConfig changes; "+hpff" is the CLI's --hpff (HiLo + 2x2 PFF, HPFF's split)
+CASES = {
+    "bp": {"method": "bp"},
+    "gc": {"method": "gc"},
+    "greedy": {"method": "greedy"},
+    "greedy+hpff": {"method": "greedy", "hilo": True, "pff_grid": 2, "split": "hpff"},
+    "dgl": {"method": "dgl"},
+    "dgl+hpff": {"method": "dgl", "hilo": True, "pff_grid": 2, "split": "hpff"},
+    "infopro": {"method": "infopro"},
+    "infopro+hpff": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff", "aux": "2c2f",
+                     "lambdas": HPFF_INFOPRO_LAMBDAS},
+    "infopro+hpff reference": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
+                               "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "hilo_exec": "reference"},
+    "infopro+hpff official": {"method": "infopro", "hilo": True, "pff_grid": 2, "split": "hpff",
+                              "aux": "2c2f", "lambdas": HPFF_INFOPRO_LAMBDAS, "variant": "official",
+                              "hilo_exec": "official"},
+    "predsim": {"method": "predsim"},
+}
+NEEDS_OFFICIAL_TABLE = {"infopro+hpff official"}  # the official code has resnet32/110 only
+
+
+def speed_configs(network: str, k: int, batch_size: int, device: str, split: str | None = None) -> dict[str, RunConfig]:
+    """The CASES at one size; `split` replaces every case's split (resnet20 has no HPFF table)."""
+    base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
+    return {
+        name: speed_config(name, base, split)
+        for name in CASES
+        if not (split and name in NEEDS_OFFICIAL_TABLE)
+    }
+
+
+def speed_config(name: str, base: RunConfig, split: str | None = None) -> RunConfig:
+    """One case on `base` (validated; ConfigError if that size cannot run it, KeyError for a
+    name that is not a case)."""
+    return base.replace(**{**CASES[name], **({"split": split} if split else {})}).validate()
