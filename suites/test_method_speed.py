@@ -4,13 +4,16 @@
 
 One benchmark round = one training step of every configuration, in an order rotated by one
 each round, so slow drift of a shared machine (other processes, thermal state) falls on all
-of them alike. After a warm-up step each, `rounds` rounds run; a configuration's time is the
-median of its steps. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
+of them alike. After a warm-up step each, `warmup_rounds` untimed rotations run, then `rounds`
+timed ones; a configuration's time is the median of its steps. The untimed rotations matter on
+the CPU: the first steps after every configuration has been built run up to 2x slower (fresh
+pages for new large allocations until the C allocator's heap has grown; a BP step at batch 128
+went 0.68 -> 0.41 -> 0.27 s over its first rotations), and that would fall on the earliest rounds. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
 per-op formulas). extra_info holds per configuration: step seconds, step / BP, FLOPs /
 BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput;
 above 1 = slower per FLOP than BP).
 
-Sizes: resnet32, K=16, batch 128, 3 rounds (the issue's setting: CPU, 2 threads); under
+Sizes: resnet32, K=16, batch 128, 2 untimed + 5 timed rounds (the issue's setting: CPU, 2 threads); under
 --benchmark-disable a tiny resnet20 K=2 batch 4 single round, so the code runs on every test
 run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
 No assertion on times here: a benchmark reports, it does not judge.
@@ -27,8 +30,8 @@ from hpff_bench.config import RunConfig
 from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.speed_cases import speed_configs
 
-FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 3}
-SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "split": "uniform"}
+FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 5, "warmup_rounds": 2}
+SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "warmup_rounds": 1, "split": "uniform"}
 
 
 def _sync(device: torch.device) -> None:
@@ -36,9 +39,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int) -> dict:
+def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int,
+                         warmup_rounds: int = 0) -> dict:
     """{name: {"step_seconds": [...], "flops": {...}}}: a warm-up step each (FLOPs counted
-    there), then `rounds` rotations over all configurations."""
+    there), `warmup_rounds` untimed rotations, then `rounds` timed rotations."""
     from hpff_bench.methods import build_method, synthetic_batch
 
     built = {}
@@ -52,13 +56,14 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
         built[name] = (m, x, y)
         out[name] = {"step_seconds": [], "flops": counter.split()}
     names = list(configs)
-    for r in range(rounds):
+    for r in range(warmup_rounds + rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             m, x, y = built[name]
             t0 = time.perf_counter()
             m.train_step(x, y)
             _sync(device)
-            out[name]["step_seconds"].append(time.perf_counter() - t0)
+            if r >= warmup_rounds:
+                out[name]["step_seconds"].append(time.perf_counter() - t0)
     return out
 
 
@@ -87,7 +92,7 @@ def test_method_speed_against_bp(benchmark, hpff_device, request):
     state = {}
 
     def run():
-        state["measured"] = measure_side_by_side(configs, hpff_device, size["rounds"])
+        state["measured"] = measure_side_by_side(configs, hpff_device, size["rounds"], size["warmup_rounds"])
 
     benchmark.group = f"method speed {size['network']} K={size['k']} batch={size['batch_size']}"
     benchmark.pedantic(run, rounds=1, iterations=1)
@@ -99,7 +104,7 @@ def test_method_speed_against_bp(benchmark, hpff_device, request):
             assert row["flops"]["aux"] > 0, name
     benchmark.extra_info.update({
         "network": size["network"], "k": size["k"], "batch_size": size["batch_size"],
-        "rounds": size["rounds"], "threads": torch.get_num_threads(), "device": str(hpff_device),
+        "rounds": size["rounds"], "warmup_rounds": size["warmup_rounds"], "threads": torch.get_num_threads(), "device": str(hpff_device),
         "device_name": torch.cuda.get_device_name(hpff_device) if hpff_device.type == "cuda" else None,
         "split": size.get("split"),  # None: each case's own (hpff_bench/speed_cases.py)
         "configurations": table,
