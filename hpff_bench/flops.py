@@ -8,7 +8,7 @@ Why not FlopCounterMode itself: it decomposes every op its registry lacks (runni
 decomposition's pieces instead), which changes the tensors a step allocates and frees, and
 the FLOPs are counted on the same step the memory tracker traces. This mode only looks:
 each op runs as it would without it. tests/test_flops.py checks that the totals equal
-FlopCounterMode's. FLOPs go to `memory.scope.current()` (what the methods label: a module's
+FlopCounterMode's. FLOPs go to `scope.current()` (what the methods label: a module's
 forward and the backward passes run for it), not to nn.Modules through global hooks.
 """
 
@@ -19,7 +19,7 @@ from collections import Counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from hpff_bench.memory.scope import current
+from hpff_bench.scope import current
 
 # scope kinds -> the record's split; "loss", "optimizer", "step" go to "other"
 SPLIT = ("backbone", "aux")

@@ -6,8 +6,8 @@ import torch
 
 from hpff_bench.config import RunConfig
 from hpff_bench.memory.bound import lower_bound, method_groups
-from hpff_bench.memory.scope import Scope, scope
 from hpff_bench.memory.tracker import LiveTensorTracker
+from hpff_bench.scope import Scope, scope
 
 
 def test_groups_follow_modules_and_their_aux_nets():

@@ -7,8 +7,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from hpff_bench.config import RunConfig
-from hpff_bench.memory.scope import scope
 from hpff_bench.memory.tracker import ALLOC, FREE, LiveTensorTracker, cuda_block_size
+from hpff_bench.scope import scope
 
 
 def test_cuda_block_size():

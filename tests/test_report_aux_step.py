@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from hpff_bench.config import RunConfig
-from hpff_bench.memory.scope import scope
 from hpff_bench.memory.tracker import LiveTensorTracker
 from hpff_bench.profiling import estimate_config
+from hpff_bench.scope import scope
 
 
 def test_aux_scope_peak_counts_live_aux_activations_of_its_scope_only():

@@ -25,7 +25,7 @@ from torch import nn
 
 from hpff_bench.aux.losses import reconstruction
 from hpff_bench.aux.pff import fold_patches, patch_groups, patch_slices
-from hpff_bench.memory.scope import scope
+from hpff_bench.scope import scope
 
 
 @dataclass

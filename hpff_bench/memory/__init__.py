@@ -1,6 +1,6 @@
 """Memory probes: live-tensor tracker, CUDA allocator, NVML, fake-tensor prediction, bounds.
+(Where in a step the code is, the scope the tracker reads, is `hpff_bench.scope`: methods set it.)
 
-scope            where in a step the code is (methods set it; probes read it)
 tracker          exact live tensor-storage bytes, by category and scope (any device, fake too)
 trace            run a method's steps under the tracker, on real or fake tensors
 allocator_model  the CUDA caching allocator replayed on a tracker's event log

@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable
 
-from hpff_bench.memory.scope import Scope
 from hpff_bench.memory.tracker import PERSISTENT, LiveTensorTracker
+from hpff_bench.scope import Scope
 
 _AUX = re.compile(r"aux/(independent|cascade)/(\d+)")
 

@@ -66,7 +66,10 @@ def trace_training(
 
     timed_steps: after the tracked steps, run and time this many steps with the tracker off
     (real tensors only), so that step times carry none of the tracker's cost."""
-    from hpff_bench.methods import build_method, synthetic_batch  # methods import memory.scope
+    from hpff_bench.methods import (  # a lazy import: memory sits below methods
+        build_method,
+        synthetic_batch,
+    )
 
     if timed_steps and fake:
         raise ValueError("timed_steps needs real tensors: fake steps do no work to time")
@@ -133,7 +136,7 @@ def _synthesize_warm_state(method) -> None:
     For SGD that state is one momentum buffer per parameter (a copy of its first gradient),
     made here directly: running a foreach step over thousands of fake parameters costs
     seconds. Any other optimizer takes one real step on the zero gradients."""
-    from hpff_bench.memory.scope import scope
+    from hpff_bench.scope import scope
 
     opt = method.optimizer
     with scope("optimizer"), torch.no_grad():

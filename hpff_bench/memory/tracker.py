@@ -12,7 +12,7 @@ when backward runs inside forward, which is what local learning does (docs/memor
 What it keeps (all in bytes, after the optional per-storage rounding, e.g. `cuda_block_size`):
 - current and peak total, and the breakdown by category at the moment of the peak (sums to
   the peak);
-- the peak while each scope (hpff_bench.memory.scope) was active: `per_scope_peak`;
+- the peak while each scope (hpff_bench.scope) was active: `per_scope_peak`;
 - per aux scope, the peak of the aux activations born in it and still live: `aux_scope_peak`
   (one aux net's forward working set: what PFF's streamed patches are meant to shrink);
 - for the lower bound (memory.bound): per scope group, the largest "persistent state + live
@@ -44,7 +44,7 @@ from collections.abc import Callable, Hashable, Iterable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hpff_bench.memory import scope as _scope
+from hpff_bench import scope as _scope
 
 CATEGORIES = (
     "parameters",

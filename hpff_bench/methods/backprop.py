@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from hpff_bench.memory.scope import scope
 from hpff_bench.methods.base import Method, StepOutput
+from hpff_bench.scope import scope
 
 
 class Backprop(Method):

@@ -16,9 +16,9 @@ from torch._subclasses.fake_tensor import is_fake
 
 from hpff_bench.config import RunConfig
 from hpff_bench.data.normalization import MEAN_STD
-from hpff_bench.memory.scope import scope
 from hpff_bench.networks import NETWORKS
 from hpff_bench.networks.splits import Split, module_unit_ranges, split_of
+from hpff_bench.scope import scope
 
 
 class StepOutput(NamedTuple):

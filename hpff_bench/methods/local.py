@@ -37,9 +37,9 @@ from hpff_bench.aux.heads import (
 from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
 from hpff_bench.aux.objective import AuxObjective, Term
 from hpff_bench.aux.pff import check_divisible, fold_patches
-from hpff_bench.memory.scope import scope
 from hpff_bench.methods.base import Method, StepOutput
 from hpff_bench.networks import NETWORKS
+from hpff_bench.scope import scope
 
 
 class LocalLearning(Method):

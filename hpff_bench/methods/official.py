@@ -38,10 +38,10 @@ from torch import nn
 from hpff_bench.aux.heads import DGLHead, GreedyHead, PredSimPrediction, PredSimSimilarity
 from hpff_bench.aux.losses import cross_entropy, similarity_matching
 from hpff_bench.aux.official import OfficialClassifier, QuadrantDecoder
-from hpff_bench.memory.scope import scope
 from hpff_bench.methods.base import Method, StepOutput
 from hpff_bench.networks.cifar_resnet import WIDTHS
 from hpff_bench.official_code import MODULE_ENDS
+from hpff_bench.scope import scope
 
 
 class HeadLoss(nn.Module):
