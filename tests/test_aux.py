@@ -85,3 +85,29 @@ def test_predsim_label_similarity_is_centred():
     # features equal to the centred one-hot labels match them exactly
     perfect = torch.nn.functional.one_hot(y, 10).float()
     assert similarity_matching(perfect, y, 10) < 1e-10
+
+
+@pytest.mark.parametrize("channels, size, out", [(64, 4, 16), (32, 8, 32), (16, 16, 16)])
+def test_decoder_runs_channels_last_after_its_upsample_with_the_nchw_values(channels, size, out):
+    """The decoder switches to channels-last before its upsample (faster on the CPU); the values
+    and gradients are those of the plain NCHW computation, and without an upsample it stays NCHW
+    (a channels-last copy would be saved by the conv: memory)."""
+    torch.manual_seed(0)
+    dec = Decoder(channels, out).double()
+    x = torch.randn(6, channels, size, size, dtype=torch.float64, requires_grad=True)
+    got = dec(x)
+    upsampled = size != out
+    assert got.is_contiguous(memory_format=torch.channels_last) == upsampled
+    x2 = x.detach().clone().requires_grad_()
+    h = torch.nn.functional.interpolate(x2, size=(out, out), mode="bilinear", align_corners=True) if upsampled else x2
+    want = dec.net(h)
+    assert want.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.rand_like(got)
+    got.backward(g)
+    grads = [p.grad.clone() for p in dec.parameters()]
+    dec.zero_grad()
+    want.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    for a, p in zip(grads, dec.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-12)
