@@ -386,7 +386,7 @@ def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_u
     }
 
 
-def _largest_fit(used, budget: int, known: list[int], max_probes: int, on_probe=None) -> tuple[int, int | None]:
+def _largest_fit(used, budget: int, known: list[int], max_probes: int) -> tuple[int, int | None]:
     """(largest batch with used(b) <= budget, smallest failing batch above it or None).
 
     For a fixed graph the live-tensor peak is affine in the batch size between the points where
@@ -401,8 +401,6 @@ def _largest_fit(used, budget: int, known: list[int], max_probes: int, on_probe=
     def probe(b: int) -> bool:
         if b not in seen:
             seen[b] = used(b)
-            if on_probe:
-                on_probe(b, seen[b], seen[b] <= budget)
         return seen[b] <= budget
 
     for b in known:

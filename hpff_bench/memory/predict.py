@@ -78,7 +78,7 @@ def predict(
     if cuda_context_bytes is not None and cuda_context_bytes < 0:
         raise ConfigError(f"--cuda-context-bytes must be >= 0, got {cuda_context_bytes}")
     context_given = cuda_context_bytes is not None
-    context = cuda_context_bytes if context_given else DEFAULT_CUDA_CONTEXT_BYTES
+    context = _context_bytes(cuda_context_bytes)
     t0 = time.perf_counter()
     trace = trace_training(
         config,
@@ -126,7 +126,7 @@ def predict(
     predicted = {
         "peak_allocated_bytes": stats.peak_allocated_bytes,
         "peak_reserved_bytes": stats.peak_reserved_bytes,
-        "device_used_bytes": stats.peak_reserved_bytes + context,
+        "device_used_bytes": _device_used(stats, context),
         "peak_requested_bytes": stats.peak_requested_bytes,
         "live_peak_bytes": live,
         "breakdown_bytes": dict(tr.peak_breakdown),
@@ -170,10 +170,19 @@ def device_used_bytes(
     cuda_context_bytes: int | None = None,
     cublas_workspaces: int = CUBLAS_WORKSPACES,
 ) -> int:
-    """predict()'s device_used_bytes for an event log (reserved peak + CUDA context), without
-    tracing: what the budget search evaluates on the affine model's synthesised logs."""
-    context = DEFAULT_CUDA_CONTEXT_BYTES if cuda_context_bytes is None else cuda_context_bytes
-    return allocator_stats(events, cuda_arch=cuda_arch, cublas_workspaces=cublas_workspaces).peak_reserved_bytes + context
+    """predict()'s device_used_bytes for an event log, without tracing: what the budget search
+    evaluates on the affine model's synthesised logs."""
+    stats = allocator_stats(events, cuda_arch=cuda_arch, cublas_workspaces=cublas_workspaces)
+    return _device_used(stats, _context_bytes(cuda_context_bytes))
+
+
+def _context_bytes(given: int | None) -> int:
+    return DEFAULT_CUDA_CONTEXT_BYTES if given is None else given
+
+
+def _device_used(stats, context: int) -> int:
+    """What NVML would report for the process: the allocator's reserved peak + CUDA context."""
+    return stats.peak_reserved_bytes + context
 
 
 def _term(nbytes: int, source: str, what: str) -> dict:
