@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q tests suites/test_benchmarks.py --benchmark-disable -p no:cacheprovider
+	$(BIN)/python -m pytest -q tests suites/test_benchmarks.py suites/test_method_speed.py --benchmark-disable -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check hpff_bench tests suites

@@ -9,6 +9,8 @@ Options (pytest suites/ --help, group "hpff-bench"):
   --hpff-all                 run every case even under --benchmark-disable
   --hpff-retain-heap         glibc keeps freed memory (mallopt), so CPU steps stop paying the
                              kernel for fresh zeroed pages, as a GPU's caching allocator never does
+  --hpff-official-code DIR   the official HPFF CIFAR code's directory ('Exp on CIFAR_SVHN_STL' of a
+                             Zeudfish/HPFF checkout): test_method_speed.py times its own steps too
 
 Under --benchmark-disable (as `make test` runs it) only the cases marked `bench_smoke` run: one
 BP and one InfoPro+HPFF step, so the suite is exercised on every test run without slowing it.
@@ -56,6 +58,9 @@ def pytest_addoption(parser):
                 help="do not predict the CUDA peak with fake tensors (a few seconds per case)")
     g.addoption("--hpff-all", action="store_true",
                 help="run every case even with --benchmark-disable (default there: the bench_smoke cases)")
+    g.addoption("--hpff-official-code", default=None, metavar="DIR",
+                help="a Zeudfish/HPFF checkout's 'Exp on CIFAR_SVHN_STL' directory: the method-speed benchmark "
+                     "then times the official code's own steps (its E2E path and InfoPro+HPFF) beside ours")
     g.addoption("--hpff-retain-heap", action="store_true",
                 help="glibc keeps freed memory for reuse (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD): "
                      "CPU steps then take no minor page faults for their activations")
@@ -72,6 +77,15 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
     if config.getoption("hpff_retain_heap", False):
         retain_heap()
+    official = config.getoption("hpff_official_code", None)
+    if official is not None:
+        from hpff_bench.errors import ConfigError
+        from hpff_bench.official_code_run import check_official_dir
+
+        try:
+            check_official_dir(official)
+        except ConfigError as e:
+            raise pytest.UsageError(f"--hpff-official-code: {e}") from None
 
 
 def retain_heap() -> None:
@@ -135,6 +149,12 @@ def pytest_collection_modifyitems(config, items):
 
 def _benchmark_disabled(config) -> bool:
     return bool(config.getoption("benchmark_disable", False))
+
+
+@pytest.fixture(scope="session")
+def hpff_official_code(request):
+    """--hpff-official-code's directory (checked at start-up), or None."""
+    return request.config.getoption("hpff_official_code")
 
 
 @pytest.fixture(scope="session")

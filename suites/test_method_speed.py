@@ -16,6 +16,9 @@ above 1 = slower per FLOP than BP).
 Sizes: resnet32, K=16, batch 128, 2 untimed + 5 timed rounds (the issue's setting: CPU, 2 threads); under
 --benchmark-disable a tiny resnet20 K=2 batch 4 single round, so the code runs on every test
 run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
+With --hpff-official-code DIR the official HPFF code's own steps (hpff_bench/official_code_run.py:
+its E2E path, local_module_num=1, and its InfoPro+HPFF at K) rotate with ours, where it has the
+network and K; their ratios are to our BP, in extra_info["official_code"].
 No assertion on times here: a benchmark reports, it does not judge.
 """
 
@@ -28,7 +31,8 @@ import torch
 
 from hpff_bench.config import RunConfig
 from hpff_bench.flops import ScopedFlopCounter
-from hpff_bench.speed_cases import speed_configs
+from hpff_bench.official_code import MODULE_ENDS
+from hpff_bench.speed_cases import speed_config, speed_configs
 
 FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 5, "warmup_rounds": 2}
 SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "warmup_rounds": 1, "split": "uniform"}
@@ -39,23 +43,40 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int,
-                         warmup_rounds: int = 0) -> dict:
-    """{name: {"step_seconds": [...], "flops": {...}}}: a warm-up step each (FLOPs counted
-    there), `warmup_rounds` untimed rotations, then `rounds` timed rotations."""
-    from hpff_bench.methods import build_method, synthetic_batch
+def official_code_configs(network: str, k: int, batch_size: int, device: str) -> dict[str, RunConfig]:
+    """The official code's own steps worth timing at this size: its E2E path and its InfoPro+HPFF
+    (our "infopro+hpff official" case's recipe), where it has the network and K."""
+    if k not in MODULE_ENDS.get(network, {}):
+        return {}
+    base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
+    hpff = speed_config("infopro+hpff official", base)
+    return {"official code bp": hpff.replace(k=1), "official code infopro+hpff": hpff}
 
+
+def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int,
+                         warmup_rounds: int = 0, official: tuple[str, dict[str, RunConfig]] | None = None) -> dict:
+    """{name: {"step_seconds": [...], "flops": {...}}}: a warm-up step each (FLOPs counted
+    there), `warmup_rounds` untimed rotations, then `rounds` timed rotations. `official`:
+    (the official code's directory, {name: config}) to rotate with ours."""
+    from hpff_bench.methods import build_method, synthetic_batch
+    from hpff_bench.official_code_run import OfficialCodeStep
+
+    steppers = {name: build_method(cfg, device=device) for name, cfg in configs.items()}
+    all_configs = dict(configs)
+    if official is not None:
+        path, official_configs = official
+        steppers.update({name: OfficialCodeStep(path, cfg, device) for name, cfg in official_configs.items()})
+        all_configs.update(official_configs)
     built = {}
     out = {}
-    for name, cfg in configs.items():
-        m = build_method(cfg, device=device)
-        x, y = synthetic_batch(cfg, device)
+    for name, m in steppers.items():
+        x, y = synthetic_batch(all_configs[name], device)
         with ScopedFlopCounter() as counter:
             m.train_step(x, y)
         _sync(device)
         built[name] = (m, x, y)
         out[name] = {"step_seconds": [], "flops": counter.split()}
-    names = list(configs)
+    names = list(steppers)
     for r in range(warmup_rounds + rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             m, x, y = built[name]
@@ -85,18 +106,26 @@ def ratios(measured: dict) -> dict:
     return table
 
 
-def test_method_speed_against_bp(benchmark, hpff_device, request):
+def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, request):
     disabled = request.config.getoption("benchmark_disable", False)
     size = SMOKE if disabled else FULL
     configs = speed_configs(size["network"], size["k"], size["batch_size"], hpff_device.type, size.get("split"))
+    official = None
+    if hpff_official_code is not None:
+        official_configs = official_code_configs(size["network"], size["k"], size["batch_size"], hpff_device.type)
+        if official_configs:
+            official = (hpff_official_code, official_configs)
+        else:
+            print(f"\n--hpff-official-code: the official code has no {size['network']} K={size['k']}; not timed")
     state = {}
 
     def run():
-        state["measured"] = measure_side_by_side(configs, hpff_device, size["rounds"], size["warmup_rounds"])
+        state["measured"] = measure_side_by_side(configs, hpff_device, size["rounds"], size["warmup_rounds"], official)
 
     benchmark.group = f"method speed {size['network']} K={size['k']} batch={size['batch_size']}"
     benchmark.pedantic(run, rounds=1, iterations=1)
     table = ratios(state["measured"])
+    theirs = {name: table.pop(name) for name in list(table) if name not in configs}
     assert table["bp"]["step_vs_bp"] == 1.0
     for name, row in table.items():  # FLOPs were counted: aux nets add FLOPs, never remove them
         assert row["flops"]["total"] == row["flops"]["backbone"] + row["flops"]["aux"] + row["flops"]["other"]
@@ -109,8 +138,10 @@ def test_method_speed_against_bp(benchmark, hpff_device, request):
         "split": size.get("split"),  # None: each case's own (hpff_bench/speed_cases.py)
         "configurations": table,
     })
-    lines = [f"{'configuration':24} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"]
-    for name, row in table.items():
-        lines.append(f"{name:24} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} "
+    if official is not None:  # apart: `plan --timings` reads "configurations" as our cases
+        benchmark.extra_info["official_code"] = {"path": str(official[0]), "configurations": theirs}
+    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"]
+    for name, row in {**table, **theirs}.items():
+        lines.append(f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} "
                      f"{row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}")
     print("\n" + "\n".join(lines))

@@ -1,0 +1,105 @@
+"""The official HPFF CIFAR code's own training step, run from a user's checkout of it.
+
+Why: "at least as fast as the official code" is only a claim if the official code is timed
+beside ours in the same run. Nothing of it is copied into hpff-bench: its model file is imported
+from the directory the user names (Zeudfish/HPFF's `Exp on CIFAR_SVHN_STL`, which holds
+`network/resnetInfoPro_HPFF.py`), and stepped the way its `train.py` steps it: `zero_grad()`,
+`model(img=x, target=y, ixx_1=…, …)` (its forward runs every backward itself), `SGD.step()`
+(momentum, Nesterov, weight decay; torch's default implementation for the device, as ours).
+Its `DataParallel` wrapper is left out: on one device it calls the model directly.
+The model's constructor copies two de-normalisation tensors with `.cuda()`; on another device
+that call goes to the step's device while the model is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch import nn
+
+from hpff_bench.config import RunConfig
+from hpff_bench.errors import ConfigError
+from hpff_bench.official_code import MODULE_ENDS
+
+MODEL_FILE = Path("network") / "resnetInfoPro_HPFF.py"
+_LOCAL_LOSS = {"ce": "cross_entropy", "supcon": "contrast"}  # ours -> its --local_loss_mode
+
+
+def check_official_dir(path: str | Path) -> Path:
+    """The directory, or ConfigError naming what is missing."""
+    p = Path(path)
+    if not (p / MODEL_FILE).is_file():
+        raise ConfigError(
+            f"official code directory {str(path)!r} has no {MODEL_FILE}; give the 'Exp on CIFAR_SVHN_STL' "
+            "directory of a Zeudfish/HPFF checkout"
+        )
+    return p
+
+
+def load_official_model_module(path: str | Path):
+    """`network/resnetInfoPro_HPFF.py` of the checkout, imported as a package (it imports its
+    `config` and `auxiliary_net` relatively) under a name made from its path, so no other module
+    and no other checkout can collide with it."""
+    root = check_official_dir(path).resolve() / MODEL_FILE.parent
+    package = "_hpff_official_" + hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    if package not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(root)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"{package}.{MODEL_FILE.stem}")
+
+
+@contextlib.contextmanager
+def _cuda_goes_to(device: torch.device):
+    """`.cuda()` of tensors and modules means `.to(device)` inside (a real copy, as `.cuda()`
+    is); untouched on a CUDA device."""
+    if device.type == "cuda":
+        yield
+        return
+    with mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self.to(device, copy=True)), \
+            mock.patch.object(nn.Module, "cuda", lambda self, *a, **k: self.to(device)):
+        yield
+
+
+class OfficialCodeStep:
+    """One training step of the official model at `config`'s network, batch, recipe and the
+    official code's `local_module_num` = `config.k` (1: its end-to-end path)."""
+
+    def __init__(self, path: str | Path, config: RunConfig, device: torch.device | str = "cpu"):
+        c = config
+        if c.network not in MODULE_ENDS:
+            raise ConfigError(f"the official HPFF code has {', '.join(MODULE_ENDS)}, not {c.network}")
+        if c.k != 1 and c.k not in MODULE_ENDS[c.network]:
+            raise ConfigError(f"the official HPFF code has local_module_num 1, "
+                              f"{', '.join(map(str, MODULE_ENDS[c.network]))} for {c.network}, not {c.k}")
+        self.device = torch.device(device)
+        self.config = c
+        module = load_official_model_module(path)
+        with _cuda_goes_to(self.device):
+            model = getattr(module, c.network)(
+                local_module_num=c.k, batch_size=c.batch_size, image_size=c.resolved_image_size,
+                balanced_memory=False, dataset=c.dataset, class_num=c.resolved_num_classes,
+                wide_list=(16, 16, 32, 64), dropout_rate=0.0, aux_net_config=c.aux,
+                local_loss_mode=_LOCAL_LOSS[c.local_loss], aux_net_widen=1, aux_net_feature_dim=128,
+                wx=c.w_independent, wy=c.w_cascade,
+            )
+        self.model = model.to(self.device).train()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
+                                         nesterov=c.momentum > 0, weight_decay=c.weight_decay)
+        lam = c.lambdas
+        self._lambdas = {"ixx_1": lam.ixx_1, "ixy_1": lam.ixy_1, "ixx_2": lam.ixx_2, "ixy_2": lam.ixy_2}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """zero_grad, its forward (which backpropagates), step; returns its loss."""
+        self.optimizer.zero_grad()
+        _, _, loss = self.model(img=x, target=y, **self._lambdas)
+        self.optimizer.step()
+        return loss.detach()
