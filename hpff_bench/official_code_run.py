@@ -5,7 +5,7 @@ beside ours in the same run. Nothing of it is copied into hpff-bench: its model 
 from the directory the user names (Zeudfish/HPFF's `Exp on CIFAR_SVHN_STL`, which holds
 `network/resnetInfoPro_HPFF.py`), and stepped the way its `train.py` steps it: `zero_grad()`,
 `model(img=x, target=y, ixx_1=…, …)` (its forward runs every backward itself), `SGD.step()`
-(momentum, Nesterov, weight decay; torch's default implementation for the device, as ours).
+(momentum, Nesterov, weight decay; `foreach` as given, torch's default for the device if None).
 Its `DataParallel` wrapper is left out: on one device it calls the model directly.
 The model's constructor copies two de-normalisation tensors with `.cuda()`; on another device
 that call goes to the step's device while the model is built.
@@ -73,7 +73,8 @@ class OfficialCodeStep:
     """One training step of the official model at `config`'s network, batch, recipe and the
     official code's `local_module_num` = `config.k` (1: its end-to-end path)."""
 
-    def __init__(self, path: str | Path, config: RunConfig, device: torch.device | str = "cpu"):
+    def __init__(self, path: str | Path, config: RunConfig, device: torch.device | str = "cpu",
+                 foreach: bool | None = None):
         c = config
         if c.network not in MODULE_ENDS:
             raise ConfigError(f"the official HPFF code has {', '.join(MODULE_ENDS)}, not {c.network}")
@@ -93,7 +94,7 @@ class OfficialCodeStep:
             )
         self.model = model.to(self.device).train()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
-                                         nesterov=c.momentum > 0, weight_decay=c.weight_decay)
+                                         nesterov=c.momentum > 0, weight_decay=c.weight_decay, foreach=foreach)
         lam = c.lambdas
         self._lambdas = {"ixx_1": lam.ixx_1, "ixy_1": lam.ixy_1, "ixx_2": lam.ixx_2, "ixy_2": lam.ixy_2}
 

@@ -1,13 +1,15 @@
 """Where in a training step the code is: the tracker attributes memory by it.
 
 Methods wrap their work in `scope(...)`; probes read `current()`. It costs one ContextVar
-set/reset per module call, so it stays on in ordinary runs.
+set/reset per module call, so it stays on in ordinary runs. A `ScopeTimer` reads the clock at
+each scope change while it runs (the speed benchmark's time per scope).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from dataclasses import dataclass
 
 
@@ -35,7 +37,44 @@ def current() -> Scope:
 @contextlib.contextmanager
 def scope(kind: str, index: int | None = None, name: str | None = None):
     token = _current.set(Scope(kind, index, name))
+    if _timer is not None:
+        _timer.switch(kind)
     try:
         yield
     finally:
         _current.reset(token)
+        if _timer is not None:
+            _timer.switch(_current.get().kind)
+
+
+class ScopeTimer:
+    """Wall seconds spent in each scope kind (`seconds`) by everything run inside: where a step's
+    time goes, on the same steps that are timed. The clock is read at every scope change, so
+    it is right where ops finish before the host goes on (the CPU); on a GPU it would measure
+    kernel launches, not kernels. One at a time."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._kind = "step"
+        self._since = 0.0
+
+    def switch(self, kind: str) -> None:
+        now = time.perf_counter()
+        self.seconds[self._kind] = self.seconds.get(self._kind, 0.0) + now - self._since
+        self._kind, self._since = kind, now
+
+    def __enter__(self):
+        global _timer
+        if _timer is not None:
+            raise RuntimeError("a ScopeTimer is already running")
+        self._kind, self._since = current().kind, time.perf_counter()
+        _timer = self
+        return self
+
+    def __exit__(self, *exc):
+        global _timer
+        self.switch(self._kind)
+        _timer = None
+
+
+_timer: ScopeTimer | None = None

@@ -24,14 +24,16 @@ No assertion on times here: a benchmark reports, it does not judge.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
 import torch
 
 from hpff_bench.config import RunConfig
-from hpff_bench.flops import ScopedFlopCounter
+from hpff_bench.flops import SPLIT, ScopedFlopCounter
 from hpff_bench.official_code import MODULE_ENDS
+from hpff_bench.scope import ScopeTimer
 from hpff_bench.speed_cases import speed_config, speed_configs
 
 FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 5, "warmup_rounds": 2}
@@ -61,11 +63,15 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
     from hpff_bench.methods import build_method, synthetic_batch
     from hpff_bench.official_code_run import OfficialCodeStep
 
-    steppers = {name: build_method(cfg, device=device) for name, cfg in configs.items()}
+    # SGD's foreach kernels for every optimizer, ours and the official code's: torch's default on a
+    # GPU and what `hpff-bench profile` runs; the CPU default (a Python loop over tensors) costs per
+    # parameter tensor, and the local methods have 3-6x BP's (their aux nets)
+    steppers = {name: build_method(cfg, device=device, foreach=True) for name, cfg in configs.items()}
     all_configs = dict(configs)
     if official is not None:
         path, official_configs = official
-        steppers.update({name: OfficialCodeStep(path, cfg, device) for name, cfg in official_configs.items()})
+        steppers.update({name: OfficialCodeStep(path, cfg, device, foreach=True)
+                         for name, cfg in official_configs.items()})
         all_configs.update(official_configs)
     built = {}
     out = {}
@@ -77,33 +83,55 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
         built[name] = (m, x, y)
         out[name] = {"step_seconds": [], "flops": counter.split()}
     names = list(steppers)
+    by_scope = {name: ScopeTimer() for name in names}
     for r in range(warmup_rounds + rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             m, x, y = built[name]
+            timed = r >= warmup_rounds
+            # where the time goes, on the timed steps themselves; on a GPU the host's clock would
+            # time kernel launches, so there only the whole step is timed
+            timer = by_scope[name] if timed and device.type == "cpu" else contextlib.nullcontext()
             t0 = time.perf_counter()
-            m.train_step(x, y)
+            with timer:
+                m.train_step(x, y)
             _sync(device)
-            if r >= warmup_rounds:
+            if timed:
                 out[name]["step_seconds"].append(time.perf_counter() - t0)
+    for name in names:
+        seconds = by_scope[name].seconds
+        out[name]["seconds_by_scope"] = {
+            kind: sum(v for k, v in seconds.items() if (k if k in SPLIT else "other") == kind) / rounds
+            for kind in (*SPLIT, "other")
+        } if seconds else None
     return out
 
 
 def ratios(measured: dict) -> dict:
-    """Per configuration: median step, step / BP's, FLOPs / BP's, and time ratio / FLOP ratio."""
+    """Per configuration: median step, step / BP's, FLOPs / BP's, time ratio / FLOP ratio, and
+    (CPU) the mean seconds per step in backbone / aux / other scopes with their FLOP rates."""
     bp_t = statistics.median(measured["bp"]["step_seconds"])
     bp_f = measured["bp"]["flops"]["total"]
     table = {}
     for name, m in measured.items():
         t = statistics.median(m["step_seconds"])
         time_ratio, flop_ratio = t / bp_t, m["flops"]["total"] / bp_f
+        seconds = m.get("seconds_by_scope")
         table[name] = {
             "step_seconds": t,
             "step_vs_bp": time_ratio,
             "flops": m["flops"],
             "flops_vs_bp": flop_ratio,
             "flop_efficiency_vs_bp": time_ratio / flop_ratio,
+            "seconds_by_scope": seconds,
+            "gflops_per_second_by_scope": {
+                kind: m["flops"][kind] / s / 1e9 if s > 0 else None for kind, s in seconds.items()
+            } if seconds else None,
         }
     return table
+
+
+def _rate(gflops_per_second: float | None) -> str:
+    return f"{gflops_per_second:5.0f}" if gflops_per_second is not None else f"{'-':>5}"
 
 
 def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, request):
@@ -140,8 +168,14 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, req
     })
     if official is not None:  # apart: `plan --timings` reads "configurations" as our cases
         benchmark.extra_info["official_code"] = {"path": str(official[0]), "configurations": theirs}
-    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"]
+    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"
+             f"  {'backbone s':>10} {'GF/s':>5} {'aux s':>6} {'GF/s':>5} {'other s':>7}"]
     for name, row in {**table, **theirs}.items():
-        lines.append(f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} "
-                     f"{row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}")
+        line = (f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} "
+                f"{row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}")
+        if row["seconds_by_scope"]:
+            sec, rate = row["seconds_by_scope"], row["gflops_per_second_by_scope"]
+            line += (f"  {sec['backbone']:10.3f} {_rate(rate['backbone'])} {sec['aux']:6.3f} {_rate(rate['aux'])}"
+                     f" {sec['other']:7.3f}")
+        lines.append(line)
     print("\n" + "\n".join(lines))
