@@ -9,9 +9,11 @@ timed ones; a configuration's time is the median of its steps. The untimed rotat
 the CPU: the first steps after every configuration has been built run up to 2x slower (fresh
 pages for new large allocations until the C allocator's heap has grown; a BP step at batch 128
 went 0.68 -> 0.41 -> 0.27 s over its first rotations), and that would fall on the earliest rounds. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
-per-op formulas). extra_info holds per configuration: step seconds, step / BP, FLOPs /
-BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput;
-above 1 = slower per FLOP than BP).
+per-op formulas). extra_info holds per configuration: step seconds, step / BP (and its lowest
+and highest value within one round, BP's step of the same rotation as reference), FLOPs /
+BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput; above
+1 = slower per FLOP than BP); on the CPU also the seconds per step spent in backbone, aux and
+other scopes (scope.ScopeTimer, on the timed steps) and each scope's GFLOP/s.
 
 Sizes: resnet32, K=16, batch 128, 2 untimed + 5 timed rounds (the issue's setting: CPU, 2 threads); under
 --benchmark-disable a tiny resnet20 K=2 batch 4 single round, so the code runs on every test
@@ -107,18 +109,23 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
 
 
 def ratios(measured: dict) -> dict:
-    """Per configuration: median step, step / BP's, FLOPs / BP's, time ratio / FLOP ratio, and
+    """Per configuration: median step, step / BP's (and its range over the rounds), FLOPs / BP's,
+    time ratio / FLOP ratio, and
     (CPU) the mean seconds per step in backbone / aux / other scopes with their FLOP rates."""
-    bp_t = statistics.median(measured["bp"]["step_seconds"])
+    bp_steps = measured["bp"]["step_seconds"]
+    bp_t = statistics.median(bp_steps)
     bp_f = measured["bp"]["flops"]["total"]
     table = {}
     for name, m in measured.items():
         t = statistics.median(m["step_seconds"])
         time_ratio, flop_ratio = t / bp_t, m["flops"]["total"] / bp_f
+        # the ratio within each round (BP's step of the same rotation): how far it moves
+        per_round = [s / b for s, b in zip(m["step_seconds"], bp_steps)]
         seconds = m.get("seconds_by_scope")
         table[name] = {
             "step_seconds": t,
             "step_vs_bp": time_ratio,
+            "step_vs_bp_per_round": [min(per_round), max(per_round)],
             "flops": m["flops"],
             "flops_vs_bp": flop_ratio,
             "flop_efficiency_vs_bp": time_ratio / flop_ratio,
@@ -168,10 +175,11 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, req
     })
     if official is not None:  # apart: `plan --timings` reads "configurations" as our cases
         benchmark.extra_info["official_code"] = {"path": str(official[0]), "configurations": theirs}
-    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'FLOPs x BP':>10} {'eff':>5}"
+    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'rounds':>11} {'FLOPs x BP':>10} {'eff':>5}"
              f"  {'backbone s':>10} {'GF/s':>5} {'aux s':>6} {'GF/s':>5} {'other s':>7}"]
     for name, row in {**table, **theirs}.items():
-        line = (f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} "
+        low, high = row["step_vs_bp_per_round"]
+        line = (f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} {low:5.2f}-{high:<5.2f} "
                 f"{row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}")
         if row["seconds_by_scope"]:
             sec, rate = row["seconds_by_scope"], row["gflops_per_second_by_scope"]
