@@ -2,15 +2,19 @@
 
     pytest suites/test_method_speed.py --benchmark-only --hpff-threads 2 -s
 
-One benchmark round = one training step of every configuration, in an order rotated by one
-each round, so slow drift of a shared machine (other processes, thermal state) falls on all
-of them alike. After a warm-up step each, `warmup_rounds` untimed rotations run, then `rounds`
-timed ones; a configuration's time is the median of its steps. The untimed rotations matter on
+One benchmark round = one training step of every configuration, in an order shuffled anew each
+round (seeded: the same orders on every run), so slow drift of a shared machine (other
+processes, thermal state) falls on all of them alike, and no configuration always follows the
+same one (a step runs on the heap and caches its predecessor left; with a fixed rotation the
+predecessor never changes, and its bias stays in the medians). After a warm-up step each,
+`warmup_rounds` untimed rounds run, then `rounds` timed ones; a configuration's time is the
+median of its steps. The untimed rounds matter on
 the CPU: the first steps after every configuration has been built run up to 2x slower (fresh
 pages for new large allocations until the C allocator's heap has grown; a BP step at batch 128
-went 0.68 -> 0.41 -> 0.27 s over its first rotations), and that would fall on the earliest rounds. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
+went 0.68 -> 0.41 -> 0.27 s over its first rounds), and that would fall on the earliest rounds. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
 per-op formulas). extra_info holds per configuration: step seconds, step / BP (and its lowest
-and highest value within one round, BP's step of the same rotation as reference), FLOPs /
+and highest value within one round, BP's step of the same round as reference; every step is in
+`steps_seconds`), FLOPs /
 BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput; above
 1 = slower per FLOP than BP); on the CPU also the seconds per step spent in backbone, aux and
 other scopes (scope.ScopeTimer, on the timed steps) and each scope's GFLOP/s.
@@ -19,7 +23,7 @@ Sizes: resnet32, K=16, batch 128, 2 untimed + 5 timed rounds (the issue's settin
 --benchmark-disable a tiny resnet20 K=2 batch 4 single round, so the code runs on every test
 run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
 With --hpff-official-code DIR the official HPFF code's own steps (hpff_bench/official_code_run.py:
-its E2E path, local_module_num=1, and its InfoPro+HPFF at K) rotate with ours, where it has the
+its E2E path, local_module_num=1, and its InfoPro+HPFF at K) run in the rounds with ours, where it has the
 network and K; their ratios are to our BP, in extra_info["official_code"].
 No assertion on times here: a benchmark reports, it does not judge.
 """
@@ -27,6 +31,7 @@ No assertion on times here: a benchmark reports, it does not judge.
 from __future__ import annotations
 
 import contextlib
+import random
 import statistics
 import time
 
@@ -60,8 +65,8 @@ def official_code_configs(network: str, k: int, batch_size: int, device: str) ->
 def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int,
                          warmup_rounds: int = 0, official: tuple[str, dict[str, RunConfig]] | None = None) -> dict:
     """{name: {"step_seconds": [...], "flops": {...}}}: a warm-up step each (FLOPs counted
-    there), `warmup_rounds` untimed rotations, then `rounds` timed rotations. `official`:
-    (the official code's directory, {name: config}) to rotate with ours."""
+    there), `warmup_rounds` untimed rounds, then `rounds` timed ones, each in its own shuffled
+    order. `official`: (the official code's directory, {name: config}) to run with ours."""
     from hpff_bench.methods import build_method, synthetic_batch
     from hpff_bench.official_code_run import OfficialCodeStep
 
@@ -87,7 +92,7 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
     names = list(steppers)
     by_scope = {name: ScopeTimer() for name in names}
     for r in range(warmup_rounds + rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in random.Random(r).sample(names, len(names)):
             m, x, y = built[name]
             timed = r >= warmup_rounds
             # where the time goes, on the timed steps themselves; on a GPU the host's clock would
@@ -119,13 +124,14 @@ def ratios(measured: dict) -> dict:
     for name, m in measured.items():
         t = statistics.median(m["step_seconds"])
         time_ratio, flop_ratio = t / bp_t, m["flops"]["total"] / bp_f
-        # the ratio within each round (BP's step of the same rotation): how far it moves
+        # the ratio within each round (BP's step of the same round): how far it moves
         per_round = [s / b for s, b in zip(m["step_seconds"], bp_steps)]
         seconds = m.get("seconds_by_scope")
         table[name] = {
             "step_seconds": t,
             "step_vs_bp": time_ratio,
             "step_vs_bp_per_round": [min(per_round), max(per_round)],
+            "steps_seconds": m["step_seconds"],
             "flops": m["flops"],
             "flops_vs_bp": flop_ratio,
             "flop_efficiency_vs_bp": time_ratio / flop_ratio,
