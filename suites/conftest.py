@@ -71,6 +71,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "hpff_cases: parametrised over (network, method, k) by --hpff-preset")
     config.stash[ROWS] = []
     threads = config.getoption("hpff_threads", None)
+    if threads is not None and threads < 1:
+        raise pytest.UsageError(f"--hpff-threads {threads}: must be a whole number >= 1")
     if threads:
         import torch
 

@@ -101,11 +101,16 @@ def test_what_the_official_code_has_no_path_for_is_refused(tmp_path, change, mes
         OfficialCodeStep(checkout(tmp_path), hpff_config(**change), "cpu")
 
 
-def test_the_benchmark_option_refuses_a_wrong_directory_before_anything_runs(tmp_path):
+@pytest.mark.parametrize("option, message", [
+    (["--hpff-official-code", "{tmp}"], "--hpff-official-code: official code directory '{tmp}' has no "
+                                        "network/resnetInfoPro_HPFF.py"),
+    (["--hpff-threads", "0"], "--hpff-threads 0: must be a whole number >= 1"),
+])
+def test_the_benchmark_options_refuse_bad_values_before_anything_runs(tmp_path, option, message):
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "suites" / "test_method_speed.py"),
-         "--benchmark-disable", "--hpff-official-code", str(tmp_path)],
+         "--benchmark-disable", *(o.format(tmp=tmp_path) for o in option)],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert r.returncode == 4, r.stdout + r.stderr  # pytest's usage error
-    assert "--hpff-official-code:" in r.stderr and "has no network/resnetInfoPro_HPFF.py" in r.stderr
+    assert message.format(tmp=tmp_path) in r.stderr
