@@ -162,3 +162,37 @@ def test_every_series_is_in_the_legend(drawn, name):
                 # the marker in this colour, or the colour plus a marker a grey key explains
                 keyed = c in legend_colours and ("#555555", m) in legend_points
                 assert (c, m) in legend_points or keyed, f"{name}: marker {m!r} in {c} is in no legend entry"
+
+
+def test_flop_efficiency_is_time_ratio_over_flop_ratio_within_a_panel():
+    import numpy as np
+    import pandas as pd
+
+    c = pd.DataFrame({
+        "panel": ["a", "a", "a", "b"],
+        "method": ["bp", "dgl", "infopro", "dgl"],
+        "step_seconds": [0.4, 0.5, 1.2, 0.5],
+        "flops": [50e9, 40e9, np.nan, 40e9],
+    })
+    eff = F._flop_efficiency(c)
+    assert eff[0] == 1.0 and eff[1] == (0.5 / 0.4) / (40 / 50)  # 1.5625: slower per FLOP than BP
+    assert np.isnan(eff[2]) and np.isnan(eff[3])  # no FLOPs; no BP in its panel
+
+
+def test_the_speed_figure_draws_each_bar_s_flop_efficiency_under_its_step_time(tmp_path):
+    path = tmp_path / "cifar10.jsonl"
+    path.write_text("".join(dumps(r) + "\n" for r in full_suite_records()), encoding="utf-8")
+    cfg = T.configs(T.add_method_names(read_results([path]).frame))
+    fig = F.speed(cfg)
+    per_flop = [ax for ax in fig.axes if ax.get_title().endswith(": per FLOP")]
+    assert per_flop, [ax.get_title() for ax in fig.axes]
+    # the CPU setting's DGL panel: its bars are (step / BP's step) / (FLOPs / BP's FLOPs)
+    ax = next(a for a in per_flop if a.get_title().startswith("DGL\nresnet32 · batch 16"))
+    cpu = F.main_variants(cfg[(cfg["setting"] == "resnet32 · cifar10 · batch 16") & cfg["step_seconds"].notna()])
+    bp = cpu[cpu["method"] == "bp"].iloc[0]
+    want = sorted((r["step_seconds"] / bp["step_seconds"]) / (r["flops"] / bp["flops"])
+                  for _, r in cpu.iterrows() if r["method"] in ("gc", "dgl"))
+    assert len(want) == 3  # GC, DGL, DGL+HPFF
+    got = sorted(p.get_height() for p in ax.patches if p.get_height())
+    assert got == pytest.approx(want)
+    assert [ln.get_ydata()[0] for ln in ax.lines] == [1.0]  # BP's own efficiency, the reference

@@ -76,8 +76,10 @@ SECTIONS = [
     Section("Speed", "Median step time with its interquartile range over the timed steps, per method "
             "family as in section 1. '≈' over a bar: its IQR overlaps the plain method's at the same "
             "K, so the difference is inside the noise. A bar without an IQR has no per-step times "
-            "(training records keep only the median), so nothing can be said of its noise. The "
-            "table says the same against BP.",
+            "(training records keep only the median), so nothing can be said of its noise. Where "
+            "the records have FLOPs per step, a 'per FLOP' row under each setting gives the FLOP "
+            "efficiency relative to BP: step time ÷ BP's over FLOPs ÷ BP's (1 = BP's FLOP "
+            "throughput, above = slower per FLOP). The table says the same against BP.",
             [("figure", "speed"), ("table", "speed")]),
     Section("Published numbers", "The InfoPro paper's GPU-memory tables and the CIFAR-10 test errors "
             "of the InfoPro and HPFF papers beside ours, each with its source (docs/published.md). "

@@ -468,6 +468,19 @@ def _short_device(d: str | None) -> str:
     return d if len(d) <= 30 else d[:29] + "…"
 
 
+def _flop_efficiency(c: pd.DataFrame) -> pd.Series:
+    """Step time ÷ BP's over FLOPs ÷ BP's, BP of the same panel (setting and device); NaN where
+    either has no FLOPs. 1 = BP's FLOP throughput."""
+    out = pd.Series(np.nan, index=c.index)
+    for _, g in c.groupby("panel"):
+        bp = g[(g["method"] == "bp") & g["flops"].notna()]
+        if bp.empty:
+            continue
+        b = bp.iloc[0]
+        out[g.index] = (g["step_seconds"] / b["step_seconds"]) / (g["flops"] / b["flops"])
+    return out
+
+
 def speed(cfg: pd.DataFrame) -> Figure | str:
     c = cfg[cfg["step_seconds"].notna()] if not cfg.empty else cfg
     c = main_variants(c) if not c.empty else c
@@ -477,20 +490,29 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
     c = c.assign(panel=[
         f"{s}\n{_short_device(d)}" if isinstance(d, str) and d else s for s, d in zip(c["setting"], c["speed_device"])
     ], step_ms=c["step_seconds"] * 1000, q1_ms=c["step_q1"] * 1000, q3_ms=c["step_q3"] * 1000)
+    c = c.assign(flop_eff=_flop_efficiency(c))
     panels, fams = _family_grid(c, "panel")
+    # per setting the step time, and under it, where the records have FLOPs, the FLOP efficiency
+    rows = [(p, "step_ms") for p in panels]
+    rows += [(p, "flop_eff") for p in panels if c.loc[c["panel"] == p, "flop_eff"].notna().any()]
+    rows.sort(key=lambda r: panels.index(r[0]))
     with style():
-        fig, axes = _facets(len(panels), len(fams), _legend_rows(c["name"].nunique() + 2, len(fams)), sharey="row")
+        fig, axes = _facets(len(rows), len(fams), _legend_rows(c["name"].nunique() + 2, len(fams)), sharey="row")
         drawn: set[str] = set()
-        for i, p in enumerate(panels):
+        for i, (p, value) in enumerate(rows):
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
                 sub = _panel_rows(c, "panel", p, fam)
-                plain = {(int(r["k"]), r["modules"]): r for _, r in sub.iterrows()
-                         if r["method"] not in GLOBAL_METHODS and r["name"] == fam}
-                drawn |= set(_bars(ax, sub, "step_ms", 1.0, err=("q1_ms", "q3_ms"), noise_ref=plain))
-                _title(ax, fam, p)
+                if value == "step_ms":
+                    plain = {(int(r["k"]), r["modules"]): r for _, r in sub.iterrows()
+                             if r["method"] not in GLOBAL_METHODS and r["name"] == fam}
+                    drawn |= set(_bars(ax, sub, "step_ms", 1.0, err=("q1_ms", "q3_ms"), noise_ref=plain))
+                    _title(ax, fam, p)
+                else:
+                    drawn |= set(_bars(ax, sub[sub["flop_eff"].notna()], "flop_eff", 1.0))
+                    _title(ax, fam, f"{p.splitlines()[0]}: per FLOP")
                 if j == 0:
-                    ax.set_ylabel("step time (ms)")
+                    ax.set_ylabel("step time (ms)" if value == "step_ms" else "time ÷ FLOP ratio\nvs BP (x)")
         _hide_empty(axes)
         handles = _method_patches(drawn) + _bp_handles(c, None)
         handles.append(Line2D([], [], color="black", lw=0.6, marker="_", label="interquartile range"))
