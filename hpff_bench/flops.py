@@ -19,10 +19,7 @@ from collections import Counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from hpff_bench.scope import current
-
-# scope kinds -> the record's split; "loss", "optimizer", "step" go to "other"
-SPLIT = ("backbone", "aux")
+from hpff_bench.scope import SPLIT, current
 
 
 class ScopedFlopCounter(TorchDispatchMode):

@@ -88,6 +88,9 @@ def profile_config(
         "memory_source": measured["memory"]["source"],
         "step_seconds": step,
         "step_seconds_all": step_all,  # every measured step, for the report's spread
+        # CPU: mean seconds per timed step in backbone / aux / other scopes (scope.ScopeTimer); a
+        # GPU's host clock would time kernel launches, so None there
+        "seconds_by_scope": measured.pop("seconds_by_scope", None),
         "images_per_second": (cfg.batch_size / step) if step else None,
         "memory": {k: v for k, v in measured["memory"].items() if k != "peak_memory_bytes"},
         "predicted": None,
@@ -144,6 +147,7 @@ def _profile_cpu(cfg, device, progress) -> dict:
         "flops": trace.flops,
         "step_seconds": trace.median_step_seconds,
         "step_seconds_all": list(trace.step_seconds),
+        "seconds_by_scope": trace.seconds_by_scope,
         "memory": memory,
     }
 

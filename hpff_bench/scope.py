@@ -26,6 +26,9 @@ class Scope:
         return self.name or (self.kind if self.index is None else f"{self.kind}{self.index}")
 
 
+# the kinds a step's FLOPs and seconds are split into; "loss", "optimizer", "step" go to "other"
+SPLIT = ("backbone", "aux")
+
 _STEP = Scope("step")
 _current: contextvars.ContextVar[Scope] = contextvars.ContextVar("hpff_scope", default=_STEP)
 
@@ -57,6 +60,12 @@ class ScopeTimer:
         self.seconds: dict[str, float] = {}
         self._kind = "step"
         self._since = 0.0
+
+    def split(self, steps: int = 1) -> dict:
+        """Seconds per step: {"backbone", "aux", "other"}, as hpff_bench.flops splits FLOPs."""
+        out = {kind: self.seconds.get(kind, 0.0) / max(steps, 1) for kind in SPLIT}
+        out["other"] = sum(v for k, v in self.seconds.items() if k not in SPLIT) / max(steps, 1)
+        return out
 
     def switch(self, kind: str) -> None:
         now = time.perf_counter()

@@ -38,7 +38,7 @@ import time
 import torch
 
 from hpff_bench.config import RunConfig
-from hpff_bench.flops import SPLIT, ScopedFlopCounter
+from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.official_code import MODULE_ENDS
 from hpff_bench.scope import ScopeTimer
 from hpff_bench.speed_cases import speed_config, speed_configs
@@ -105,11 +105,7 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
             if timed:
                 out[name]["step_seconds"].append(time.perf_counter() - t0)
     for name in names:
-        seconds = by_scope[name].seconds
-        out[name]["seconds_by_scope"] = {
-            kind: sum(v for k, v in seconds.items() if (k if k in SPLIT else "other") == kind) / rounds
-            for kind in (*SPLIT, "other")
-        } if seconds else None
+        out[name]["seconds_by_scope"] = by_scope[name].split(rounds) if by_scope[name].seconds else None
     return out
 
 

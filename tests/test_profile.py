@@ -37,6 +37,11 @@ def test_profile_json_for_every_method(name, cli_json):
     assert r["modules"] == (1 if method in ("bp", "gc") else int(METHODS[name][1]))
     assert r["params"] > 0 and r["forward_calls"] >= r["modules"]
     assert r["predicted"] is None and r["label"] and "ablation" in r
+    # where the step's time went: the scopes cover the timed step (one here), aux only with aux nets
+    by_scope = r["seconds_by_scope"]
+    assert set(by_scope) == {"backbone", "aux", "other"} and min(by_scope.values()) >= 0
+    assert sum(by_scope.values()) == pytest.approx(r["step_seconds"], rel=0.05, abs=2e-3)
+    assert (by_scope["aux"] > 0) == (method not in ("bp", "gc")) and by_scope["backbone"] > 0
 
 
 def test_local_learning_at_large_k_peaks_below_bp(cli_json):

@@ -32,6 +32,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert (est["predicted.peak_allocated_bytes"] > 0).all()
     prof = frame[frame["kind"] == "profile"]
     assert (prof["memory.peak_memory_bytes"] > 0).all() and (prof["timing.step_seconds"] > 0).all()
+    assert (prof["timing.seconds_by_scope.backbone"] > 0).all()  # where the CPU step's time went
     train = frame[frame["kind"] == "train"]
     assert (train["accuracy.epochs"] == 1).all() and train["accuracy.top1"].between(0, 1).all()
     assert set(frame["modules"]) == {1, 2}

@@ -23,6 +23,7 @@ import torch
 from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.memory.bound import method_groups
 from hpff_bench.memory.tracker import LiveTensorTracker
+from hpff_bench.scope import ScopeTimer
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Trace:
     forward_calls: float  # backbone-module forward calls per measured step
     step_seconds: list[float] = field(default_factory=list)  # the untracked timed steps
     flops: dict | None = None  # FLOPs per measured step (hpff_bench.flops.ScopedFlopCounter.split)
+    seconds_by_scope: dict | None = None  # mean seconds per timed step by scope (ScopeTimer.split)
 
     @property
     def median_step_seconds(self) -> float | None:
@@ -113,19 +115,22 @@ def trace_training(
             foreach=foreach, record_events=record_events, progress=progress, synthetic_warmup=False,
             timed_steps=timed_steps,
         )
-    times = _timed_steps(method, x, y, timed_steps, "timed step (tracker off)", progress)
+    timer = ScopeTimer()
+    times = _timed_steps(method, x, y, timed_steps, "timed step (tracker off)", progress, timer)
     n_params = sum(p.numel() for p in method.parameters())
-    return Trace(tracker, method.module_count, n_params, forward_calls, times, flop_counter.split(steps))
+    return Trace(tracker, method.module_count, n_params, forward_calls, times, flop_counter.split(steps),
+                 timer.split(timed_steps) if timed_steps else None)
 
 
-def _timed_steps(method, x, y, n: int, label: str, progress) -> list[float]:
-    """Run n training steps; their wall times in seconds."""
+def _timed_steps(method, x, y, n: int, label: str, progress, timer: ScopeTimer | None = None) -> list[float]:
+    """Run n training steps; their wall times in seconds (and, into `timer`, by scope)."""
     times = []
     for i in range(n):
         if progress:
             progress(f"{label} {i + 1}/{n}")
         t0 = time.perf_counter()
-        method.train_step(x, y)  # the StepOutput is dropped at once, as in a training loop
+        with timer or contextlib.nullcontext():
+            method.train_step(x, y)  # the StepOutput is dropped at once, as in a training loop
         times.append(time.perf_counter() - t0)
     return times
 

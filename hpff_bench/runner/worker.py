@@ -91,6 +91,7 @@ def _profile_parts(d: dict, cfg) -> dict:
             "images_per_second": d.get("images_per_second"),
             "steps": cfg.steps,
             "step_seconds_all": d.get("step_seconds_all"),
+            "seconds_by_scope": d.get("seconds_by_scope"),
         }
     return parts
 
