@@ -62,6 +62,14 @@ def test_paper_tables_and_balanced_enumerated():
         configurations("resnet110", "cifar10", 1024, ["nope"], [2])
 
 
+def test_gc_is_tried_at_every_k_above_one_and_bp_once():
+    cfgs = configurations("resnet32", "cifar10", 128, ["bp", "gc"], [1, 2, 4])
+    assert [(c.method, c.k) for c in cfgs] == [("bp", 1), ("gc", 2), ("gc", 4)]
+    assert {c.split for c in cfgs if c.method == "gc"} == {"auto"}  # as `estimate --method gc --k K`
+    only_one = configurations("resnet32", "cifar10", 128, ["gc"], [1])
+    assert [(c.method, c.k) for c in only_one] == [("gc", 1)]  # nothing to checkpoint: the BP-equal row
+
+
 def _records(cli, *argv):
     code, out, err = cli(*argv, "--json")
     assert code == 0, err

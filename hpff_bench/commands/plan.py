@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--budget", required=True, metavar="SIZE", help="GPU memory, e.g. 24GiB or 80GB")
     p.add_argument("--methods", default="bp,infopro",
                    help=f"comma-separated, from {', '.join(METHODS)} (default %(default)s)")
-    p.add_argument("--k", default="2,3,4", help="K values for local methods, comma-separated (default %(default)s)")
+    p.add_argument("--k", default="2,3,4", help="K values for local methods and gc's checkpointed segments, "
+                   "comma-separated (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of the table")
     p.add_argument("--max-batch", action="store_true",
                    help="also the largest batch that fits, per configuration at its cuts (estimate --budget's search)")
@@ -80,7 +81,9 @@ def configurations(network, dataset, batch, methods, ks) -> list:
         if m not in METHODS:
             raise ConfigError(f"unknown method {m!r} in --methods; allowed: {', '.join(METHODS)}")
         if m not in LOCAL_METHODS:
-            out.append(_config(network, dataset, batch, m, 1, "auto", False))
+            # gc checkpoints at K's module boundaries (K=1 would be BP itself); bp has no K
+            gc_ks = [k for k in ks if k > 1] if m == "gc" else []
+            out.extend(_config(network, dataset, batch, m, k, "auto", False) for k in gc_ks or [1])
             continue
         for k in ks:
             for split in PAPER_SPLITS + ("balanced",):
