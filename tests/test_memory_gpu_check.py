@@ -318,7 +318,7 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     md = (tmp_path / "gpu_check.md").read_text()
     assert md == report.markdown(doc)
     assert "Fake H200" in md and "+1.0 %" in md and "-10.0 %" in md and "500.0" in md
-    assert "cudnn.benchmark on" in md and "| forward | 24.0 |" in md and "2 passed" in md
+    assert "cudnn.benchmark on" in md and "| forward | 24.0 |" in md and f"{len(plan.BENCHMARK_CASES)} passed" in md
     assert "assumed 512.0 MiB: error +2.4 %" in md
     out = capsys.readouterr().out
     assert "total (estimated, H200)" in out and "# GPU check" in out
@@ -362,16 +362,17 @@ def test_time_budget_stops_and_every_part_is_written_as_it_finishes(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_benchmarks_part_needs_both_cases_in_its_json(tmp_path):
+def test_benchmarks_part_needs_every_case_in_its_json(tmp_path):
     ok = runner.run_benchmarks(tmp_path, 60, run=fake_pytest)
-    assert ok["status"] == "ok" and ok["summary"] == "2 passed in 9.9s"
+    assert ok["status"] == "ok" and ok["summary"] == "3 passed in 9.9s"
     one = runner.run_benchmarks(tmp_path, 60, run=lambda cmd, t: fake_pytest(cmd, t, plan.BENCHMARK_CASES[:1]))
     assert one["status"] == "error" and "1 benchmark(s)" in one["message"]
     slow = runner.run_benchmarks(tmp_path, 60, run=lambda cmd, t: {"status": "timeout", "message": "killed after 60 s"})
     assert slow["status"] == "timeout"
     cmd = runner.benchmarks_command(tmp_path)
     assert cmd[cmd.index("-k") + 1] == " or ".join(plan.BENCHMARK_CASES)
-    assert runner.SUITES.joinpath("test_benchmarks.py").exists()
+    assert runner.SUITES.joinpath("test_benchmarks.py").exists() and str(runner.SUITES / "test_method_speed.py") in cmd
+    assert runner.SUITES.joinpath("test_method_speed.py").exists()
 
 
 def test_parts_round_trip_through_the_child_command_line():

@@ -27,9 +27,11 @@ CUDNN_BENCHMARK_S = 10.0
 # GPU training steps in one configuration's process: warm-up and measured steps of the profile,
 # its tracked step, and the two steps of the hidden-allocation measurement
 EXTRA_STEPS = 1 + 2
-# pytest start-up plus two quick-preset benchmark cases (each: rounds, a tracked step, a prediction)
-BENCHMARKS_S = 45.0
-BENCHMARK_CASES = ("resnet20-bp-k1", "resnet20-infopro+hpff-k2")
+# pytest start-up plus two quick-preset benchmark cases (each: rounds, a tracked step, a prediction),
+# and suites/test_method_speed.py: every method's step against BP's side by side on the GPU
+# (resnet32 K=16 batch 128: 11 methods built, a FLOP-counted warm-up step each, 7 rounds)
+BENCHMARKS_S = 45.0 + 60.0
+BENCHMARK_CASES = ("resnet20-bp-k1", "resnet20-infopro+hpff-k2", "method_speed")
 
 WARMUP, STEPS = 2, 3
 HPFF = {"hilo": True, "pff_grid": 2}
@@ -119,7 +121,8 @@ def parts(quick: bool = False, cost=None) -> list[Part]:
         cfg_parts.append(Part("config", config_name(cfg, bench), cfg, bench, bool(options.get("snapshot")), flops, ops,
                               estimate_seconds(flops, ops, bench)))
     out.append(cfg_parts[0])
-    out.append(Part("benchmarks", "pytest suites/ --benchmark-only --hpff-device cuda (2 cases)", estimate_s=BENCHMARKS_S))
+    out.append(Part("benchmarks", "pytest suites/ --benchmark-only --hpff-device cuda (2 cases, method speed)",
+                    estimate_s=BENCHMARKS_S))
     return out + cfg_parts[1:]
 
 

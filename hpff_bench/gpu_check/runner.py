@@ -61,13 +61,15 @@ SUITES = Path(__file__).resolve().parents[2] / "suites"  # the checkout's benchm
 
 
 def benchmarks_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "pytest", str(SUITES / "test_benchmarks.py"), "--benchmark-only", "--hpff-device", "cuda",
+    return [sys.executable, "-m", "pytest", str(SUITES / "test_benchmarks.py"), str(SUITES / "test_method_speed.py"),
+            "--benchmark-only", "--hpff-device", "cuda",
             "-p", "no:cacheprovider", "-q", "-k", " or ".join(BENCHMARK_CASES),
             f"--benchmark-json={out / 'benchmarks.json'}"]
 
 
 def run_benchmarks(out: Path, timeout_s: float, run=None) -> dict:
-    """The benchmark suite on CUDA for two cases; passes only if both ran and wrote their JSON."""
+    """The benchmark suite on CUDA for two cases and the method-speed comparison; passes only if
+    each ran and wrote its JSON."""
     if not SUITES.is_dir():
         return {"status": "error", "message": f"{SUITES} not found: run from a checkout (pip install -e .)"}
     cmd = benchmarks_command(out)
