@@ -164,19 +164,19 @@ def test_every_series_is_in_the_legend(drawn, name):
                 assert (c, m) in legend_points or keyed, f"{name}: marker {m!r} in {c} is in no legend entry"
 
 
-def test_flop_efficiency_is_time_ratio_over_flop_ratio_within_a_panel():
+def test_flop_efficiency_is_time_ratio_over_flop_ratio_within_a_setting():
     import numpy as np
     import pandas as pd
 
     c = pd.DataFrame({
-        "panel": ["a", "a", "a", "b"],
+        "setting": ["a", "a", "a", "b"], "speed_device": ["cpu"] * 4,
         "method": ["bp", "dgl", "infopro", "dgl"],
         "step_seconds": [0.4, 0.5, 1.2, 0.5],
         "flops": [50e9, 40e9, np.nan, 40e9],
     })
-    eff = F._flop_efficiency(c)
+    eff = T.flop_efficiency(c)
     assert eff[0] == 1.0 and eff[1] == (0.5 / 0.4) / (40 / 50)  # 1.5625: slower per FLOP than BP
-    assert np.isnan(eff[2]) and np.isnan(eff[3])  # no FLOPs; no BP in its panel
+    assert np.isnan(eff[2]) and np.isnan(eff[3])  # no FLOPs; no BP in its setting
 
 
 def test_the_speed_figure_draws_each_bar_s_flop_efficiency_under_its_step_time(tmp_path):

@@ -41,6 +41,7 @@ from hpff_bench.report.style import (
 from hpff_bench.report.tables import (
     GLOBAL_METHODS,
     PARITY_MISSING,
+    flop_efficiency,
     k_text,
     main_variants,
     natural_key,
@@ -468,19 +469,6 @@ def _short_device(d: str | None) -> str:
     return d if len(d) <= 30 else d[:29] + "…"
 
 
-def _flop_efficiency(c: pd.DataFrame) -> pd.Series:
-    """Step time ÷ BP's over FLOPs ÷ BP's, BP of the same panel (setting and device); NaN where
-    either has no FLOPs. 1 = BP's FLOP throughput."""
-    out = pd.Series(np.nan, index=c.index)
-    for _, g in c.groupby("panel"):
-        bp = g[(g["method"] == "bp") & g["flops"].notna()]
-        if bp.empty:
-            continue
-        b = bp.iloc[0]
-        out[g.index] = (g["step_seconds"] / b["step_seconds"]) / (g["flops"] / b["flops"])
-    return out
-
-
 def speed(cfg: pd.DataFrame) -> Figure | str:
     c = cfg[cfg["step_seconds"].notna()] if not cfg.empty else cfg
     c = main_variants(c) if not c.empty else c
@@ -490,7 +478,7 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
     c = c.assign(panel=[
         f"{s}\n{_short_device(d)}" if isinstance(d, str) and d else s for s, d in zip(c["setting"], c["speed_device"])
     ], step_ms=c["step_seconds"] * 1000, q1_ms=c["step_q1"] * 1000, q3_ms=c["step_q3"] * 1000)
-    c = c.assign(flop_eff=_flop_efficiency(c))
+    c = c.assign(flop_eff=flop_efficiency(c))
     panels, fams = _family_grid(c, "panel")
     # per setting the step time, and under it, where the records have FLOPs, the FLOP efficiency
     rows = [(p, "step_ms") for p in panels]

@@ -555,7 +555,7 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         # FLOP efficiency relative to BP: time ratio / FLOP ratio (1 = BP's FLOP throughput)
         bp_flops = [_bp_reference(c[c["speed_device"] == d], s_, "flops") for s_, d in zip(c["setting"], c["speed_device"])]
         data["FLOPs vs BP (x)"] = c["flops"].values / np.array(bp_flops, dtype=float)
-        data["time / FLOP ratio"] = np.array(rel, dtype=float) / data["FLOPs vs BP (x)"].values
+        data["time / FLOP ratio"] = flop_efficiency(c).values
         decimals.update({"GFLOP / step": 1, "GFLOP/s": 1, "FLOPs vs BP (x)": 2, "time / FLOP ratio": 2})
     return Table(
         "speed", "Training speed", data,
@@ -567,6 +567,18 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "its plain method at the same K.",
         decimals,
     )
+
+
+def flop_efficiency(c: pd.DataFrame) -> pd.Series:
+    """(step time ÷ BP's) ÷ (FLOPs ÷ BP's), BP of the same setting and device: 1 = BP's FLOP
+    throughput, above = slower per FLOP. NaN where the row or its BP has no FLOPs or time."""
+    out = pd.Series(np.nan, index=c.index)
+    for _, g in c.groupby(["setting", "speed_device"], dropna=False):
+        bp = g[(g["method"] == "bp") & g["flops"].notna() & g["step_seconds"].notna()]
+        if not bp.empty:
+            b = bp.iloc[0]
+            out[g.index] = (g["step_seconds"] / b["step_seconds"]) / (g["flops"] / b["flops"])
+    return out
 
 
 def _noise_word(r, ref) -> str:
