@@ -19,7 +19,7 @@ from collections import Counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from hpff_bench.scope import SPLIT, current
+from hpff_bench.scope import by_split, current
 
 
 class ScopedFlopCounter(TorchDispatchMode):
@@ -54,9 +54,4 @@ class ScopedFlopCounter(TorchDispatchMode):
     def split(self, steps: int = 1) -> dict:
         """FLOPs per step: {"total", "backbone", "aux", "other"} (ints)."""
         steps = max(steps, 1)
-        total = sum(self.by_kind.values())
-        out = {"total": total // steps}
-        for kind in SPLIT:
-            out[kind] = self.by_kind[kind] // steps
-        out["other"] = (total - sum(self.by_kind[k] for k in SPLIT)) // steps
-        return out
+        return {"total": self.total // steps, **{k: v // steps for k, v in by_split(self.by_kind).items()}}

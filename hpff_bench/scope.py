@@ -29,6 +29,13 @@ class Scope:
 # the kinds a step's FLOPs and seconds are split into; "loss", "optimizer", "step" go to "other"
 SPLIT = ("backbone", "aux")
 
+def by_split(per_kind: dict) -> dict:
+    """{kind: amount} summed into {"backbone", "aux", "other"}: how records split FLOPs and time."""
+    out = {kind: per_kind.get(kind, 0) for kind in SPLIT}
+    out["other"] = sum(v for k, v in per_kind.items() if k not in SPLIT)
+    return out
+
+
 _STEP = Scope("step")
 _current: contextvars.ContextVar[Scope] = contextvars.ContextVar("hpff_scope", default=_STEP)
 
@@ -63,9 +70,7 @@ class ScopeTimer:
 
     def split(self, steps: int = 1) -> dict:
         """Seconds per step: {"backbone", "aux", "other"}, as hpff_bench.flops splits FLOPs."""
-        out = {kind: self.seconds.get(kind, 0.0) / max(steps, 1) for kind in SPLIT}
-        out["other"] = sum(v for k, v in self.seconds.items() if k not in SPLIT) / max(steps, 1)
-        return out
+        return {kind: float(v) / max(steps, 1) for kind, v in by_split(self.seconds).items()}
 
     def switch(self, kind: str) -> None:
         now = time.perf_counter()
