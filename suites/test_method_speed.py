@@ -14,7 +14,7 @@ pages for new large allocations until the C allocator's heap has grown; a BP ste
 went 0.68 -> 0.41 -> 0.27 s over its first rounds), and that would fall on the earliest rounds. FLOPs per step are counted on its warm-up step (hpff_bench.flops, torch's
 per-op formulas). extra_info holds per configuration: step seconds, step / BP (and its lowest
 and highest value within one round, BP's step of the same round as reference; every step is in
-`steps_seconds`), FLOPs /
+`step_seconds_all`), FLOPs /
 BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput; above
 1 = slower per FLOP than BP); on the CPU also the seconds per step spent in backbone, aux and
 other scopes (scope.ScopeTimer, on the timed steps) and each scope's GFLOP/s.
@@ -127,7 +127,7 @@ def ratios(measured: dict) -> dict:
             "step_seconds": t,
             "step_vs_bp": time_ratio,
             "step_vs_bp_per_round": [min(per_round), max(per_round)],
-            "steps_seconds": m["step_seconds"],
+            "step_seconds_all": m["step_seconds"],
             "flops": m["flops"],
             "flops_vs_bp": flop_ratio,
             "flop_efficiency_vs_bp": time_ratio / flop_ratio,
