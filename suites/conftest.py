@@ -46,14 +46,19 @@ PRESETS = {
 }
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def pytest_addoption(parser):
+    # no `choices` / `type` here: pytest's parser would refuse a bad value with its usage error
+    # (exit 4, a usage text); pytest_configure checks each value and exits 2 with one line
     g = parser.getgroup("hpff-bench", "hpff-bench benchmarks (suites/test_benchmarks.py)")
-    g.addoption("--hpff-preset", default="quick", choices=sorted(PRESETS),
+    g.addoption("--hpff-preset", default="quick", metavar="|".join(sorted(PRESETS)),
                 help="sizes: quick (CPU, minutes) or paper (papers' networks/K, batch 1024; GPU)")
-    g.addoption("--hpff-device", default="auto", choices=("auto", "cpu", "cuda"),
+    g.addoption("--hpff-device", default="auto", metavar="|".join(DEVICES),
                 help="device for the benchmarks (auto: cuda when available)")
-    g.addoption("--hpff-threads", type=int, default=None,
-                help="torch.set_num_threads for the session (default: torch's own)")
+    g.addoption("--hpff-threads", default=None, metavar="N",
+                help="torch.set_num_threads for the session, a whole number >= 1 (default: torch's own)")
     g.addoption("--hpff-no-predict", action="store_true",
                 help="do not predict the CUDA peak with fake tensors (a few seconds per case)")
     g.addoption("--hpff-all", action="store_true",
@@ -66,19 +71,39 @@ def pytest_addoption(parser):
                      "CPU steps then take no minor page faults for their activations")
 
 
+def refuse(message: str):
+    """A bad option value: one line on stderr (pytest writes it as "Exit: ..."), exit 2 before any
+    test is collected, as the hpff-bench CLI does."""
+    pytest.exit(message, returncode=2)
+
+
+def threads_option(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        refuse(f"--hpff-threads {text}: must be a whole number >= 1")
+    return threads
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "bench_smoke: the cheap benchmark cases run under --benchmark-disable")
     config.addinivalue_line("markers", "hpff_cases: parametrised over (network, method, k) by --hpff-preset")
     config.stash[ROWS] = []
-    threads = config.getoption("hpff_threads", None)
-    if threads is not None and threads < 1:
-        raise pytest.UsageError(f"--hpff-threads {threads}: must be a whole number >= 1")
+    preset = config.getoption("hpff_preset", "quick")
+    if preset not in PRESETS:
+        refuse(f"--hpff-preset {preset}: must be one of {', '.join(sorted(PRESETS))}")
+    device = config.getoption("hpff_device", "auto")
+    if device not in DEVICES:
+        refuse(f"--hpff-device {device}: must be one of {', '.join(DEVICES)}")
+    threads = threads_option(config.getoption("hpff_threads", None))
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    if config.getoption("hpff_retain_heap", False):
-        retain_heap()
     official = config.getoption("hpff_official_code", None)
     if official is not None:
         from hpff_bench.errors import ConfigError
@@ -87,7 +112,9 @@ def pytest_configure(config):
         try:
             check_official_dir(official)
         except ConfigError as e:
-            raise pytest.UsageError(f"--hpff-official-code: {e}") from None
+            refuse(f"--hpff-official-code: {e}")
+    if config.getoption("hpff_retain_heap", False):
+        retain_heap()
 
 
 def retain_heap() -> None:
@@ -105,7 +132,7 @@ def retain_heap() -> None:
     mallopt = getattr(libc, "mallopt", None)
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
     if mallopt is None or not (mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
-        raise pytest.UsageError("--hpff-retain-heap needs glibc's mallopt (Linux); this C library has none")
+        refuse("--hpff-retain-heap needs glibc's mallopt (Linux); this C library has none")
 
 
 ROWS = pytest.StashKey[list]()

@@ -105,6 +105,9 @@ def test_what_the_official_code_has_no_path_for_is_refused(tmp_path, change, mes
     (["--hpff-official-code", "{tmp}"], "--hpff-official-code: official code directory '{tmp}' has no "
                                         "network/resnetInfoPro_HPFF.py"),
     (["--hpff-threads", "0"], "--hpff-threads 0: must be a whole number >= 1"),
+    (["--hpff-threads", "two"], "--hpff-threads two: must be a whole number >= 1"),
+    (["--hpff-preset", "huge"], "--hpff-preset huge: must be one of paper, quick"),
+    (["--hpff-device", "tpu"], "--hpff-device tpu: must be one of auto, cpu, cuda"),
 ])
 def test_the_benchmark_options_refuse_bad_values_before_anything_runs(tmp_path, option, message):
     r = subprocess.run(
@@ -112,5 +115,7 @@ def test_the_benchmark_options_refuse_bad_values_before_anything_runs(tmp_path, 
          "--benchmark-disable", *(o.format(tmp=tmp_path) for o in option)],
         capture_output=True, text=True, cwd=tmp_path,
     )
-    assert r.returncode == 4, r.stdout + r.stderr  # pytest's usage error
-    assert message.format(tmp=tmp_path) in r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr  # as the CLI's bad values, not pytest's usage error (4)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], r.stderr
+    assert "passed" not in r.stdout and "skipped" not in r.stdout  # refused before anything ran
