@@ -173,6 +173,7 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, req
         "rounds": size["rounds"], "warmup_rounds": size["warmup_rounds"], "threads": torch.get_num_threads(), "device": str(hpff_device),
         "device_name": torch.cuda.get_device_name(hpff_device) if hpff_device.type == "cuda" else None,
         "split": size.get("split"),  # None: each case's own (hpff_bench/speed_cases.py)
+        "retain_heap": bool(request.config.getoption("hpff_retain_heap")),
         "configurations": table,
     })
     if official is not None:  # apart: `plan --timings` reads "configurations" as our cases

@@ -3,7 +3,9 @@
 The records come from tests/fixtures/full_suite.py: the suite's real task list (both presets,
 every network, K, method, variant, patch grid and execution, with the real module counts),
 with plausible made-up numbers, so nothing heavy runs; and, as a second case, the committed
-records of a real quick-preset run (results/cifar10-sample). For each figure the test draws the
+records of a real quick-preset run (results/cifar10-sample). The side-by-side speed figure is
+drawn from the committed full-size runs of suites/test_method_speed.py (results/benchmarks,
+13 configurations in each of 2 runs), in both cases. For each figure the test draws the
 canvas and checks what a reader would see: no text (title, tick label, axis label, legend)
 outside the saved canvas, every panel's plot area at least MIN_W x MIN_H inches, at most
 MAX_SERIES series of local methods per panel, and every drawn series findable in the legend
@@ -36,6 +38,8 @@ _NOT_SERIES = {mcolors.to_hex(c) for c in (method_color("BP"), method_color("GC"
 
 
 SAMPLE = Path(__file__).resolve().parents[1] / "results" / "cifar10-sample"  # real quick-preset records
+SPEED_RUNS = sorted((Path(__file__).resolve().parents[1] / "results" / "benchmarks").glob("method-speed-*.json"))
+ALL_FIGURES = (*F.FIGURES, F.SIDE_BY_SIDE)
 
 
 @pytest.fixture(scope="module", params=["full-suite fixture", "sample results"])
@@ -48,6 +52,8 @@ def drawn(request, tmp_path_factory):
     df = T.add_method_names(read_results([path]).frame)
     cfg = T.configs(df)
     figs = F.all_figures(cfg, T.pareto_mask(cfg))
+    assert len(SPEED_RUNS) >= 2
+    figs[F.SIDE_BY_SIDE] = F.side_by_side(read_results(SPEED_RUNS).side_by_side)
     out = {}
     for name, fig in figs.items():
         assert isinstance(fig, Figure), f"{name} not drawn from the full-suite fixture: {fig}"
@@ -87,7 +93,7 @@ def _shown_axes(fig):
     return [ax for ax in fig.axes if ax.get_visible() and ax.axison]
 
 
-@pytest.mark.parametrize("name", F.FIGURES)
+@pytest.mark.parametrize("name", ALL_FIGURES)
 def test_no_text_leaves_the_canvas(drawn, name):
     fig, renderer, texts = drawn[name]
     w, h = fig.bbox.width, fig.bbox.height
@@ -100,7 +106,7 @@ def test_no_text_leaves_the_canvas(drawn, name):
     assert not outside, f"{name} ({w:.0f} x {h:.0f} px): text outside the canvas: " + "; ".join(outside[:8])
 
 
-@pytest.mark.parametrize("name", F.FIGURES)
+@pytest.mark.parametrize("name", ALL_FIGURES)
 def test_no_text_overlaps_another_panel_title(drawn, name):
     """Titles of neighbouring panels must not run into each other (a long title would)."""
     fig, renderer, _ = drawn[name]
@@ -111,7 +117,7 @@ def test_no_text_overlaps_another_panel_title(drawn, name):
             assert not a.overlaps(boxes[j]), f"{name}: titles {titles[i].get_text()!r} and {titles[j].get_text()!r} overlap"
 
 
-@pytest.mark.parametrize("name", F.FIGURES)
+@pytest.mark.parametrize("name", ALL_FIGURES)
 def test_every_panel_keeps_a_minimum_plot_size(drawn, name):
     fig, _, _ = drawn[name]
     fw, fh = fig.get_size_inches()
@@ -128,6 +134,8 @@ def _series(ax) -> set[str]:
     return colours - _NOT_SERIES
 
 
+# the side-by-side figure names every bar on its axis (one configuration per bar), so its
+# colours are no series a legend must key; its own test checks the bars against the data
 @pytest.mark.parametrize("name", F.FIGURES)
 def test_at_most_a_handful_of_series_per_panel(drawn, name):
     fig, _, _ = drawn[name]

@@ -42,16 +42,17 @@ def run(args: argparse.Namespace) -> int:
     V.output_dir("-o/--output", out)
     V.string("--title", args.title, allow_none=True)
     loaded = read_results(args.results)
-    if loaded.frame.empty:
+    if loaded.frame.empty and loaded.side_by_side.empty:
         first = f"; first problem: {loaded.notes[0]}" if loaded.notes else ""
         raise ConfigError(
-            f"no valid result record in {' '.join(args.results)} ({len(loaded.files)} file(s) read, "
+            f"no valid result record or side-by-side speed run in {' '.join(args.results)} ({len(loaded.files)} file(s) read, "
             f"{len(loaded.notes)} note(s){first})"
         )
     report = render_report(loaded, out, args.title or f"hpff-bench report: {out.name}")
     ok = report.records - report.failed
     print(
-        f"report: {report.index} ({report.records} records, {ok} ok, {report.failed} not ok; "
+        f"report: {report.index} ({report.records} records, {ok} ok, {report.failed} not ok, "
+        f"{report.side_by_side_runs} side-by-side speed run(s); "
         f"{len(report.figures)} figures, {len(report.tables)} tables)"
     )
     print(f"  markdown: {report.markdown}")

@@ -81,6 +81,13 @@ SECTIONS = [
             "efficiency relative to BP: step time ÷ BP's over FLOPs ÷ BP's (1 = BP's FLOP "
             "throughput, above = slower per FLOP). The table says the same against BP.",
             [("figure", "speed"), ("table", "speed")]),
+    Section("Step time side by side", "suites/test_method_speed.py's runs: one step of every method "
+            "and option per round, in a shuffled order, each divided by BP's step of the same round "
+            "(median over the rounds; whiskers: the lowest and highest ratio of one round; diamonds: "
+            "FLOPs per step ÷ BP's). Right: the FLOP efficiency, time ratio ÷ FLOP ratio (1 = BP's "
+            "FLOP throughput, above = slower per FLOP). Hatched: the HPFF authors' own code, stepped "
+            "in the same rounds (--hpff-official-code).",
+            [("figure", "side_by_side"), ("table", "side_by_side")]),
     Section("Published numbers", "The InfoPro paper's GPU-memory tables and the CIFAR-10 test errors "
             "of the InfoPro and HPFF papers beside ours, each with its source (docs/published.md). "
             "suites/papers.toml runs our side of the memory tables.",
@@ -101,6 +108,7 @@ class Report:
     left_out: dict[str, str] = field(default_factory=dict)
     records: int = 0
     failed: int = 0
+    side_by_side_runs: int = 0
     notes: list[str] = field(default_factory=list)
     counts: list[str] = field(default_factory=list)  # per kind: records by status
     suites: str = ""
@@ -138,6 +146,7 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         tables["published_comparison"] = T.published_table(cfg)
         tables["environment"] = T.environment_table(df)
         tables["failed_runs"] = T.failures_table(df)
+    tables["side_by_side"] = T.side_by_side_table(loaded.side_by_side)
     tables["published_reference"] = T.published_reference_table()
     tables["published_memory"] = T.published_memory_table(df)
 
@@ -146,9 +155,11 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         figs: dict[str, object] = dict.fromkeys(F.FIGURES, reason)
     else:
         figs = F.all_figures(cfg, T.pareto_mask(cfg))
+    figs[F.SIDE_BY_SIDE] = F.side_by_side(loaded.side_by_side)
 
     report = Report(out, out / "index.html", out / "report.md", out / "manifest.json",
                     records=len(df), failed=int((df["status"] != "ok").sum()) if not df.empty else 0,
+                    side_by_side_runs=loaded.side_by_side["run"].nunique() if not loaded.side_by_side.empty else 0,
                     notes=list(loaded.notes), counts=_run_counts(df), suites=_suites(loaded.frame))
     for name, t in tables.items():
         if isinstance(t, str):

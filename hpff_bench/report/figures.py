@@ -40,6 +40,7 @@ from hpff_bench.report.style import (
 )
 from hpff_bench.report.tables import (
     GLOBAL_METHODS,
+    NO_SIDE_BY_SIDE,
     PARITY_MISSING,
     flop_efficiency,
     k_text,
@@ -508,7 +509,95 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
     return fig
 
 
+def _case_color(row) -> str:
+    """A speed case's method colour; the official code's steps take the colour of what they run."""
+    from hpff_bench.config import RunConfig
+    from hpff_bench.errors import ConfigError
+    from hpff_bench.speed_cases import CASES, speed_config
+
+    case = row["configuration"].removeprefix("official code ")
+    if row["code"] == "official":
+        case = "bp" if case == "bp" else f"{case} official"
+    if case not in CASES:
+        return "#8c8c8c"
+    try:
+        base = RunConfig(network=row["network"], k=int(row["k"]), batch_size=int(row["batch_size"]))
+        return method_color(speed_config(case, base).label)
+    except ConfigError:
+        return "#8c8c8c"
+
+
+# the cases as their options read (hpff_bench/speed_cases.py)
+_CASE_NAMES = {"infopro+hpff reference": "infopro+hpff --hilo-exec reference",
+               "infopro+hpff official": "infopro+hpff --variant official",
+               "official code bp": "official code: its E2E path",
+               "official code infopro+hpff": "official code: infopro+hpff"}
+
+
+def side_by_side(sb: pd.DataFrame) -> Figure | str:
+    """One row per run: step ÷ BP's per configuration (median, the range of one round, FLOPs ÷
+    BP's as a diamond), and beside it the FLOP efficiency (time ratio ÷ FLOP ratio)."""
+    if sb.empty:
+        return NO_SIDE_BY_SIDE
+    runs = list(dict.fromkeys(sb["run"]))
+    heights = [0.17 * (sb["run"] == r).sum() + 0.45 for r in runs]
+    with style():
+        fig = Figure(figsize=(DOUBLE, sum(heights) + 0.55), layout="constrained", dpi=DPI)
+        axes = fig.subplots(len(runs), 2, squeeze=False, sharey="row",
+                            gridspec_kw={"width_ratios": [3, 2], "height_ratios": heights})
+        for i, run in enumerate(runs):
+            rows = sb[sb["run"] == run].reset_index(drop=True)
+            y = np.arange(len(rows))
+            colors = [_case_color(r) for _, r in rows.iterrows()]
+            hatches = ["////" if c == "official" else "" for c in rows["code"]]
+            left, right = axes[i]
+            left.barh(y, rows["step_vs_bp"], color=colors, hatch=hatches, edgecolor="white", linewidth=0.3)
+            have = rows["round_low"].notna() & rows["round_high"].notna()
+            left.errorbar(rows.loc[have, "step_vs_bp"], y[have],
+                          xerr=[rows.loc[have, "step_vs_bp"] - rows.loc[have, "round_low"],
+                                rows.loc[have, "round_high"] - rows.loc[have, "step_vs_bp"]],
+                          fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5)
+            flops = rows["flops_vs_bp"].notna()
+            left.scatter(rows.loc[flops, "flops_vs_bp"], y[flops], marker="D", s=9, color="white",
+                         edgecolors="black", linewidths=0.6, zorder=3)
+            for yy, v, hi in zip(y, rows["step_vs_bp"], rows["round_high"].fillna(rows["step_vs_bp"])):
+                left.text(max(v, hi) * 1.01 + 0.05, yy, f"{v:.2f}", va="center", fontsize="x-small")
+            left.set_xlim(0, max(rows["round_high"].fillna(0).max(), rows["step_vs_bp"].max(),
+                                 rows["flops_vs_bp"].fillna(0).max()) * 1.15)
+            left.axvline(1, color="black", lw=0.6, ls="--")
+            left.set_yticks(y, [_CASE_NAMES.get(c, c) for c in rows["configuration"]])
+            left.invert_yaxis()
+            setting, _, where = run.partition(", ")
+            left.set_title(f"{setting}\n{where}", loc="left")
+            left.set_xlabel("step time ÷ BP's (x)")
+            eff = rows["flop_efficiency"]
+            right.barh(y[eff.notna()], eff[eff.notna()], color=[c for c, e in zip(colors, eff) if e == e],
+                       hatch=[h for h, e in zip(hatches, eff) if e == e], edgecolor="white", linewidth=0.3)
+            for yy, v in zip(y[eff.notna()], eff[eff.notna()]):
+                right.text(v * 1.01 + 0.02, yy, f"{v:.2f}", va="center", fontsize="x-small")
+            right.axvline(1, color="black", lw=0.6, ls="--")
+            right.set_xlim(0, max(eff.max() if eff.notna().any() else 1, 1) * 1.2)
+            right.set_xlabel("time ratio ÷ FLOP ratio (1 = BP's rate)")
+            right.set_title("per FLOP", loc="left")
+            right.tick_params(labelleft=False)
+        handles = [
+            Patch(facecolor="#bbbbbb", label="median over the rounds"),
+            Line2D([], [], color="black", lw=0.6, marker="|", label="lowest / highest of one round"),
+            Line2D([], [], ls="none", marker="D", markersize=3, markerfacecolor="white",
+                   markeredgecolor="black", label="FLOPs ÷ BP's"),
+            Line2D([], [], color="black", lw=0.6, ls="--", label="BP"),
+        ]
+        if (sb["code"] == "official").any():
+            handles.append(Patch(facecolor="#bbbbbb", hatch="////", edgecolor="white",
+                                 label="the official code's own step"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small",
+                   handlelength=1.5, columnspacing=1.0)
+    return fig
+
+
 FIGURES = ("memory_vs_k", "breakdown", "pff", "accuracy_vs_memory", "prediction_parity", "speed")
+# drawn from suites/test_method_speed.py's runs (Loaded.side_by_side), not from records
+SIDE_BY_SIDE = "side_by_side"
 
 
 def all_figures(cfg: pd.DataFrame, pareto: pd.Series) -> dict[str, Figure | str]:

@@ -4,7 +4,9 @@ Accepted inputs (files, or directories searched recursively for *.jsonl and *.js
 - `.jsonl`: one result record per line (INTERFACES.md "Result record");
 - `.json` holding one record or a list of records (e.g. `hpff-bench profile --json`);
 - `.json` written by `pytest --benchmark-json` (suites/test_benchmarks.py puts the result record
-  in each benchmark's `extra_info["record"]`; the timing comes from the benchmark's stats).
+  in each benchmark's `extra_info["record"]`; the timing comes from the benchmark's stats);
+  suites/test_method_speed.py's side-by-side steps (`extra_info["configurations"]`, no record)
+  become `Loaded.side_by_side`, one row per configuration.
 
 Result files are read by the results store (hpff_bench.runner.store.read_records: upgrades old
 schema versions, notes broken lines); pytest-benchmark files are converted here. Nested objects
@@ -32,6 +34,8 @@ class Loaded:
     frame: pd.DataFrame
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # lines skipped, files not understood
+    # suites/test_method_speed.py's runs: one row per configuration (side_by_side_rows)
+    side_by_side: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def find_files(paths) -> list[Path]:
@@ -55,7 +59,13 @@ def read_results(paths) -> Loaded:
     files = find_files(paths)
     records: list[dict] = []
     notes: list[str] = []
+    side_by_side: list[dict] = []
     for f in files:
+        bench = _pytest_benchmark(f)
+        if bench is not None:
+            rows, why = side_by_side_rows(f, bench)
+            side_by_side += rows
+            notes += why
         recs, why = read_file(f)
         notes += why
         for i, r in enumerate(recs):
@@ -65,7 +75,7 @@ def read_results(paths) -> Loaded:
         notes.append(f"{superseded} record(s) superseded by a later record of the same task (e.g. an error "
                      "before a successful --resume); the latest is shown")
     frame = records_frame(records)
-    return Loaded(frame=_derive(frame), files=files, notes=notes)
+    return Loaded(frame=_derive(frame), files=files, notes=notes, side_by_side=_one_run_per_name(side_by_side))
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
@@ -128,6 +138,8 @@ def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str
         if not isinstance(b, dict):
             notes.append(f"{path}: a benchmark entry is not an object; left out")
             continue
+        if is_side_by_side(b):
+            continue  # read by side_by_side_rows
         extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
         rec = extra.get("record")
         if not isinstance(rec, dict):
@@ -167,6 +179,79 @@ def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str
     if not data["benchmarks"]:
         notes.append(f"{path}: pytest-benchmark file with no benchmarks (run with --benchmark-disable?)")
     return recs, notes
+
+
+# ----- suites/test_method_speed.py ------------------------------------------------------------
+def is_side_by_side(b) -> bool:
+    """A suites/test_method_speed.py entry: every configuration's step beside BP's, no record."""
+    return isinstance(b, dict) and isinstance((b.get("extra_info") or {}).get("configurations"), dict)
+
+
+def speed_device(extra: dict, data: dict) -> str:
+    """Where a side-by-side run ran, as the report and `plan --timings` name it."""
+    dev = str(extra.get("device") or "")
+    if dev.startswith("cuda"):
+        return extra.get("device_name") or dev
+    threads = extra.get("threads") if isinstance(extra.get("threads"), int) else None
+    cpu = ((data.get("machine_info") or {}).get("cpu") or {}).get("brand_raw")
+    return "cpu" + (f", {threads} threads" if threads else "") + (f" ({cpu})" if cpu else "")
+
+
+def positive_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def side_by_side_rows(path: Path, data: dict) -> tuple[list[dict], list[str]]:
+    """One row per configuration of every suites/test_method_speed.py entry: its median step,
+    step ÷ BP's with the lowest and highest ratio of one round, FLOPs ÷ BP's and the FLOP
+    efficiency; the official code's steps (`extra_info["official_code"]`) as `code` "official"."""
+    rows, notes = [], []
+    for b in data["benchmarks"]:
+        if not is_side_by_side(b):
+            continue
+        extra = b["extra_info"]
+        where = f"{path}: {b.get('name') or 'benchmark'}"
+        try:
+            setting = f"{extra['network']} K={int(extra['k'])} batch {int(extra['batch_size'])}"
+        except (KeyError, TypeError, ValueError) as e:
+            notes.append(f"{where}: no valid {e} in extra_info; left out")
+            continue
+        run = f"{setting}, {speed_device(extra, data)}" + (", heap retained" if extra.get("retain_heap") is True else "")
+        official = extra.get("official_code") if isinstance(extra.get("official_code"), dict) else {}
+        tables = [("ours", extra["configurations"]), ("official", official.get("configurations") or {})]
+        for code, table in tables:
+            for case, row in table.items() if isinstance(table, dict) else ():
+                row = row if isinstance(row, dict) else {}
+                step, ratio = row.get("step_seconds"), row.get("step_vs_bp")
+                if not (positive_number(step) and positive_number(ratio)):
+                    notes.append(f"{where}: case {case!r} has no positive step_seconds and step_vs_bp; left out")
+                    continue
+                rounds = row.get("step_vs_bp_per_round")
+                low, high = rounds if isinstance(rounds, list) and len(rounds) == 2 and all(map(positive_number, rounds)) \
+                    else (None, None)
+                flops = row.get("flops_vs_bp")
+                eff = row.get("flop_efficiency_vs_bp")
+                rows.append({
+                    "file": str(path), "run": run, "setting": setting, "network": extra["network"],
+                    "k": int(extra["k"]), "batch_size": int(extra["batch_size"]), "code": code, "configuration": case,
+                    "step_seconds": float(step), "step_vs_bp": float(ratio),
+                    "round_low": low, "round_high": high,
+                    "flops_vs_bp": float(flops) if positive_number(flops) else None,
+                    "flop_efficiency": float(eff) if positive_number(eff) else None,
+                    "time": str(data.get("datetime") or ""),
+                })
+    return rows, notes
+
+
+def _one_run_per_name(rows: list[dict]) -> pd.DataFrame:
+    """Runs of different files that would read alike get their file's name after the run."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    files_per_run = df.groupby("run")["file"].transform("nunique")
+    stems = [Path(f).stem for f in df["file"]]
+    df["run"] = [f"{r} [{s}]" if n > 1 else r for r, s, n in zip(df["run"], stems, files_per_run)]
+    return df
 
 
 # ----- derived columns -------------------------------------------------------------------------

@@ -569,6 +569,32 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
     )
 
 
+NO_SIDE_BY_SIDE = "no side-by-side speed run (pytest suites/test_method_speed.py --benchmark-json FILE)"
+CODE_NAMES = {"ours": "hpff-bench", "official": "official code"}
+
+
+def side_by_side_table(sb: pd.DataFrame) -> Table | str:
+    """suites/test_method_speed.py's runs: every configuration's step against BP's, FLOPs too."""
+    if sb.empty:
+        return NO_SIDE_BY_SIDE
+    data = pd.DataFrame({
+        "run": sb["run"].values, "code": sb["code"].map(CODE_NAMES).values,
+        "configuration": sb["configuration"].values, "step time (s)": sb["step_seconds"].values,
+        "step vs BP (x)": sb["step_vs_bp"].values,
+        "lowest in a round (x)": sb["round_low"].values, "highest in a round (x)": sb["round_high"].values,
+        "FLOPs vs BP (x)": sb["flops_vs_bp"].values, "time / FLOP ratio": sb["flop_efficiency"].values,
+    })
+    return Table(
+        "side_by_side", "Step time side by side", data,
+        "suites/test_method_speed.py: each round runs one step of every configuration in a shuffled "
+        "order; 'vs BP' divides each step by BP's step of the same round, the median over the rounds, "
+        "with the lowest and highest ratio of one round. 'time / FLOP ratio' = step ratio ÷ FLOP ratio "
+        "(1: BP's FLOP throughput). 'official code': the HPFF authors' own model file, stepped as its "
+        "train.py does, in the same rounds.",
+        {"step time (s)": 3},
+    )
+
+
 def flop_efficiency(c: pd.DataFrame) -> pd.Series:
     """(step time ÷ BP's) ÷ (FLOPs ÷ BP's), BP of the same setting and device: 1 = BP's FLOP
     throughput, above = slower per FLOP. NaN where the row or its BP has no FLOPs or time."""

@@ -18,13 +18,13 @@ A measurement belongs to a plan row only when it computes the same step (`step_k
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpff_bench import validation as V
 from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
+from hpff_bench.report.load import is_side_by_side, positive_number, read_file, speed_device
 
 # how long, where and from which seed a run ran: not what one step computes
 NOT_COMPARED = ("steps", "warmup", "seed", "device")
@@ -117,7 +117,6 @@ def read_timings(paths, flag: str = "--timings") -> Timings:
 
 
 def _read_one(path: Path, flag: str) -> tuple[list[Measurement], list[str]]:
-    from hpff_bench.report.load import read_file
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -133,21 +132,17 @@ def _read_one(path: Path, flag: str) -> tuple[list[Measurement], list[str]]:
             data = None
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
         for b in data["benchmarks"]:
-            if _is_speed(b):
+            if is_side_by_side(b):
                 got, why = _from_speed_benchmark(path, data, b)
                 found += got
                 notes += why
-    records, why = read_file(path, skip_benchmark=_is_speed)
+    records, why = read_file(path, skip_benchmark=is_side_by_side)
     notes += why
     got, why = _from_records(path, records)
     return found + got, notes + why
 
 
 # ----- suites/test_method_speed.py -------------------------------------------------------------
-def _is_speed(b) -> bool:
-    return isinstance(b, dict) and isinstance((b.get("extra_info") or {}).get("configurations"), dict)
-
-
 def _from_speed_benchmark(path: Path, data: dict, b: dict) -> tuple[list[Measurement], list[str]]:
     from hpff_bench.speed_cases import CASES, speed_config
 
@@ -162,10 +157,10 @@ def _from_speed_benchmark(path: Path, data: dict, b: dict) -> tuple[list[Measure
         bp = table["bp"]["step_seconds"]
     except (KeyError, TypeError) as e:
         return [], [f"{where}: no {e} in extra_info (written by suites/test_method_speed.py?); left out"]
-    if not _positive(bp):
+    if not positive_number(bp):
         return [], [f"{where}: BP's step_seconds {bp!r} is not a positive number; left out"]
     threads = extra.get("threads") if isinstance(extra.get("threads"), int) else None
-    device = _speed_device(extra, data, threads)
+    device = speed_device(extra, data)
     found, notes = [], []
     for case, row in table.items():
         if case not in CASES:
@@ -178,20 +173,12 @@ def _from_speed_benchmark(path: Path, data: dict, b: dict) -> tuple[list[Measure
             notes.append(f"{where}: case {case!r} cannot be rebuilt ({e}); left out")
             continue
         step, ratio = (row or {}).get("step_seconds"), (row or {}).get("step_vs_bp")
-        if not (_positive(step) and _positive(ratio)):
+        if not (positive_number(step) and positive_number(ratio)):
             notes.append(f"{where}: case {case!r} has no positive step_seconds and step_vs_bp; left out")
             continue
         found.append(Measurement(step_key(cfg, cuts), float(step), float(bp), float(ratio), device, threads,
                                  str(path), f"{name} case {case!r}", str(data.get("datetime") or "")))
     return found, notes
-
-
-def _speed_device(extra: dict, data: dict, threads: int | None) -> str:
-    dev = str(extra.get("device") or "")
-    if dev.startswith("cuda"):
-        return extra.get("device_name") or dev
-    cpu = ((data.get("machine_info") or {}).get("cpu") or {}).get("brand_raw")
-    return "cpu" + (f", {threads} threads" if threads else "") + (f" ({cpu})" if cpu else "")
 
 
 def _device_choice(device: str) -> str:
@@ -205,7 +192,7 @@ def _from_records(path: Path, records: list[dict]) -> tuple[list[Measurement], l
     timed, notes = [], []
     for i, rec in enumerate(records, 1):
         step = (rec.get("timing") or {}).get("step_seconds")
-        if rec.get("status") != "ok" or not _positive(step):
+        if rec.get("status") != "ok" or not positive_number(step):
             continue  # estimates, failures: nothing measured
         entry = f"record {i}" + (f" ({rec['run_name']})" if rec.get("run_name") else "")
         try:
@@ -260,5 +247,3 @@ def _cuts_of(cfg: RunConfig, split) -> str:
     return split_of(cfg).cuts_text
 
 
-def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
