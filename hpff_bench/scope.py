@@ -29,6 +29,7 @@ class Scope:
 # the kinds a step's FLOPs and seconds are split into; "loss", "optimizer", "step" go to "other"
 SPLIT = ("backbone", "aux")
 
+
 def by_split(per_kind: dict) -> dict:
     """{kind: amount} summed into {"backbone", "aux", "other"}: how records split FLOPs and time."""
     out = {kind: per_kind.get(kind, 0) for kind in SPLIT}

@@ -41,7 +41,7 @@ from hpff_bench.config import RunConfig
 from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.official_code import MODULE_ENDS
 from hpff_bench.scope import ScopeTimer
-from hpff_bench.speed_cases import speed_config, speed_configs
+from hpff_bench.speed_cases import OFFICIAL_CODE_CASES, speed_config, speed_configs
 
 FULL = {"network": "resnet32", "k": 16, "batch_size": 128, "rounds": 5, "warmup_rounds": 2}
 SMOKE = {"network": "resnet20", "k": 2, "batch_size": 4, "rounds": 1, "warmup_rounds": 1, "split": "uniform"}
@@ -59,7 +59,8 @@ def official_code_configs(network: str, k: int, batch_size: int, device: str) ->
         return {}
     base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
     hpff = speed_config("infopro+hpff official", base)
-    return {"official code bp": hpff.replace(k=1), "official code infopro+hpff": hpff}
+    # the official model with local_module_num=1 is its E2E path: BP's step
+    return {name: hpff.replace(k=1) if ours == "bp" else hpff for name, ours in OFFICIAL_CODE_CASES.items()}
 
 
 def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int,

@@ -115,11 +115,12 @@ def trace_training(
             foreach=foreach, record_events=record_events, progress=progress, synthetic_warmup=False,
             timed_steps=timed_steps,
         )
-    timer = ScopeTimer()
+    # seconds per scope on the CPU only: on a GPU the host's clock would time kernel launches
+    timer = ScopeTimer() if timed_steps and device.type == "cpu" else None
     times = _timed_steps(method, x, y, timed_steps, "timed step (tracker off)", progress, timer)
     n_params = sum(p.numel() for p in method.parameters())
     return Trace(tracker, method.module_count, n_params, forward_calls, times, flop_counter.split(steps),
-                 timer.split(timed_steps) if timed_steps else None)
+                 timer.split(timed_steps) if timer else None)
 
 
 def _timed_steps(method, x, y, n: int, label: str, progress, timer: ScopeTimer | None = None) -> list[float]:

@@ -26,6 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from hpff_bench.config import RunConfig
+from hpff_bench.errors import ConfigError
 from hpff_bench.report.style import (
     BREAKDOWN,
     BREAKDOWN_COLORS,
@@ -48,6 +50,7 @@ from hpff_bench.report.tables import (
     natural_key,
     noise_overlap,
 )
+from hpff_bench.speed_cases import CASES, OFFICIAL_CODE_CASES, speed_config
 
 DPI = 200
 COLUMN = 3.5  # inches: one column of a two-column paper
@@ -510,14 +513,9 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
 
 
 def _case_color(row) -> str:
-    """A speed case's method colour; the official code's steps take the colour of what they run."""
-    from hpff_bench.config import RunConfig
-    from hpff_bench.errors import ConfigError
-    from hpff_bench.speed_cases import CASES, speed_config
-
-    case = row["configuration"].removeprefix("official code ")
-    if row["code"] == "official":
-        case = "bp" if case == "bp" else f"{case} official"
+    """A speed case's method colour; the official code's steps take the colour of our case that
+    computes the same step."""
+    case = OFFICIAL_CODE_CASES.get(row["configuration"], row["configuration"])
     if case not in CASES:
         return "#8c8c8c"
     try:

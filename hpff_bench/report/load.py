@@ -66,7 +66,7 @@ def read_results(paths) -> Loaded:
             rows, why = side_by_side_rows(f, bench)
             side_by_side += rows
             notes += why
-        recs, why = read_file(f)
+        recs, why = read_file(f, bench=bench)
         notes += why
         for i, r in enumerate(recs):
             records.append({**r, "_file": str(f), "_index": i})
@@ -86,18 +86,14 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
 
 
 # ----- reading files ---------------------------------------------------------------------------
-def read_file(path: Path, *, skip_benchmark=None) -> tuple[list[dict], list[str]]:
-    """(result records, notes on what was left out) of one file. pytest-benchmark JSON is
-    converted here, leaving out the entries `skip_benchmark(entry)` is true for (another reader
-    takes them: `plan --timings` reads suites/test_method_speed.py's); everything else goes
-    through the results store's reader (runner.store.read_records), which also upgrades
-    records of older schema versions."""
-    bench = _pytest_benchmark(path)
+def read_file(path: Path, *, bench: dict | None = None) -> tuple[list[dict], list[str]]:
+    """(result records, notes on what was left out) of one file. pytest-benchmark JSON (`bench`:
+    the file already parsed, where the caller has it) is converted here, without
+    suites/test_method_speed.py's entries (side_by_side_rows and `plan --timings` read those);
+    everything else goes through the results store's reader (runner.store.read_records), which
+    also upgrades records of older schema versions."""
+    bench = _pytest_benchmark(path) if bench is None else bench
     if bench is not None:
-        if skip_benchmark is not None:
-            bench = {**bench, "benchmarks": [b for b in bench["benchmarks"] if not skip_benchmark(b)]}
-            if not bench["benchmarks"]:
-                return [], []
         recs, notes = _from_pytest_benchmark(path, bench)
         out = []
         for r in recs:
@@ -126,6 +122,11 @@ def _pytest_benchmark(path: Path) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return as_pytest_benchmark(data)
+
+
+def as_pytest_benchmark(data) -> dict | None:
+    """Parsed JSON as pytest-benchmark's output, or None where it is something else."""
     return data if isinstance(data, dict) and isinstance(data.get("benchmarks"), list) else None
 
 

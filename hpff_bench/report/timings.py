@@ -24,7 +24,13 @@ from pathlib import Path
 from hpff_bench import validation as V
 from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
-from hpff_bench.report.load import is_side_by_side, positive_number, read_file, speed_device
+from hpff_bench.report.load import (
+    as_pytest_benchmark,
+    is_side_by_side,
+    positive_number,
+    read_file,
+    speed_device,
+)
 
 # how long, where and from which seed a run ran: not what one step computes
 NOT_COMPARED = ("steps", "warmup", "seed", "device")
@@ -117,7 +123,6 @@ def read_timings(paths, flag: str = "--timings") -> Timings:
 
 
 def _read_one(path: Path, flag: str) -> tuple[list[Measurement], list[str]]:
-
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -130,13 +135,13 @@ def _read_one(path: Path, flag: str) -> tuple[list[Measurement], list[str]]:
             data = json.loads(text)
         except json.JSONDecodeError:
             data = None
-    if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
-        for b in data["benchmarks"]:
-            if is_side_by_side(b):
-                got, why = _from_speed_benchmark(path, data, b)
-                found += got
-                notes += why
-    records, why = read_file(path, skip_benchmark=is_side_by_side)
+    bench = as_pytest_benchmark(data)
+    for b in bench["benchmarks"] if bench is not None else ():
+        if is_side_by_side(b):
+            got, why = _from_speed_benchmark(path, bench, b)
+            found += got
+            notes += why
+    records, why = read_file(path, bench=bench)
     notes += why
     got, why = _from_records(path, records)
     return found + got, notes + why
