@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
         )
     report = render_report(loaded, out, args.title or f"hpff-bench report: {out.name}")
     ok = report.records - report.failed
+    speed_runs = f", {report.side_by_side_runs} side-by-side speed run(s)" if report.side_by_side_runs else ""
     print(
-        f"report: {report.index} ({report.records} records, {ok} ok, {report.failed} not ok, "
-        f"{report.side_by_side_runs} side-by-side speed run(s); "
+        f"report: {report.index} ({report.records} records, {ok} ok, {report.failed} not ok{speed_runs}; "
         f"{len(report.figures)} figures, {len(report.tables)} tables)"
     )
     print(f"  markdown: {report.markdown}")
