@@ -9,17 +9,23 @@ decomposition's pieces instead), which changes the tensors a step allocates and 
 the FLOPs are counted on the same step the memory tracker traces. This mode only looks:
 each op runs as it would without it. tests/test_flops.py checks that the totals equal
 FlopCounterMode's. FLOPs go to `scope.current()` (what the methods label: a module's
-forward and the backward passes run for it), not to nn.Modules through global hooks.
+forward and the backward passes run for it), not to nn.Modules through global hooks. A backward
+op run outside any scope (the official code's one backward over aux net and backbone) goes to
+the scope whose forward made the autograd node running it (`scope.NodeScopes`); so does one on
+autograd's device thread (a CUDA backward), which does not see the caller's ContextVar, when the
+caller's backward call itself is outside any scope.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
+from torch._C import _current_autograd_node
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from hpff_bench.scope import by_split, current
+from hpff_bench.scope import NodeScopes, by_split, current
 
 
 class ScopedFlopCounter(TorchDispatchMode):
@@ -29,7 +35,21 @@ class ScopedFlopCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.by_kind: Counter[str] = Counter()
+        self.by_node = 0  # of them, FLOPs placed by the node that ran them (see the module doc)
         self.ops = 0
+        self._nodes = NodeScopes()
+        self._owner = threading.get_ident()
+        self._owner_scope = current()
+
+    def __enter__(self):
+        self._nodes.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._nodes.__exit__(*exc)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -42,9 +62,19 @@ class ScopedFlopCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         self.ops += 1
+        if threading.get_ident() == self._owner:
+            self._owner_scope = s = current()
+        else:  # autograd's device thread: where the caller is (blocked in its backward call)
+            s = self._owner_scope
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
-            self.by_kind[current().kind] += count(*args, **kwargs, out_val=out)
+            flops = count(*args, **kwargs, out_val=out)
+            if s.kind == "step" and (node := _current_autograd_node()) is not None:
+                made_in = self._nodes.of(node)
+                if made_in is not None:
+                    s = made_in
+                    self.by_node += flops
+            self.by_kind[s.kind] += flops
         return out
 
     @property

@@ -2,15 +2,19 @@
 
 Methods wrap their work in `scope(...)`; probes read `current()`. It costs one ContextVar
 set/reset per module call, so it stays on in ordinary runs. A `ScopeTimer` reads the clock at
-each scope change while it runs (the speed benchmark's time per scope).
+each scope change while it runs (the speed benchmark's time per scope); a `NodeScopes` notes
+which scope made each autograd node, for a backward that runs outside any scope.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import contextvars
 import time
 from dataclasses import dataclass
+
+from torch._C._autograd import _get_sequence_nr
 
 
 @dataclass(frozen=True)
@@ -47,15 +51,20 @@ def current() -> Scope:
 
 @contextlib.contextmanager
 def scope(kind: str, index: int | None = None, name: str | None = None):
-    token = _current.set(Scope(kind, index, name))
+    entered = Scope(kind, index, name)
+    token = _current.set(entered)
     if _timer is not None:
         _timer.switch(kind)
+    if _nodes is not None:
+        _nodes.mark(entered)
     try:
         yield
     finally:
         _current.reset(token)
         if _timer is not None:
             _timer.switch(_current.get().kind)
+        if _nodes is not None:
+            _nodes.mark(_current.get())
 
 
 class ScopeTimer:
@@ -93,3 +102,45 @@ class ScopeTimer:
 
 
 _timer: ScopeTimer | None = None
+
+
+class NodeScopes:
+    """The scope each autograd node was made in, for the nodes made while it runs.
+
+    Why: one `loss.backward()` over aux nets and backbone modules (the official HPFF code's step,
+    `--variant official`) runs outside any scope, yet each node it runs belongs to the forward
+    that made it. Autograd numbers a thread's nodes in the order they are made (`_sequence_nr`),
+    so the number reached at every scope change is the whole map. One at a time.
+    """
+
+    _LAST = 2**64 - 1  # AccumulateGrad's number: made for a leaf, not by a forward op
+
+    def __init__(self):
+        self._starts: list[int] = []  # the first node number made in _scopes[i]
+        self._scopes: list[Scope] = []
+
+    def mark(self, s: Scope) -> None:
+        self._starts.append(_get_sequence_nr())
+        self._scopes.append(s)
+
+    def of(self, node) -> Scope | None:
+        """The scope that made `node` (a torch autograd Node), or None: made before this began,
+        or a gradient accumulator."""
+        nr = node._sequence_nr()
+        i = bisect.bisect_right(self._starts, nr) - 1
+        return self._scopes[i] if i >= 0 and nr != self._LAST else None
+
+    def __enter__(self):
+        global _nodes
+        if _nodes is not None:
+            raise RuntimeError("a NodeScopes is already running")
+        _nodes = self
+        self.mark(current())
+        return self
+
+    def __exit__(self, *exc):
+        global _nodes
+        _nodes = None
+
+
+_nodes: NodeScopes | None = None

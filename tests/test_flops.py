@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hpff_bench.config import RunConfig
 from hpff_bench.flops import ScopedFlopCounter
 from hpff_bench.memory.tracker import LiveTensorTracker
 from hpff_bench.methods import build_method, synthetic_batch
+from hpff_bench.scope import scope
 
 TINY = dict(network="resnet20", k=2, batch_size=4, split="uniform")
 
@@ -53,3 +55,53 @@ def test_split_divides_by_steps():
     c = ScopedFlopCounter()
     c.by_kind.update({"backbone": 10, "aux": 4, "loss": 2})
     assert c.split(2) == {"total": 8, "backbone": 5, "aux": 2, "other": 1}
+
+
+def test_a_backward_outside_any_scope_is_split_by_the_forward_that_made_its_nodes():
+    # torch counts 2·m·n·k per matmul: backbone forward + weight gradient (its input needs no
+    # gradient), aux forward + input gradient + weight gradient
+    backbone, aux = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+    x = torch.randn(5, 8)
+    with ScopedFlopCounter() as counter:
+        with scope("backbone", 0, "module0"):
+            h = backbone(x)
+        with scope("aux", None, "aux/0"):
+            loss = aux(h).sum()
+        loss.backward()
+    assert dict(counter.by_kind) == {"backbone": 2 * 2 * 5 * 8 * 16, "aux": 3 * 2 * 5 * 16 * 4}
+    assert counter.by_node == 2 * 5 * 8 * 16 + 2 * 2 * 5 * 16 * 4  # the backward's FLOPs
+    # a backward inside a scope stays there: the methods' own labels are not second-guessed
+    with ScopedFlopCounter() as counter:
+        with scope("backbone", 0, "module0"):
+            h = backbone(x)
+        with scope("aux", None, "aux/0"):
+            aux(h).sum().backward()
+    assert dict(counter.by_kind) == {"backbone": 2 * 5 * 8 * 16, "aux": 3 * 2 * 5 * 16 * 4 + 2 * 5 * 8 * 16}
+    assert counter.by_node == 0
+
+
+def test_official_variant_aux_flops_are_its_aux_nets_forward_and_backward():
+    # --variant official runs one backward per position over aux nets and backbone together;
+    # its aux FLOPs must be what the aux nets cost run alone on inputs of the same shapes
+    cfg = RunConfig(network="resnet32", method="infopro", k=4, hilo=True, pff_grid=2, aux="2c2f",
+                    variant="official", hilo_exec="official", batch_size=4, split="hpff").validate()
+    m = build_method(cfg)
+    x, y = synthetic_batch(cfg)
+    calls, hooks = [], []
+    for net in m.modules():
+        if type(net).__name__ in ("OfficialClassifier", "QuadrantDecoder"):
+            hooks.append(net.register_forward_hook(lambda net, args, out: calls.append((net, [a.shape for a in args]))))
+    with ScopedFlopCounter() as counter:
+        m.train_step(x, y)
+    for hook in hooks:
+        hook.remove()
+    split = counter.split()
+    assert split["other"] == 0 < split["aux"] < split["backbone"]
+    alone = FlopCounterMode(display=False)
+    with alone:
+        for net, (feature_shape, second_shape) in calls:
+            features = torch.randn(feature_shape, requires_grad=True)
+            second = y if len(second_shape) == 1 else torch.rand(second_shape)
+            net(features, second).backward()
+    assert len(calls) == 3 * (len(m.modules_) - 2)  # classifier, decoder, classifier per position
+    assert split["aux"] == alone.get_total_flops()

@@ -184,7 +184,7 @@ class OfficialHiLo(Method):
             loss_x = cross_entropy(x, target)
             loss_y = cross_entropy(y, target)
             loss = wx * loss_x + wy * loss_y
-            loss.backward()
+        loss.backward()  # as every position's: outside any scope, so its FLOPs go where its nodes were made
         return StepOutput(loss_y.detach(), y.detach())
 
 
