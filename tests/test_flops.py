@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pytest
 import torch
@@ -105,3 +106,15 @@ def test_official_variant_aux_flops_are_its_aux_nets_forward_and_backward():
             net(features, second).backward()
     assert len(calls) == 3 * (len(m.modules_) - 2)  # classifier, decoder, classifier per position
     assert split["aux"] == alone.get_total_flops()
+
+
+def test_ops_on_another_thread_go_to_the_callers_scope():
+    # a CUDA backward runs on autograd's device thread, which does not see the caller's
+    # ContextVar; the caller waits in its backward call, inside the scope that called it
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with ScopedFlopCounter() as counter, scope("aux", None, "aux/0"):
+        torch.mm(a, b)  # the caller's last op: where it is
+        worker = threading.Thread(target=counter.__torch_dispatch__, args=(torch.ops.aten.mm.default, (), (a, b)))
+        worker.start()
+        worker.join()
+    assert dict(counter.by_kind) == {"aux": 2 * 2 * 3 * 4 * 5}
