@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hpff_bench.config import RunConfig
+from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.report import published as pub
 from hpff_bench.report import tables as T
 from hpff_bench.report.browser_check import problems
@@ -110,3 +110,23 @@ def test_browser_check_names_each_problem():
     assert any(b.startswith("figure-b") and "outside" in b for b in bad)
     assert any(b.startswith("figure-c") and "under half" in b for b in bad)
     assert any(b.startswith("figure-d") and "did not load" in b for b in bad)
+
+
+def test_accuracy_takes_memory_from_the_same_configuration_when_names_differ(tmp_path):
+    # at batch 1024 two InfoPro configurations need "[...]" names; the one trained at batch 64
+    # is plain "InfoPro" there. Its memory must be the same configuration's at 1024, not the
+    # other one's, and not a smaller batch's because the name only matches there.
+    paper = RunConfig(network="resnet32", method="infopro", k=16, dataset="cifar10").validate()
+    other = paper.replace(aux="2c2f", lambdas=HPFF_INFOPRO_LAMBDAS).validate()  # names: [paper's λ], [aux 2c2f, HPFF's λ]
+    records = [
+        make_record("estimate", "ok", config=paper.replace(batch_size=1024), predicted={"peak_allocated_bytes": 3 * GiB}),
+        make_record("estimate", "ok", config=other.replace(batch_size=1024), predicted={"peak_allocated_bytes": 5 * GiB}),
+        make_record("profile", "ok", config=paper.replace(batch_size=16),
+                    memory={"source": "tensor-tracker", "tracked_peak_bytes": GiB // 64}),
+        make_record("train", "ok", config=paper.replace(batch_size=64), accuracy={"test_error_pct": 20.0, "epochs": 1}),
+    ]
+    t = T.accuracy_table(T.configs(_frame(tmp_path, records))).data
+    row = t[t["test error (%)"] == 20.0].iloc[0]
+    assert row["method"] == "InfoPro"
+    assert row["memory at batch"] == 1024 and row["memory from"] == "predicted"
+    assert row["peak memory (GiB)"] == pytest.approx(3.0)

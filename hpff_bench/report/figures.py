@@ -62,7 +62,6 @@ MAX_SERIES = 8  # per panel; tests hold every figure of the full suite to it
 @contextlib.contextmanager
 def style():
     rc = {
-        "svg.hashsalt": "hpff-bench",  # deterministic SVG ids
         "hatch.linewidth": 0.5,
         "legend.frameon": False,
         "figure.dpi": DPI,
@@ -614,6 +613,10 @@ def save(fig: Figure, stem) -> dict:
     """Write stem.png and stem.svg; return the PNG's size in pixels."""
     png, svg = f"{stem}.png", f"{stem}.svg"
     fig.savefig(png, dpi=DPI, metadata={"Software": None})
-    fig.savefig(svg, metadata={"Date": None, "Creator": None})
+    # the salt is read when the SVG is written, so it is set here (not in style(), which a figure
+    # has left by then): without it every render names its clip paths anew (uuid4), and each
+    # re-rendered report rewrote every SVG
+    with mpl.rc_context({"svg.hashsalt": "hpff-bench"}):
+        fig.savefig(svg, metadata={"Date": None, "Creator": None})
     w, h = fig.get_size_inches()
     return {"png": png, "svg": svg, "width_px": round(w * DPI), "height_px": round(h * DPI)}

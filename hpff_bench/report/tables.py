@@ -168,6 +168,7 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             "hilo": bool(first["hilo"]), "independent": bool(first["independent"]),
             "pff_grid": int(first["pff_grid"]), "pff_on": first["pff_on"], "pff_exec": first["pff_exec"],
             "variant": first.get("variant", "ours"), "local_loss": first["local_loss"], "ablation": first["ablation"], "split": first["split"],
+            "method_key": _method_key(first["config_key"]),
         }
         # measured memory: the best source available (allocator over tracker), median over runs
         row["measured_bytes"], row["measured_source"] = np.nan, None
@@ -249,6 +250,13 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
     return _accuracy_memory(out.reset_index(drop=True))
 
 
+def _method_key(config_key: str) -> str:
+    """The config fields that make a method what it is (every one but the report's axes): the
+    same configuration across settings. Not the name: a name's `[...]` is only as long as
+    one setting needs, so one configuration has other names at other batches."""
+    return "|".join(p for p in _pairs(str(config_key)) if p.split("=", 1)[0].split(".")[0] not in _AXIS_FIELDS)
+
+
 def _accuracy_memory(out: pd.DataFrame) -> pd.DataFrame:
     """acc_memory_*: the peak memory an accuracy is plotted against. Training often runs at
     another batch than the memory runs (the quick preset trains at 64, estimates at 1024):
@@ -262,7 +270,7 @@ def _accuracy_memory(out: pd.DataFrame) -> pd.DataFrame:
     for i in out.index[need]:
         r = out.loc[i]
         same = have[(have["network"] == r["network"]) & (have["dataset"] == r["dataset"])
-                    & (have["name"] == r["name"]) & (have["k"] == r["k"])
+                    & (have["method_key"] == r["method_key"]) & (have["k"] == r["k"])
                     & (have["modules"].fillna(-1) == (r["modules"] if r["modules"] == r["modules"] else -1))]
         if same.empty:
             continue
