@@ -71,7 +71,7 @@ class ScopedFlopCounter(TorchDispatchMode):
             flops = count(*args, **kwargs, out_val=out)
             if s.kind == "step" and (node := _current_autograd_node()) is not None:
                 made_in = self._nodes.of(node)
-                if made_in is not None:
+                if made_in is not None and made_in.kind != s.kind:  # (code with no scopes: stays)
                     s = made_in
                     self.by_node += flops
             self.by_kind[s.kind] += flops

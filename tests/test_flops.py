@@ -118,3 +118,11 @@ def test_ops_on_another_thread_go_to_the_callers_scope():
         worker.start()
         worker.join()
     assert dict(counter.by_kind) == {"aux": 2 * 2 * 3 * 4 * 5}
+
+
+def test_code_without_scopes_places_nothing_by_node():
+    # the official code's own steps have no scopes: its backward stays where its forward was
+    lin = torch.nn.Linear(8, 4)
+    with ScopedFlopCounter() as counter:
+        lin(torch.randn(5, 8)).sum().backward()
+    assert dict(counter.by_kind) == {"step": 2 * (2 * 5 * 8 * 4)} and counter.by_node == 0  # forward, weight grad
