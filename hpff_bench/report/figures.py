@@ -557,8 +557,12 @@ def side_by_side(sb: pd.DataFrame) -> Figure | str:
             flops = rows["flops_vs_bp"].notna()
             left.scatter(rows.loc[flops, "flops_vs_bp"], y[flops], marker="D", s=9, color="white",
                          edgecolors="black", linewidths=0.6, zorder=3)
-            for yy, v, hi in zip(y, rows["step_vs_bp"], rows["round_high"].fillna(rows["step_vs_bp"])):
-                left.text(max(v, hi) * 1.01 + 0.05, yy, f"{v:.2f}", va="center", fontsize="x-small")
+            # the label right of whatever the row draws furthest out (bar, whisker, diamond), a fixed
+            # distance in points: at BP's row the diamond sits on the bar's end
+            ends = rows[["step_vs_bp", "round_high", "flops_vs_bp"]].max(axis=1)
+            for yy, v, end in zip(y, rows["step_vs_bp"], ends):
+                left.annotate(f"{v:.2f}", (end, yy), xytext=(4, 0), textcoords="offset points",
+                              va="center", fontsize="x-small")
             left.set_xlim(0, max(rows["round_high"].fillna(0).max(), rows["step_vs_bp"].max(),
                                  rows["flops_vs_bp"].fillna(0).max()) * 1.15)
             left.axvline(1, color="black", lw=0.6, ls="--")
