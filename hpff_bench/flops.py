@@ -21,11 +21,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from torch._C import _current_autograd_node
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from hpff_bench.scope import NodeScopes, by_split, current
+
+# private torch API (2.14 has it): the autograd node running now, in a backward
+_current_autograd_node = getattr(torch._C, "_current_autograd_node", lambda: None)
 
 
 class ScopedFlopCounter(TorchDispatchMode):

@@ -14,7 +14,10 @@ import contextvars
 import time
 from dataclasses import dataclass
 
-from torch._C._autograd import _get_sequence_nr
+import torch
+
+# private torch API (2.14 has it); without it a backward outside every scope stays unsplit
+_get_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", None)
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,9 @@ class NodeScopes:
         self._scopes: list[Scope] = []
 
     def mark(self, s: Scope) -> None:
-        self._starts.append(_get_sequence_nr())
-        self._scopes.append(s)
+        if _get_sequence_nr is not None:
+            self._starts.append(_get_sequence_nr())
+            self._scopes.append(s)
 
     def of(self, node) -> Scope | None:
         """The scope that made `node` (a torch autograd Node), or None: made before this began,
