@@ -18,14 +18,13 @@ caller's backward call itself is outside any scope.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from hpff_bench.scope import NodeScopes, by_split, current
+from hpff_bench.scope import CallerScope, NodeScopes, by_split
 
 # private torch API (2.14 has it): the autograd node running now, in a backward
 _current_autograd_node = getattr(torch._C, "_current_autograd_node", lambda: None)
@@ -41,8 +40,7 @@ class ScopedFlopCounter(TorchDispatchMode):
         self.by_node = 0  # of them, FLOPs placed by the node that ran them (see the module doc)
         self.ops = 0
         self._nodes = NodeScopes()
-        self._owner = threading.get_ident()
-        self._owner_scope = current()
+        self._caller = CallerScope()
 
     def __enter__(self):
         self._nodes.__enter__()
@@ -65,10 +63,7 @@ class ScopedFlopCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         self.ops += 1
-        if threading.get_ident() == self._owner:
-            self._owner_scope = s = current()
-        else:  # autograd's device thread: where the caller is (blocked in its backward call)
-            s = self._owner_scope
+        s = self._caller.get()  # seen on every op: a backward's first op has no FLOPs
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
             flops = count(*args, **kwargs, out_val=out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import contextvars
+import threading
 import time
 from dataclasses import dataclass
 
@@ -50,6 +51,21 @@ _current: contextvars.ContextVar[Scope] = contextvars.ContextVar("hpff_scope", d
 
 def current() -> Scope:
     return _current.get()
+
+
+class CallerScope:
+    """`current()` for code autograd may run on its device thread (a CUDA backward): that thread
+    does not see the caller's ContextVar, so it gets the scope the thread that made this one was
+    last seen in, which is where that thread waits in its backward call."""
+
+    def __init__(self):
+        self._owner = threading.get_ident()
+        self._last = current()
+
+    def get(self) -> Scope:
+        if threading.get_ident() == self._owner:
+            self._last = _current.get()
+        return self._last
 
 
 @contextlib.contextmanager

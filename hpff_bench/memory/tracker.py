@@ -37,7 +37,6 @@ was loaded), so `profile` times untracked steps.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 
@@ -63,8 +62,6 @@ _PERSISTENT = frozenset(PERSISTENT)
 ALLOC, FREE, MARK = 1, 0, 2
 
 _PRIM_DEVICE = torch.ops.prim.device.default
-_get_ident = threading.get_ident
-_current_scope = _scope._current.get
 _grad_enabled = torch.is_grad_enabled
 _graph_task_id = torch._C._current_graph_task_id  # -1 outside backward
 
@@ -173,8 +170,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.aux_scope_live: dict[str, int] = {}  # live aux activations born in each aux scope
         self._scope: _scope.Scope | None = None  # the scope of the last birth, and what it means:
         self._scope_info: tuple[str, Hashable | None, str] | None = None  # see _describe
-        self._owner = threading.get_ident()
-        self._owner_scope = _scope.current()
+        self._caller = _scope.CallerScope()  # where the step is, from any thread
         self._hooks: list = []
         self.reset_peak()
 
@@ -296,11 +292,7 @@ class LiveTensorTracker(TorchDispatchMode):
 
     def _born(self, storages) -> None:
         """Add storages an op just created, labelled by where the step is now."""
-        if _get_ident() == self._owner:
-            s = _current_scope()
-            self._owner_scope = s
-        else:  # autograd's device threads (CUDA backward) do not see our ContextVar
-            s = self._owner_scope
+        s = self._caller.get()
         if s is not self._scope:
             self._scope = s
             self._scope_info = self._describe(s)

@@ -563,8 +563,7 @@ def side_by_side(sb: pd.DataFrame) -> Figure | str:
             for yy, v, end in zip(y, rows["step_vs_bp"], ends):
                 left.annotate(f"{v:.2f}", (end, yy), xytext=(4, 0), textcoords="offset points",
                               va="center", fontsize="x-small")
-            left.set_xlim(0, max(rows["round_high"].fillna(0).max(), rows["step_vs_bp"].max(),
-                                 rows["flops_vs_bp"].fillna(0).max()) * 1.15)
+            left.set_xlim(0, ends.max() * 1.15)
             left.axvline(1, color="black", lw=0.6, ls="--")
             left.set_yticks(y, [_CASE_NAMES.get(c, c) for c in rows["configuration"]])
             left.invert_yaxis()
