@@ -153,12 +153,12 @@ def test_budget_lines_on_the_command_line(cli):
     assert err.splitlines() == [
         "budget 200 MiB: batch 4: device 72 MiB, fits",
         "budget 200 MiB: batch 8: device 78 MiB, fits",
-        "budget search: affine model of the event log (fitted at batches 4 and 8; 1,208 events, 169 allocations "
-        "grow with the batch): 10 model probes put the edge at 85 / 86; checking with real predictions",
-        "budget 200 MiB: batch 85: device 192 MiB, fits",
-        "budget 200 MiB: batch 86: device 210 MiB, does not fit",
+        "budget search: affine model of the event log (fitted at batches 4 and 8; 1,190 events, 160 allocations "
+        "grow with the batch): 9 model probes put the edge at 91 / 92; checking with real predictions",
+        "budget 200 MiB: batch 91: device 190 MiB, fits",
+        "budget 200 MiB: batch 92: device 210 MiB, does not fit",
     ]
     assert (
-        "budget 200 MiB: largest batch that fits = 85 (device 192 MiB; batch 86 does not fit); 4 predictions "
-        "(affine model of the event log fitted at batches 4 and 8, 10 model probes, matched by the real traces at 85, 86)"
+        "budget 200 MiB: largest batch that fits = 91 (device 190 MiB; batch 92 does not fit); 4 predictions "
+        "(affine model of the event log fitted at batches 4 and 8, 9 model probes, matched by the real traces at 91, 92)"
     ) in out.splitlines()

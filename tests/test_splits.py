@@ -154,6 +154,31 @@ def test_cifar_resnets_have_6n_plus_2_layers(depth, blocks):
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("block", [1, 6])  # an identity shortcut, and the projection into stage 2
+def test_a_block_sums_its_shortcut_into_the_bn_output_as_the_official_code_does(block):
+    """`out += residual` (the official HPFF/InfoPro blocks, torchvision's): the sum and the ReLU
+    after it take bn2's output memory, so a block allocates no extra map for the sum, and the
+    gradients are those of the out-of-place sum."""
+    torch.manual_seed(0)
+    unit = build_network("resnet20", 10).units[block].train()
+    x = torch.randn(4, unit.conv1.in_channels, 16, 16, requires_grad=True)
+    seen = {}
+    handle = unit.bn2.register_forward_hook(lambda m, i, o: seen.update(bn2=o.data_ptr()))
+    out = unit(x)
+    handle.remove()
+    assert out.data_ptr() == seen["bn2"]
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *unit.parameters()], g)
+
+    def out_of_place(x):
+        o = unit.bn2(unit.conv2(unit.relu(unit.bn1(unit.conv1(x)))))
+        return torch.relu(o + (x if unit.shortcut is None else unit.shortcut(x)))
+
+    expected = torch.autograd.grad(out_of_place(x), [x, *unit.parameters()], g)
+    for a, b in zip(grads, expected, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [

@@ -31,7 +31,9 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = out + (x if self.shortcut is None else self.shortcut(x))
+        # in place, as the official InfoPro and HPFF blocks and torchvision's do: BN's backward
+        # needs its input, not its output, so the sum can take the output's memory
+        out += x if self.shortcut is None else self.shortcut(x)
         return self.relu(out)
 
 
