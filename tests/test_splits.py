@@ -154,13 +154,14 @@ def test_cifar_resnets_have_6n_plus_2_layers(depth, blocks):
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("block", [1, 6])  # an identity shortcut, and the projection into stage 2
-def test_a_block_sums_its_shortcut_into_the_bn_output_as_the_official_code_does(block):
+@pytest.mark.parametrize("block,projection", [(1, False), (4, True)])  # resnet20's unit 4 enters stage 2
+def test_a_block_sums_its_shortcut_into_the_bn_output_as_the_official_code_does(block, projection):
     """`out += residual` (the official HPFF/InfoPro blocks, torchvision's): the sum and the ReLU
     after it take bn2's output memory, so a block allocates no extra map for the sum, and the
     gradients are those of the out-of-place sum."""
     torch.manual_seed(0)
     unit = build_network("resnet20", 10).units[block].train()
+    assert (unit.shortcut is not None) == projection
     x = torch.randn(4, unit.conv1.in_channels, 16, 16, requires_grad=True)
     seen = {}
     handle = unit.bn2.register_forward_hook(lambda m, i, o: seen.update(bn2=o.data_ptr()))
