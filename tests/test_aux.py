@@ -128,3 +128,45 @@ def test_avg_pool_to_is_adaptive_avg_pool(spatial, size):
     got.backward(g)
     want.backward(g)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_reconstruction_equals_torch_binary_cross_entropy(dtype):
+    """Our vectorised BCE gives torch's value and gradient, saturated outputs included (x = 0 and
+    x = 1: log clamped at -100, the gradient's denominator at 1e-12), on a channels-last input."""
+    from hpff_bench.aux.losses import reconstruction
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 6, 6, generator=g, dtype=dtype)
+    x[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 1e-30], dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    t = torch.rand(4, 3, 6, 6, generator=g, dtype=dtype)
+    x2 = x.detach().clone().requires_grad_()
+    got, want = reconstruction(x, t), torch.nn.functional.binary_cross_entropy(x2, t)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(got, want, rtol=tol, atol=0)
+    (3 * got).backward()
+    (3 * want).backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=tol, atol=0)
+    assert abs(x.grad[0, 0, 0, 1].item()) > 1e9  # the clamped denominator, as torch's
+
+
+def test_reconstruction_saves_what_torch_binary_cross_entropy_saves():
+    from hpff_bench.aux.losses import reconstruction
+
+    def saved(loss_fn):
+        x = torch.rand(2, 3, 4, 4).requires_grad_()
+        t = torch.rand(2, 3, 4, 4)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda s: kept.append(s) or s, lambda s: s):
+            loss_fn(x, t)
+        return sorted((s.data_ptr() == x.data_ptr(), s.data_ptr() == t.data_ptr(), s.shape) for s in kept)
+
+    assert saved(reconstruction) == saved(torch.nn.functional.binary_cross_entropy)
+
+
+def test_reconstruction_rejects_mismatched_shapes():
+    from hpff_bench.aux.losses import reconstruction
+
+    with pytest.raises(ValueError, match=r"decoded \(2, 3, 4, 4\) and target \(2, 3, 2, 2\) differ"):
+        reconstruction(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 2, 2))

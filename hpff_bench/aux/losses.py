@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -30,9 +31,46 @@ def supcon(features: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -
     return per_anchor.mean()
 
 
+# ATen's EPSILON for this loss is the float literal 1e-12f, also in double precision
+_BCE_EPSILON = torch.tensor(1e-12, dtype=torch.float32).item()
+
+
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """`F.binary_cross_entropy(x, t)` (mean) by torch's own formulas, in vectorised ops.
+
+    Why: torch's CPU kernels for this loss run one scalar log per element (4-6 ms forward +
+    backward at 128 x 3 x 32 x 32 on 2 threads, 15-52 calls per InfoPro step); these take ~1.2 ms.
+    Same formulas as ATen's Loss.cpp: loss = -(t·max(log x, -100) + (1-t)·max(log(1-x), -100)),
+    d loss/dx = (x - t) / max((1-x)·x, 1e-12) / numel. Same saved tensors (x, t) and the same
+    transient size: one x-sized buffer in the forward (ATen's per-element loss), two in the
+    backward (the gradient, and the denominator while it is made: what the sigmoid backward
+    that follows needs anyway). Values differ from ATen's in the last bits (vectorised log).
+    """
+
+    @staticmethod
+    def forward(ctx, x, t):
+        ctx.save_for_backward(x, t)
+        buf = torch.neg(x).log1p_().clamp_(min=-100)  # max(log(1-x), -100)
+        log_not_x = buf.sum()
+        t_log_not_x = buf.mul_(t).sum()
+        torch.log(x, out=buf)
+        t_log_x = buf.clamp_(min=-100).mul_(t).sum()
+        return (t_log_x + log_not_x - t_log_not_x).neg_().div_(x.numel())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, t = ctx.saved_tensors
+        denominator = torch.rsub(x, 1).mul_(x).clamp_(min=_BCE_EPSILON)
+        return torch.sub(x, t).div_(denominator).mul_(grad / x.numel()), None
+
+
 def reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE between the decoder's sigmoid output and the de-normalised image in [0, 1]."""
-    return F.binary_cross_entropy(decoded, target)
+    """BCE between the decoder's sigmoid output and the de-normalised image in [0, 1]
+    (`F.binary_cross_entropy`, mean, computed by _BinaryCrossEntropy)."""
+    if decoded.shape != target.shape:
+        raise ValueError(f"reconstruction: decoded {tuple(decoded.shape)} and target {tuple(target.shape)} differ")
+    return _BinaryCrossEntropy.apply(decoded, target)
 
 
 LOCAL_LOSSES = {"ce": cross_entropy, "supcon": supcon}
