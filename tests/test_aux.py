@@ -170,3 +170,28 @@ def test_reconstruction_rejects_mismatched_shapes():
 
     with pytest.raises(ValueError, match=r"decoded \(2, 3, 4, 4\) and target \(2, 3, 2, 2\) differ"):
         reconstruction(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 2, 2))
+
+
+def test_reconstruction_peaks_no_higher_than_torch_binary_cross_entropy():
+    """Sigmoid -> loss -> backward, live tensor bytes: our 0-d loss holds only its own 4 bytes
+    (torch's CPU loss keeps its per-element buffer), and our backward's extra buffer is freed
+    before the sigmoid backward allocates; so the peak is not higher, and everything made is
+    freed again."""
+    from hpff_bench.aux.losses import reconstruction
+    from hpff_bench.memory.tracker import LiveTensorTracker
+
+    def peak(loss_fn):
+        z = torch.randn(8, 3, 16, 16).requires_grad_()
+        t = torch.rand(8, 3, 16, 16)
+        with LiveTensorTracker() as tracker:
+            loss = loss_fn(torch.sigmoid(z), t)
+            assert loss.dim() == 0
+            held = loss.untyped_storage().nbytes()
+            loss.backward()
+            del loss
+        return tracker.peak, tracker.current, held
+
+    ours, theirs = peak(reconstruction), peak(torch.nn.functional.binary_cross_entropy)
+    assert ours[2] == 4
+    assert ours[0] <= theirs[0]
+    assert ours[1] == theirs[1] == 8 * 3 * 16 * 16 * 4  # z.grad alone stays
