@@ -195,3 +195,146 @@ def test_reconstruction_peaks_no_higher_than_torch_binary_cross_entropy():
     assert ours[2] == 4
     assert ours[0] <= theirs[0]
     assert ours[1] == theirs[1] == 8 * 3 * 16 * 16 * 4  # z.grad alone stays
+
+
+def _bn_run(bn, x, dy):
+    x = x.detach().requires_grad_()
+    y = bn(x)
+    y.backward(dy)
+    return y, x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var, bn.num_batches_tracked
+
+
+@pytest.mark.parametrize("momentum", (0.1, None))
+@pytest.mark.parametrize("shape", ((6, 12, 32, 32), (5, 7, 3, 5)))
+def test_channels_last_batch_norm_equals_torchs(shape, momentum):
+    """aux.batch_norm's CPU kernel, taken for channels-last maps: output, gradients and running
+    statistics as torch's kernel on the same map in NCHW (float64), layouts kept channels-last."""
+    import copy
+
+    from hpff_bench.aux import batch_norm
+
+    torch.manual_seed(0)
+    bn = PatchBatchNorm2d(shape[1], momentum=momentum).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(1, 2)
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert batch_norm.applies(x, bn.weight) and not batch_norm.applies(x.contiguous(), bn.weight)
+    ours, theirs = copy.deepcopy(bn), copy.deepcopy(bn)
+    for _ in range(2):  # the second call updates running stats that the first one moved
+        got, want = _bn_run(ours, x, dy), _bn_run(theirs, x.contiguous(), dy.contiguous())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+    # the statistics are visible: a different batch mean moves the output
+    assert not torch.allclose(_bn_run(copy.deepcopy(bn), 2 * x, dy)[1], got[1])
+
+
+def test_channels_last_batch_norm_keeps_torchs_bytes():
+    """Kept for backward: the same bytes as torch's kernel (output, mean, 1/std; the input is
+    the caller's). Ours adds only per-channel vectors during the call: at its backward's peak
+    two of fold·C floats (fold 32, C 12: 1,536 B each) and four of C floats (48 B each)."""
+    from hpff_bench.aux import batch_norm
+    from hpff_bench.memory.tracker import LiveTensorTracker
+
+    def live(norm):
+        x = torch.randn(4, 12, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+        w, b = torch.rand(12, requires_grad=True), torch.rand(12, requires_grad=True)
+        with LiveTensorTracker(rounding=None) as tracker:
+            y = norm(x, w, b)
+            kept = tracker.current
+            y.backward(torch.ones_like(y))
+            del y
+        return kept, tracker.peak
+
+    ours = live(lambda x, w, b: batch_norm.channels_last_batch_norm(x, w, b, 1e-5)[0])
+    theirs = live(lambda x, w, b: torch.nn.functional.batch_norm(x, None, None, w, b, True, 0.1, 1e-5))
+    assert ours[0] == theirs[0] == 4 * 12 * 8 * 8 * 4 + 2 * 12 * 4
+    assert ours[1] - theirs[1] == 2 * 32 * 12 * 4 + 4 * 12 * 4
+
+
+def test_channels_last_batch_norm_stays_off_fake_nchw_and_half_maps():
+    """The CUDA prediction traces fake tensors: they must see torch's kernel, as a GPU runs it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from hpff_bench.aux import batch_norm
+
+    w = torch.ones(4)
+    cl = torch.randn(2, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    assert batch_norm.applies(cl, w)
+    assert not batch_norm.applies(cl.contiguous(), w)
+    assert not batch_norm.applies(cl.bfloat16(), w)
+    assert not batch_norm.applies(cl, None)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        assert not batch_norm.applies(mode.from_tensor(cl), w)
+    with pytest.raises(ValueError, match=r"more than 1 value per channel.*\(1, 4, 1, 1\)"):
+        batch_norm.channels_last_batch_norm(torch.randn(1, 4, 1, 1), w, w, 1e-5)
+
+
+@pytest.mark.parametrize("channels,spatial", STAGES)
+def test_predsim_similarity_std_equals_torchs_std(channels, spatial):
+    """PredSim's similarity head takes each channel's spatial std in two passes in place: values
+    and the gradients of its conv and its input as torch's std (float64), and a channels-last
+    map (not contiguous) goes through torch's std."""
+    from hpff_bench.aux.heads import PredSimSimilarity
+
+    torch.manual_seed(0)
+    sim = PredSimSimilarity(channels, spatial).double()
+    x = torch.randn(4, channels, spatial, spatial, dtype=torch.float64) * 2 + 1
+    g = torch.randn(4, channels, dtype=torch.float64)
+
+    def run(head, inp):
+        head.zero_grad()
+        inp = inp.detach().requires_grad_()
+        out = head(inp)
+        out.backward(g)
+        return out, inp.grad, head.conv.weight.grad
+
+    def torch_std(inp):
+        return sim.conv(inp).flatten(2).std(dim=2)
+
+    ref = torch.nn.Module()
+    ref.conv = sim.conv
+    ref.forward = torch_std
+    want = run(ref, x)
+    for got in (run(sim, x), run(sim, x.contiguous(memory_format=torch.channels_last))):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_spatial_std_backward_is_its_jacobian():
+    """Both outputs (the std and the deviations left in the map) against finite differences."""
+    from hpff_bench.aux.heads import _SpatialStd
+
+    h = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _SpatialStd.apply(t.clone()), (h,))
+
+
+def test_spatial_std_keeps_torchs_bytes_and_backpropagates_in_one_map_less():
+    """Kept for backward: the map (holding the deviations) and the std, as torch's std keeps the
+    map and the std. torch's backward then holds the map, its deviations and their product at
+    once: its peak, 3 maps + five 128-B vectors. Ours holds the map and the gradient, and frees
+    the map before the conv's backward: the peak comes there, 2 maps (our gradient, the conv's)
+    + the conv's weight gradient + two 128-B vectors (the std and its incoming gradient)."""
+    from hpff_bench.aux.heads import _SpatialStd
+    from hpff_bench.memory.tracker import LiveTensorTracker
+
+    def live(std):
+        torch.manual_seed(0)
+        x = torch.randn(4, 8, 16, 16, requires_grad=True)
+        w = torch.randn(8, 8, 3, 3, requires_grad=True)
+        with LiveTensorTracker(rounding=None) as tracker:
+            s = std(torch.nn.functional.conv2d(x, w, padding=1))
+            kept = tracker.current
+            s.backward(torch.ones_like(s))
+            del s
+        return kept, tracker.peak, tracker.current
+
+    ours = live(lambda h: _SpatialStd.apply(h)[0])
+    theirs = live(lambda h: h.flatten(2).std(dim=2))
+    map_bytes = 4 * 8 * 16 * 16 * 4
+    assert ours[0] == theirs[0] == map_bytes + 4 * 8 * 4
+    assert ours[2] == theirs[2]
+    assert theirs[1] == 3 * map_bytes + 5 * 128
+    assert ours[1] == 2 * map_bytes + 8 * 8 * 3 * 3 * 4 + 2 * 128

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpff_bench.aux import batch_norm
 from hpff_bench.errors import ConfigError
 
 _groups: contextvars.ContextVar[int] = contextvars.ContextVar("pff_groups", default=1)
@@ -34,7 +35,11 @@ def patch_groups(groups: int):
 class _PatchBatchNorm:
     def forward(self, x):
         g = _groups.get()
-        if g == 1 or not self.training:
+        if not self.training:
+            return super().forward(x)
+        if g == 1:
+            if batch_norm.applies(x, self.weight):
+                return self._channels_last(x)
             return super().forward(x)
         b = x.shape[0] // g
         c = self.num_features
@@ -54,6 +59,18 @@ class _PatchBatchNorm:
         # not a view for autograd: the in-place ReLU that follows then works on `out` itself,
         # where on a view autograd would add a CopySlices node (a full copy of the gradient)
         return torch.ops.aten._unsafe_view(out, x.shape)
+
+    def _channels_last(self, x):
+        """aux.batch_norm's kernel (CPU, channels-last), running statistics as nn.BatchNorm's."""
+        out, mean, var = batch_norm.channels_last_batch_norm(x, self.weight, self.bias, self.eps)
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            count = x.numel() // x.shape[1]
+            with torch.no_grad():
+                self.running_mean.mul_(1 - f).add_(mean, alpha=f)
+                self.running_var.mul_(1 - f).add_(var * (count / (count - 1)), alpha=f)
+        return out
 
 
 class PatchBatchNorm2d(_PatchBatchNorm, nn.BatchNorm2d):
