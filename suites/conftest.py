@@ -5,6 +5,8 @@ Options (pytest suites/ --help, group "hpff-bench"):
                              cores; paper: the papers' networks, K and batch 1024 (needs a GPU)
   --hpff-device auto|cpu|cuda
   --hpff-threads N           torch.set_num_threads(N) for the session (default: torch's)
+  --hpff-rounds N            timed rounds of test_method_speed.py (default 5): more rounds, steadier
+                             medians on a noisy machine (each round is one step of every case)
   --hpff-no-predict          skip the fake-tensor prediction of the CUDA peak (saves seconds per case)
   --hpff-all                 run every case even under --benchmark-disable
   --hpff-retain-heap         glibc keeps freed memory (mallopt), so CPU steps stop paying the
@@ -59,6 +61,8 @@ def pytest_addoption(parser):
                 help="device for the benchmarks (auto: cuda when available)")
     g.addoption("--hpff-threads", default=None, metavar="N",
                 help="torch.set_num_threads for the session, a whole number >= 1 (default: torch's own)")
+    g.addoption("--hpff-rounds", default=None, metavar="N",
+                help="timed rounds of the method-speed benchmark, a whole number >= 1 (default 5)")
     g.addoption("--hpff-no-predict", action="store_true",
                 help="do not predict the CUDA peak with fake tensors (a few seconds per case)")
     g.addoption("--hpff-all", action="store_true",
@@ -77,16 +81,17 @@ def refuse(message: str):
     pytest.exit(message, returncode=2)
 
 
-def threads_option(text: str | None) -> int | None:
+def whole_number_option(flag: str, text: str | None) -> int | None:
+    """A whole number >= 1, or None where the option was not given."""
     if text is None:
         return None
     try:
-        threads = int(text)
+        number = int(text)
     except ValueError:
-        threads = 0
-    if threads < 1:
-        refuse(f"--hpff-threads {text}: must be a whole number >= 1")
-    return threads
+        number = 0
+    if number < 1:
+        refuse(f"{flag} {text}: must be a whole number >= 1")
+    return number
 
 
 def pytest_configure(config):
@@ -99,7 +104,8 @@ def pytest_configure(config):
     device = config.getoption("hpff_device", "auto")
     if device not in DEVICES:
         refuse(f"--hpff-device {device}: must be one of {', '.join(DEVICES)}")
-    threads = threads_option(config.getoption("hpff_threads", None))
+    threads = whole_number_option("--hpff-threads", config.getoption("hpff_threads", None))
+    whole_number_option("--hpff-rounds", config.getoption("hpff_rounds", None))
     if threads:
         import torch
 
@@ -184,6 +190,13 @@ def _benchmark_disabled(config) -> bool:
 def hpff_official_code(request):
     """--hpff-official-code's directory (checked at start-up), or None."""
     return request.config.getoption("hpff_official_code")
+
+
+@pytest.fixture(scope="session")
+def hpff_rounds(request) -> int | None:
+    """--hpff-rounds (checked at start-up), or None: the benchmark's own default."""
+    text = request.config.getoption("hpff_rounds")
+    return int(text) if text is not None else None
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,16 @@ per-op formulas). extra_info holds per configuration: step seconds, step / BP (a
 and highest value within one round, BP's step of the same round as reference; every step is in
 `step_seconds_all`), FLOPs /
 BP's, and their quotient, the FLOP efficiency relative to BP (1 = BP's FLOP throughput; above
-1 = slower per FLOP than BP); on the CPU also the seconds per step spent in backbone, aux and
+1 = slower per FLOP than BP); both also paired (`step_vs_bp_paired`, `flop_efficiency_paired`:
+the median of the per-round ratios, which a round slow for every case moves less); on the CPU also the seconds per step spent in backbone, aux and
 other scopes (scope.ScopeTimer, on the timed steps) and each scope's GFLOP/s. A step whose
 backward runs outside every scope (`--variant official`: one backward per position over aux net
 and backbone, as the official code) has its FLOPs split by the autograd nodes that ran them
 (`unscoped_backward_flops` says how many), while its clock puts that backward in "other": it gets
 no GFLOP/s per scope.
 
-Sizes: resnet32, K=16, batch 128, 2 untimed + 5 timed rounds (the issue's setting: CPU, 2 threads); under
+Sizes: resnet32, K=16, batch 128, 2 untimed + 5 timed rounds (--hpff-rounds N for more; the issue's
+setting: CPU, 2 threads); under
 --benchmark-disable a tiny resnet20 K=2 batch 4 single round, so the code runs on every test
 run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
 With --hpff-official-code DIR the official HPFF code's own steps (hpff_bench/official_code_run.py:
@@ -127,14 +129,18 @@ def ratios(measured: dict) -> dict:
     for name, m in measured.items():
         t = statistics.median(m["step_seconds"])
         time_ratio, flop_ratio = t / bp_t, m["flops"]["total"] / bp_f
-        # the ratio within each round (BP's step of the same round): how far it moves
+        # the ratio within each round (BP's step of the same round): how far it moves, and its
+        # median, which a round that is slow for every case (the machine's, not the method's) moves less
         per_round = [s / b for s, b in zip(m["step_seconds"], bp_steps)]
+        paired = statistics.median(per_round)
         seconds = m.get("seconds_by_scope")
         rated = seconds and not m.get("unscoped_backward_flops")
         table[name] = {
             "step_seconds": t,
             "step_vs_bp": time_ratio,
             "step_vs_bp_per_round": [min(per_round), max(per_round)],
+            "step_vs_bp_paired": paired,
+            "flop_efficiency_paired": paired / flop_ratio,
             "step_seconds_all": m["step_seconds"],
             "flops": m["flops"],
             "flops_vs_bp": flop_ratio,
@@ -152,9 +158,11 @@ def _rate(gflops_per_second: float | None) -> str:
     return f"{gflops_per_second:5.0f}" if gflops_per_second is not None else f"{'-':>5}"
 
 
-def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, request):
+def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpff_rounds, request):
     disabled = request.config.getoption("benchmark_disable", False)
     size = SMOKE if disabled else FULL
+    if hpff_rounds is not None and not disabled:
+        size = {**size, "rounds": hpff_rounds}
     configs = speed_configs(size["network"], size["k"], size["batch_size"], hpff_device.type, size.get("split"))
     official = None
     if hpff_official_code is not None:
@@ -187,12 +195,14 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, req
     })
     if official is not None:  # apart: `plan --timings` reads "configurations" as our cases
         benchmark.extra_info["official_code"] = {"path": str(official[0]), "configurations": theirs}
-    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'rounds':>11} {'FLOPs x BP':>10} {'eff':>5}"
+    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'rounds':>11} {'paired':>6} {'FLOPs x BP':>10} {'eff':>5}"
+             f" {'paired':>6}"
              f"  {'backbone s':>10} {'GF/s':>5} {'aux s':>6} {'GF/s':>5} {'other s':>7}"]
     for name, row in {**table, **theirs}.items():
         low, high = row["step_vs_bp_per_round"]
         line = (f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} {low:5.2f}-{high:<5.2f} "
-                f"{row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}")
+                f"{row['step_vs_bp_paired']:6.2f} {row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}"
+                f" {row['flop_efficiency_paired']:6.2f}")
         if row["seconds_by_scope"]:
             sec, rate = row["seconds_by_scope"], row["gflops_per_second_by_scope"] or {}
             line += (f"  {sec['backbone']:10.3f} {_rate(rate.get('backbone'))} {sec['aux']:6.3f} {_rate(rate.get('aux'))}"

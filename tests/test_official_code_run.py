@@ -106,6 +106,8 @@ def test_what_the_official_code_has_no_path_for_is_refused(tmp_path, change, mes
                                         "network/resnetInfoPro_HPFF.py"),
     (["--hpff-threads", "0"], "--hpff-threads 0: must be a whole number >= 1"),
     (["--hpff-threads", "two"], "--hpff-threads two: must be a whole number >= 1"),
+    (["--hpff-rounds", "0"], "--hpff-rounds 0: must be a whole number >= 1"),
+    (["--hpff-rounds", "2.5"], "--hpff-rounds 2.5: must be a whole number >= 1"),
     (["--hpff-preset", "huge"], "--hpff-preset huge: must be one of paper, quick"),
     (["--hpff-device", "tpu"], "--hpff-device tpu: must be one of auto, cpu, cuda"),
 ])
