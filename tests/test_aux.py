@@ -338,3 +338,18 @@ def test_spatial_std_keeps_torchs_bytes_and_backpropagates_in_one_map_less():
     assert ours[2] == theirs[2]
     assert theirs[1] == 3 * map_bytes + 5 * 128
     assert ours[1] == 2 * map_bytes + 8 * 8 * 3 * 3 * 4 + 2 * 128
+
+
+def test_predsim_similarity_std_keeps_torchs_dtype_under_autocast():
+    """Under bf16 autocast the std comes out in the conv's dtype, as torch's std does (the norm
+    inside runs with autocast off: CUDA autocast would take it to float32)."""
+    from hpff_bench.aux.heads import PredSimSimilarity
+
+    torch.manual_seed(0)
+    sim = PredSimSimilarity(16, 8)
+    x = torch.randn(4, 16, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = sim(x)
+        want = sim.conv(x).flatten(2).std(dim=2)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=1e-2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 _FOLD = 32  # pixels per row: fold·C = 384 floats at C = 12, where the reductions measured fastest
 
@@ -83,8 +84,6 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
 def applies(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
     """Real float CPU maps in channels-last only: CUDA (cuDNN) and the CUDA memory prediction,
     which traces fake CPU tensors, keep torch's own kernel and its exact allocations."""
-    from torch._subclasses.fake_tensor import is_fake
-
     return (
         x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
         and weight is not None and not x.is_contiguous()

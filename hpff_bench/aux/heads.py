@@ -172,8 +172,10 @@ class _SpatialStd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h):
         z = h.view(h.shape[0], h.shape[1], -1)
-        z.sub_(z.mean(dim=2, keepdim=True))
-        std = torch.linalg.vector_norm(z, dim=2).div_(math.sqrt(z.shape[2] - 1))
+        # in h's dtype, as torch's std: CUDA autocast would run the norm in float32
+        with torch.autocast(h.device.type, enabled=False):
+            z.sub_(z.mean(dim=2, keepdim=True))
+            std = torch.linalg.vector_norm(z, dim=2).div_(math.sqrt(z.shape[2] - 1))
         ctx.mark_dirty(h)
         ctx.save_for_backward(h, std)
         ctx.set_materialize_grads(False)  # no zero-filled map for the deviations' unused gradient
