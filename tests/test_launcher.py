@@ -25,6 +25,7 @@ from hpff_bench.runner.launchers.slurm import map_state, parse_time
 from hpff_bench.runner.launchers.status import task_status
 from hpff_bench.runner.suite import load_suite
 from hpff_bench.runner.sweep import run_sweep
+from tests.fixtures.interruptible import sigint_as_default
 
 pytest.importorskip("submitit")
 
@@ -95,7 +96,8 @@ def test_ctrl_c_on_the_submitter_leaves_jobs_running_and_resume_collects_them_on
     log = open(tmp_path / "submitter.log", "w")  # not a pipe: the orphaned jobs keep their copy open
     env = {**os.environ, "HPFF_BENCH_THREADS": "1", "HPFF_BENCH_INJECT": "slow:/estimate", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "hpff_bench", "sweep", SMOKE, *ESTIMATES, "--results",
-                             str(results), "--no-progress", *SLURM_LOCAL], env=env, stdout=log, stderr=log, cwd=REPO)
+                             str(results), "--no-progress", *SLURM_LOCAL], env=env, stdout=log, stderr=log, cwd=REPO,
+                            preexec_fn=sigint_as_default)
     ledger_path = ledger.ledger_file(results / "smoke")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and "submitted 2 job(s)" not in (tmp_path / "submitter.log").read_text():

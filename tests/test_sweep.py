@@ -19,6 +19,7 @@ import pytest
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
 from hpff_bench.runner.sweep import run_sweep
+from tests.fixtures.interruptible import sigint_as_default
 from tests.fixtures.tiny_suite import TINY_TRAIN_SUITE
 
 
@@ -70,7 +71,7 @@ def test_ctrl_c_keeps_finished_lines_and_resume_does_the_rest(tmp_path):
     env = {**os.environ, "HPFF_BENCH_INJECT": "hang:-s1/"}
     cmd = [sys.executable, "-m", "hpff_bench", "sweep", str(suite), "--results", str(results), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_as_default)
     deadline = time.monotonic() + 180
     while not lines(results, 0) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)

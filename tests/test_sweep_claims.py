@@ -16,6 +16,7 @@ from hpff_bench.runner import claim, store
 from hpff_bench.runner.claim import DONE, HELD, MINE, Claims
 from hpff_bench.runner.suite import Suite, load_suite
 from hpff_bench.runner.sweep import changed_configuration_notes, run_sweep
+from tests.fixtures.interruptible import sigint_as_default
 from tests.fixtures.tiny_suite import TINY_TRAIN_SUITE
 
 KEY = ("train", "abc", "")
@@ -130,7 +131,7 @@ def test_quick_repeated_ctrl_c_ends_with_the_summary_not_a_traceback(tmp_path):
     env = {**os.environ, "HPFF_BENCH_INJECT": "hang:-s1/"}
     cmd = [sys.executable, "-m", "hpff_bench", "sweep", str(suite), "--results", str(results), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_as_default)
     first = results / "shared" / "resnet20-bp-k1-s0.jsonl"
     deadline = time.monotonic() + 180
     while not first.exists() and time.monotonic() < deadline and proc.poll() is None:
