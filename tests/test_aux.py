@@ -353,3 +353,29 @@ def test_predsim_similarity_std_keeps_torchs_dtype_under_autocast():
         want = sim.conv(x).flatten(2).std(dim=2)
     assert got.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=2e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("channels,spatial,kernel,padding", [
+    (16, 32, (2, 2), (0, 0)), (32, 16, (2, 1), (0, 0)), (8, 7, (4, 2), (2, 1)),  # the last: padded, count_include_pad
+])
+def test_predsim_pool_as_a_depthwise_conv_equals_avg_pool(channels, spatial, kernel, padding):
+    """Same values and input gradients as nn.AvgPool2d to the bit (weights 1/(kh·kw) are powers of
+    two here), its weight is no checkpoint entry, and under autocast it stays in the input's dtype
+    as the pool does."""
+    from hpff_bench.aux.heads import AvgPoolAsConv
+
+    torch.manual_seed(0)
+    ours, theirs = AvgPoolAsConv(channels, kernel, padding), torch.nn.AvgPool2d(kernel, padding=padding)
+    x = torch.randn(4, channels, spatial, spatial)
+    g = None
+    grads = []
+    for pool in (ours, theirs):
+        xr = x.clone().requires_grad_()
+        out = pool(xr)
+        g = torch.randn_like(out) if g is None else g
+        out.backward(g)
+        grads.append((out, xr.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert ours.state_dict() == {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours(x).dtype == theirs(x).dtype == torch.float32
