@@ -37,9 +37,9 @@ class _PatchBatchNorm:
         g = _groups.get()
         if not self.training:
             return super().forward(x)
+        if batch_norm.applies(x, self.weight):
+            return self._channels_last(x, g)
         if g == 1:
-            if batch_norm.applies(x, self.weight):
-                return self._channels_last(x)
             return super().forward(x)
         b = x.shape[0] // g
         c = self.num_features
@@ -49,7 +49,7 @@ class _PatchBatchNorm:
             self.num_batches_tracked.add_(1)
             rm, rv = self.running_mean.repeat(g), self.running_var.repeat(g)
         out = F.batch_norm(
-            xg, rm, rv, self.weight.repeat(g), self.bias.repeat(g), True, self.momentum, self.eps
+            xg, rm, rv, self.weight.repeat(g), self.bias.repeat(g), True, self._factor(), self.eps
         )
         if rm is not None:
             # one update with the mean of the patches' statistics (streamed does n² updates)
@@ -60,16 +60,22 @@ class _PatchBatchNorm:
         # where on a view autograd would add a CopySlices node (a full copy of the gradient)
         return torch.ops.aten._unsafe_view(out, x.shape)
 
-    def _channels_last(self, x):
-        """aux.batch_norm's kernel (CPU, channels-last), running statistics as nn.BatchNorm's."""
-        out, mean, var = batch_norm.channels_last_batch_norm(x, self.weight, self.bias, self.eps)
+    def _factor(self) -> float:
+        """The running statistics' update weight, as nn.BatchNorm's: momentum, or with momentum
+        None the cumulative average's 1 / batches seen."""
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
+    def _channels_last(self, x, g):
+        """aux.batch_norm's kernel (CPU, channels-last); running statistics as nn.BatchNorm's and,
+        for g patches, as the grouped path above (the mean of the patches' statistics)."""
+        out, mean, var = batch_norm.channels_last_batch_norm(x, self.weight, self.bias, g, self.eps)
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            count = x.numel() // x.shape[1]
+            f = self._factor()
+            count = x.numel() // (g * x.shape[1])
             with torch.no_grad():
-                self.running_mean.mul_(1 - f).add_(mean, alpha=f)
-                self.running_var.mul_(1 - f).add_(var * (count / (count - 1)), alpha=f)
+                self.running_mean.mul_(1 - f).add_(mean.mean(0), alpha=f)
+                self.running_var.mul_(1 - f).add_(var.mean(0) * (count / (count - 1)), alpha=f)
         return out
 
 
