@@ -197,21 +197,18 @@ def test_reconstruction_peaks_no_higher_than_torch_binary_cross_entropy():
     assert ours[1] == theirs[1] == 8 * 3 * 16 * 16 * 4  # z.grad alone stays
 
 
-def _bn_run(bn, x, dy, groups=1):
+def _bn_run(bn, x, dy):
     x = x.detach().requires_grad_()
-    with patch_groups(groups):
-        y = bn(x)
+    y = bn(x)
     y.backward(dy)
     return y, x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var, bn.num_batches_tracked
 
 
 @pytest.mark.parametrize("momentum", (0.1, None))
-@pytest.mark.parametrize("shape, groups", (((6, 12, 32, 32), 1), ((5, 7, 3, 5), 1), ((8, 12, 16, 16), 4),
-                                           ((6, 5, 3, 3), 2)))
-def test_channels_last_batch_norm_equals_torchs(shape, groups, momentum):
+@pytest.mark.parametrize("shape", ((6, 12, 32, 32), (5, 7, 3, 5)))
+def test_channels_last_batch_norm_equals_torchs(shape, momentum):
     """aux.batch_norm's CPU kernel, taken for channels-last maps: output, gradients and running
-    statistics as torch's kernel on the same map in NCHW (float64), alone or in g patches folded
-    patch-minor (PFF batched: the NCHW grouped path), layouts kept channels-last."""
+    statistics as torch's kernel on the same map in NCHW (float64), layouts kept channels-last."""
     import copy
 
     from hpff_bench.aux import batch_norm
@@ -225,15 +222,13 @@ def test_channels_last_batch_norm_equals_torchs(shape, groups, momentum):
     assert batch_norm.applies(x, bn.weight) and not batch_norm.applies(x.contiguous(), bn.weight)
     ours, theirs = copy.deepcopy(bn), copy.deepcopy(bn)
     for _ in range(2):  # the second call updates running stats that the first one moved
-        got, want = _bn_run(ours, x, dy, groups), _bn_run(theirs, x.contiguous(), dy.contiguous(), groups)
+        got, want = _bn_run(ours, x, dy), _bn_run(theirs, x.contiguous(), dy.contiguous())
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
     assert got[0].is_contiguous(memory_format=torch.channels_last)
     assert got[1].is_contiguous(memory_format=torch.channels_last)
     # the statistics are visible: a different batch mean moves the output
-    assert not torch.allclose(_bn_run(copy.deepcopy(bn), 2 * x, dy, groups)[1], got[1])
-    if groups > 1:  # per patch: normalising all patches together gives other gradients
-        assert not torch.allclose(_bn_run(copy.deepcopy(bn), x, dy)[1], got[1])
+    assert not torch.allclose(_bn_run(copy.deepcopy(bn), 2 * x, dy)[1], got[1])
 
 
 def test_channels_last_batch_norm_keeps_torchs_bytes():
@@ -253,7 +248,7 @@ def test_channels_last_batch_norm_keeps_torchs_bytes():
             del y
         return kept, tracker.peak
 
-    ours = live(lambda x, w, b: batch_norm.channels_last_batch_norm(x, w, b, 1, 1e-5)[0])
+    ours = live(lambda x, w, b: batch_norm.channels_last_batch_norm(x, w, b, 1e-5)[0])
     theirs = live(lambda x, w, b: torch.nn.functional.batch_norm(x, None, None, w, b, True, 0.1, 1e-5))
     assert ours[0] == theirs[0] == 4 * 12 * 8 * 8 * 4 + 2 * 12 * 4
     assert ours[1] - theirs[1] == 2 * 32 * 12 * 4 + 4 * 12 * 4
@@ -274,9 +269,7 @@ def test_channels_last_batch_norm_stays_off_fake_nchw_and_half_maps():
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         assert not batch_norm.applies(mode.from_tensor(cl), w)
     with pytest.raises(ValueError, match=r"more than 1 value per channel.*\(1, 4, 1, 1\)"):
-        batch_norm.channels_last_batch_norm(torch.randn(1, 4, 1, 1), w, w, 1, 1e-5)
-    with pytest.raises(ValueError, match=r"\(6, 4, 1, 1\) in 4 patch group"):  # 6 samples are no 4 patches
-        batch_norm.channels_last_batch_norm(torch.randn(6, 4, 1, 1), w, w, 4, 1e-5)
+        batch_norm.channels_last_batch_norm(torch.randn(1, 4, 1, 1), w, w, 1e-5)
 
 
 @pytest.mark.parametrize("channels,spatial", STAGES)
@@ -386,3 +379,15 @@ def test_predsim_pool_as_a_depthwise_conv_equals_avg_pool(channels, spatial, ker
     assert ours.state_dict() == {}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ours(x).dtype == theirs(x).dtype == torch.float32
+
+
+def test_patch_batchnorm_with_momentum_none_keeps_a_cumulative_average():
+    """momentum=None (nn.BatchNorm's cumulative average) under patch groups: the grouped path
+    once passed None to F.batch_norm. Two batches: the running mean is their patches' mean."""
+    bn = PatchBatchNorm2d(3, momentum=None)
+    a, b = torch.randn(8, 3, 4, 4) + 2, torch.randn(8, 3, 4, 4) - 1
+    with patch_groups(2):
+        bn(a), bn(b)
+    want = torch.stack([t.view(4, 2, 3, 4, 4).mean(dim=(0, 3, 4)).mean(0) for t in (a, b)]).mean(0)
+    torch.testing.assert_close(bn.running_mean, want)
+    assert bn.num_batches_tracked.item() == 2

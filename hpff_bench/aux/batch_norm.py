@@ -5,18 +5,15 @@ Why: torch's CPU kernel for channels-last input loops over the channels innermos
 map in NCHW takes ~3 ms, ~13 % of an InfoPro step. Converting the map to NCHW around the norm
 would keep a second copy of it alive. Here the map is viewed, for free, as (batch, rows,
 fold·C) with `fold` pixels per row, so that every reduction and every per-channel scale runs
-over a contiguous inner dimension of fold·C elements: ~2.8 ms both ways.
+over a contiguous inner dimension of fold·C elements: ~4 ms both ways.
 
 Same statistics as ATen's batch_norm_cpu (two passes: the mean, then the mean of squared
 deviations; the biased variance normalises, the unbiased one goes into the running variance),
 the same saved tensors (input, weight, mean, 1/std), the same outputs and gradients up to float
 rounding (tests/test_aux.py). Allocations: the output (forward) and the input gradient
-(backward), as ATen, and per-channel vectors of at most g·fold·C elements (with g patches, also
-a (batch, g, fold·C) partial sum).
-Patch-grouped norms (PFF's batched execution: B·g samples, patch-minor, statistics per patch
-and channel) use the same view split by patch, (batch, g, rows, fold·C), and reduce over rows
-first: there it replaces aux.pff's NCHW path, a copy of the map and torch's kernel (~5.8 ms at
-512x12x16x16 in 2x2 patches, ~3.6 ms here).
+(backward), as ATen, and per-channel vectors of at most fold·C elements.
+Patch-grouped norms (PFF's batched execution) keep their NCHW path in aux.pff: reducing a
+channels-last map per patch has no contiguous inner dimension to run over and was slower.
 """
 
 from __future__ import annotations
@@ -29,43 +26,38 @@ from torch._subclasses.fake_tensor import is_fake
 _FOLD = 32  # pixels per row: fold·C = 384 floats at C = 12, where the reductions measured fastest
 
 
-def _rows(t: torch.Tensor, groups: int, fold: int) -> torch.Tensor:
-    """(B·g, C, H, W) channels-last -> a (B, g, H·W / fold, fold·C) view of the same memory."""
+def _rows(t: torch.Tensor, fold: int) -> torch.Tensor:
+    """(B, C, H, W) channels-last -> a (B, H·W / fold, fold·C) view of the same memory."""
     n, c, h, w = t.shape
-    return t.permute(0, 2, 3, 1).view(n // groups, groups, h * w // fold, fold * c)
+    return t.permute(0, 2, 3, 1).view(n, h * w // fold, fold * c)
 
 
 def _channel_sums(rows: torch.Tensor, channels: int) -> torch.Tensor:
-    """(B, g, R, fold·C) -> (g, C): per patch and channel, the sum over batch and pixels."""
-    g = rows.shape[1]
-    # one patch: batch and rows coalesce into one dimension; several: rows first (a (B, g, fold·C)
-    # partial sum), as reducing both at once across patches ran ~10x slower
-    sums = rows.sum((0, 2)) if g == 1 else rows.sum(2).sum(0)
-    return sums.view(g, -1, channels).sum(1)
+    return rows.sum((0, 1)).view(-1, channels).sum(0)
 
 
 def _spread(v: torch.Tensor, fold: int) -> torch.Tensor:
-    """(g, C) -> (g, 1, fold·C), broadcastable over a rows view."""
-    return v.repeat(1, fold).unsqueeze(1)
+    """(C,) -> (fold·C,), broadcastable over a rows view."""
+    return v.repeat(fold)
 
 
 class _ChannelsLastBatchNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float):
+    def forward(ctx, x, weight, bias, eps: float):
         c = x.shape[1]
         fold = math.gcd(x.shape[2] * x.shape[3], _FOLD)
-        xr = _rows(x, groups, fold)
-        count = x.numel() // (groups * c)
+        xr = _rows(x, fold)
+        count = x.numel() // c
         mean = _channel_sums(xr, c).div_(count)
         out = torch.empty_like(x)
-        outr = _rows(out, groups, fold)
+        outr = _rows(out, fold)
         torch.sub(xr, _spread(mean, fold), out=outr)  # the output holds the squared deviations first
         var = _channel_sums(outr.square_(), c).div_(count)
         invstd = (var + eps).rsqrt_()
         scale = invstd * weight
         torch.addcmul(_spread(bias - mean * scale, fold), xr, _spread(scale, fold), out=outr)
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.groups, ctx.fold, ctx.count = groups, fold, count
+        ctx.fold, ctx.count = fold, count
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
@@ -73,12 +65,12 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy, _mean, _var):
         x, weight, mean, invstd = ctx.saved_tensors
-        g, fold, count, c = ctx.groups, ctx.fold, ctx.count, x.shape[1]
+        fold, count, c = ctx.fold, ctx.count, x.shape[1]
         dy = dy.contiguous(memory_format=torch.channels_last)
-        xr, dyr = _rows(x, g, fold), _rows(dy, g, fold)
+        xr, dyr = _rows(x, fold), _rows(dy, fold)
         sum_dy = _channel_sums(dyr, c)
         dx = torch.empty_like(x)
-        dxr = _rows(dx, g, fold)
+        dxr = _rows(dx, fold)
         torch.sub(xr, _spread(mean, fold), out=dxr)  # dx holds (x - mean) * dy first
         dot = _channel_sums(dxr.mul_(dyr), c)
         # ATen: dx = (dy - sum_dy / n - (x - mean) * k) * invstd * w, with k = dot * invstd² / n
@@ -86,8 +78,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         k = dot * invstd * invstd / count
         torch.addcmul(_spread((mean * k - sum_dy / count) * a, fold), dyr, _spread(a, fold), out=dxr)
         dxr.addcmul_(xr, _spread(-k * a, fold))
-        # the patches share the weight: their gradients add up
-        return dx, (dot * invstd).sum(0), sum_dy.sum(0), None, None
+        return dx, dot * invstd, sum_dy, None
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
@@ -101,12 +92,10 @@ def applies(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
     )
 
 
-def channels_last_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+def channels_last_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                              eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training-mode BN of a channels-last `x` (B·g, C, H, W) with statistics per patch and
-    channel for g patches folded patch-minor: (output, mean, biased variance), the statistics
-    (g, C) for the caller's running-stat update."""
-    if x.shape[0] % groups or x.numel() // (groups * x.shape[1]) < 2:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
-                         f" in {groups} patch group(s)")
-    return _ChannelsLastBatchNorm.apply(x, weight, bias, groups, eps)
+    """Training-mode BN of a channels-last `x` (B, C, H, W): (output, mean, biased variance),
+    the statistics for the caller's running-stat update."""
+    if x.numel() // x.shape[1] < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+    return _ChannelsLastBatchNorm.apply(x, weight, bias, eps)

@@ -37,9 +37,9 @@ class _PatchBatchNorm:
         g = _groups.get()
         if not self.training:
             return super().forward(x)
-        if batch_norm.applies(x, self.weight):
-            return self._channels_last(x, g)
         if g == 1:
+            if batch_norm.applies(x, self.weight):
+                return self._channels_last(x)
             return super().forward(x)
         b = x.shape[0] // g
         c = self.num_features
@@ -65,17 +65,16 @@ class _PatchBatchNorm:
         None the cumulative average's 1 / batches seen."""
         return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
 
-    def _channels_last(self, x, g):
-        """aux.batch_norm's kernel (CPU, channels-last); running statistics as nn.BatchNorm's and,
-        for g patches, as the grouped path above (the mean of the patches' statistics)."""
-        out, mean, var = batch_norm.channels_last_batch_norm(x, self.weight, self.bias, g, self.eps)
+    def _channels_last(self, x):
+        """aux.batch_norm's kernel (CPU, channels-last), running statistics as nn.BatchNorm's."""
+        out, mean, var = batch_norm.channels_last_batch_norm(x, self.weight, self.bias, self.eps)
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             f = self._factor()
-            count = x.numel() // (g * x.shape[1])
+            count = x.numel() // x.shape[1]
             with torch.no_grad():
-                self.running_mean.mul_(1 - f).add_(mean.mean(0), alpha=f)
-                self.running_var.mul_(1 - f).add_(var.mean(0) * (count / (count - 1)), alpha=f)
+                self.running_mean.mul_(1 - f).add_(mean, alpha=f)
+                self.running_var.mul_(1 - f).add_(var * (count / (count - 1)), alpha=f)
         return out
 
 
