@@ -195,8 +195,7 @@ def hpff_official_code(request):
 @pytest.fixture(scope="session")
 def hpff_rounds(request) -> int | None:
     """--hpff-rounds (checked at start-up), or None: the benchmark's own default."""
-    text = request.config.getoption("hpff_rounds")
-    return int(text) if text is not None else None
+    return whole_number_option("--hpff-rounds", request.config.getoption("hpff_rounds"))
 
 
 @pytest.fixture(scope="session")
