@@ -1,9 +1,11 @@
-"""The official HPFF CIFAR code's own training step, run from a user's checkout of it.
+"""The official CIFAR code's own training step, run from a user's checkout of it: HPFF's
+(Zeudfish/HPFF) and InfoPro's (blackfeather-wang/InfoPro-Pytorch).
 
 Why: "at least as fast as the official code" is only a claim if the official code is timed
 beside ours in the same run. Nothing of it is copied into hpff-bench: its model file is imported
-from the directory the user names (Zeudfish/HPFF's `Exp on CIFAR_SVHN_STL`, which holds
-`network/resnetInfoPro_HPFF.py`), and stepped the way its `train.py` steps it: `zero_grad()`,
+from the directory the user names (HPFF's `Exp on CIFAR_SVHN_STL`, which holds
+`network/resnetInfoPro_HPFF.py`; InfoPro's `Experiments on CIFAR-SVHN-STL10`, which holds
+`networks/resnet.py`), and stepped the way its `train.py` steps it: `zero_grad()`,
 `model(img=x, target=y, ixx_1=…, …)` (its forward runs every backward itself), `SGD.step()`
 (momentum, Nesterov, weight decay; `foreach` as given, torch's default for the device if None).
 Its `DataParallel` wrapper is left out: on one device it calls the model directly.
@@ -19,6 +21,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -27,34 +30,54 @@ from torch import nn
 
 from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
+from hpff_bench.networks.splits import INFOPRO_TABLE
 from hpff_bench.official_code import MODULE_ENDS
 
-MODEL_FILE = Path("network") / "resnetInfoPro_HPFF.py"
 _LOCAL_LOSS = {"ce": "cross_entropy", "supcon": "contrast"}  # ours -> its --local_loss_mode
 
 
-def check_official_dir(path: str | Path) -> Path:
+@dataclass(frozen=True)
+class OfficialCode:
+    """One paper's official CIFAR code: where its model lies in a checkout, the K it has a
+    module table for (K=1 is its end-to-end path), and whether its model is HPFF's (which also
+    takes the cascade weights wx, wy)."""
+
+    name: str
+    repository: str
+    directory: str
+    model_file: Path
+    module_counts: dict[str, tuple[int, ...]]
+    hpff: bool
+
+
+HPFF_CODE = OfficialCode(
+    "HPFF", "Zeudfish/HPFF", "Exp on CIFAR_SVHN_STL", Path("network") / "resnetInfoPro_HPFF.py",
+    {net: tuple(sorted(ends)) for net, ends in MODULE_ENDS.items()}, hpff=True)
+INFOPRO_CODE = OfficialCode(
+    "InfoPro", "blackfeather-wang/InfoPro-Pytorch", "Experiments on CIFAR-SVHN-STL10", Path("networks") / "resnet.py",
+    {net: tuple(sorted(INFOPRO_TABLE[net])) for net in ("resnet32", "resnet110")}, hpff=False)
+def check_official_dir(path: str | Path, code: OfficialCode = HPFF_CODE) -> Path:
     """The directory, or ConfigError naming what is missing."""
     p = Path(path)
-    if not (p / MODEL_FILE).is_file():
+    if not (p / code.model_file).is_file():
         raise ConfigError(
-            f"official code directory {str(path)!r} has no {MODEL_FILE}; give the 'Exp on CIFAR_SVHN_STL' "
-            "directory of a Zeudfish/HPFF checkout"
+            f"official code directory {str(path)!r} has no {code.model_file.as_posix()}; give the "
+            f"'{code.directory}' directory of a {code.repository} checkout"
         )
     return p
 
 
-def load_official_model_module(path: str | Path):
-    """`network/resnetInfoPro_HPFF.py` of the checkout, imported as a package (it imports its
-    `config` and `auxiliary_net` relatively) under a name made from its path, so no other module
-    and no other checkout can collide with it."""
-    root = check_official_dir(path).resolve() / MODEL_FILE.parent
+def load_official_model_module(path: str | Path, code: OfficialCode = HPFF_CODE):
+    """The checkout's model file, imported as a package (it imports its module tables and aux
+    nets relatively) under a name made from its path, so no other module and no other checkout
+    can collide with it."""
+    root = check_official_dir(path, code).resolve() / code.model_file.parent
     package = "_hpff_official_" + hashlib.sha1(str(root).encode()).hexdigest()[:12]
     if package not in sys.modules:
         spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
         spec.submodule_search_locations = [str(root)]
         sys.modules[package] = importlib.util.module_from_spec(spec)
-    return importlib.import_module(f"{package}.{MODEL_FILE.stem}")
+    return importlib.import_module(f"{package}.{code.model_file.stem}")
 
 
 @contextlib.contextmanager
@@ -74,23 +97,28 @@ class OfficialCodeStep:
     official code's `local_module_num` = `config.k` (1: its end-to-end path)."""
 
     def __init__(self, path: str | Path, config: RunConfig, device: torch.device | str = "cpu",
-                 foreach: bool | None = None):
+                 foreach: bool | None = None, code: OfficialCode = HPFF_CODE):
         c = config
-        if c.network not in MODULE_ENDS:
-            raise ConfigError(f"the official HPFF code has {', '.join(MODULE_ENDS)}, not {c.network}")
-        if c.k != 1 and c.k not in MODULE_ENDS[c.network]:
-            raise ConfigError(f"the official HPFF code has local_module_num 1, "
-                              f"{', '.join(map(str, MODULE_ENDS[c.network]))} for {c.network}, not {c.k}")
+        counts = code.module_counts
+        if c.network not in counts:
+            raise ConfigError(f"the official {code.name} code has {', '.join(counts)}, not {c.network}")
+        if c.k != 1 and c.k not in counts[c.network]:
+            raise ConfigError(f"the official {code.name} code has local_module_num 1, "
+                              f"{', '.join(map(str, counts[c.network]))} for {c.network}, not {c.k}")
+        if not code.hpff and (c.hilo or c.pff_grid > 1 or c.method != "infopro"):
+            raise ConfigError(f"the official {code.name} code runs InfoPro without HiLo or PFF, "
+                              f"not {c.method} with hilo={c.hilo}, pff_grid={c.pff_grid}")
         self.device = torch.device(device)
         self.config = c
-        module = load_official_model_module(path)
+        module = load_official_model_module(path, code)
+        extra = {"wx": c.w_independent, "wy": c.w_cascade} if code.hpff else {}
         with _cuda_goes_to(self.device):
             model = getattr(module, c.network)(
                 local_module_num=c.k, batch_size=c.batch_size, image_size=c.resolved_image_size,
                 balanced_memory=False, dataset=c.dataset, class_num=c.resolved_num_classes,
                 wide_list=(16, 16, 32, 64), dropout_rate=0.0, aux_net_config=c.aux,
                 local_loss_mode=_LOCAL_LOSS[c.local_loss], aux_net_widen=1, aux_net_feature_dim=128,
-                wx=c.w_independent, wy=c.w_cascade,
+                **extra,
             )
         self.model = model.to(self.device).train()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
@@ -99,8 +127,9 @@ class OfficialCodeStep:
         self._lambdas = {"ixx_1": lam.ixx_1, "ixy_1": lam.ixy_1, "ixx_2": lam.ixx_2, "ixy_2": lam.ixy_2}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """zero_grad, its forward (which backpropagates), step; returns its loss."""
+        """zero_grad, its forward (which backpropagates), step; returns its loss (the last of
+        what the forward returns: HPFF's gives three values, InfoPro's two)."""
         self.optimizer.zero_grad()
-        _, _, loss = self.model(img=x, target=y, **self._lambdas)
+        loss = self.model(img=x, target=y, **self._lambdas)[-1]
         self.optimizer.step()
         return loss.detach()

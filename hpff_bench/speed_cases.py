@@ -28,9 +28,11 @@ CASES = {
     "predsim": {"method": "predsim"},
 }
 NEEDS_OFFICIAL_TABLE = {"infopro+hpff official"}  # the official code has resnet32/110 only
-# the official code's own steps (--hpff-official-code) -> our case that computes the same step:
-# its end-to-end path is BP, its InfoPro+HPFF is "infopro+hpff official" (same FLOPs, counted)
-OFFICIAL_CODE_CASES = {"official code bp": "bp", "official code infopro+hpff": "infopro+hpff official"}
+# the official code's own steps -> our case that computes the same step: HPFF's
+# (--hpff-official-code) end-to-end path is BP, its InfoPro+HPFF is "infopro+hpff official";
+# InfoPro's (--hpff-official-infopro) InfoPro is "infopro" (same FLOPs, counted)
+OFFICIAL_CODE_CASES = {"official code bp": "bp", "official code infopro+hpff": "infopro+hpff official",
+                       "official infopro code infopro": "infopro"}
 
 
 def speed_configs(network: str, k: int, batch_size: int, device: str, split: str | None = None) -> dict[str, RunConfig]:

@@ -13,6 +13,9 @@ Options (pytest suites/ --help, group "hpff-bench"):
                              kernel for fresh zeroed pages, as a GPU's caching allocator never does
   --hpff-official-code DIR   the official HPFF CIFAR code's directory ('Exp on CIFAR_SVHN_STL' of a
                              Zeudfish/HPFF checkout): test_method_speed.py times its own steps too
+  --hpff-official-infopro DIR  the official InfoPro CIFAR code's directory ('Experiments on
+                             CIFAR-SVHN-STL10' of a blackfeather-wang/InfoPro-Pytorch checkout): its
+                             InfoPro step is timed too
 
 Under --benchmark-disable (as `make test` runs it) only the cases marked `bench_smoke` run: one
 BP and one InfoPro+HPFF step, so the suite is exercised on every test run without slowing it.
@@ -70,6 +73,9 @@ def pytest_addoption(parser):
     g.addoption("--hpff-official-code", default=None, metavar="DIR",
                 help="a Zeudfish/HPFF checkout's 'Exp on CIFAR_SVHN_STL' directory: the method-speed benchmark "
                      "then times the official code's own steps (its E2E path and InfoPro+HPFF) beside ours")
+    g.addoption("--hpff-official-infopro", default=None, metavar="DIR",
+                help="a blackfeather-wang/InfoPro-Pytorch checkout's 'Experiments on CIFAR-SVHN-STL10' directory: "
+                     "the method-speed benchmark then times the official InfoPro code's InfoPro step beside ours")
     g.addoption("--hpff-retain-heap", action="store_true",
                 help="glibc keeps freed memory for reuse (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD): "
                      "CPU steps then take no minor page faults for their activations")
@@ -110,15 +116,16 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(threads)
-    official = config.getoption("hpff_official_code", None)
-    if official is not None:
-        from hpff_bench.errors import ConfigError
-        from hpff_bench.official_code_run import check_official_dir
+    from hpff_bench.errors import ConfigError
+    from hpff_bench.official_code_run import HPFF_CODE, INFOPRO_CODE, check_official_dir
 
-        try:
-            check_official_dir(official)
-        except ConfigError as e:
-            refuse(f"--hpff-official-code: {e}")
+    for flag, code in (("--hpff-official-code", HPFF_CODE), ("--hpff-official-infopro", INFOPRO_CODE)):
+        directory = config.getoption(flag.lstrip("-").replace("-", "_"), None)
+        if directory is not None:
+            try:
+                check_official_dir(directory, code)
+            except ConfigError as e:
+                refuse(f"{flag}: {e}")
     if config.getoption("hpff_retain_heap", False):
         retain_heap()
 
@@ -190,6 +197,12 @@ def _benchmark_disabled(config) -> bool:
 def hpff_official_code(request):
     """--hpff-official-code's directory (checked at start-up), or None."""
     return request.config.getoption("hpff_official_code")
+
+
+@pytest.fixture(scope="session")
+def hpff_official_infopro(request):
+    """--hpff-official-infopro's directory (checked at start-up), or None."""
+    return request.config.getoption("hpff_official_infopro")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ setting: CPU, 2 threads); under
 run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
 With --hpff-official-code DIR the official HPFF code's own steps (hpff_bench/official_code_run.py:
 its E2E path, local_module_num=1, and its InfoPro+HPFF at K) run in the rounds with ours, where it has the
-network and K; their ratios are to our BP, in extra_info["official_code"].
+network and K; with --hpff-official-infopro DIR the official InfoPro code's InfoPro step at K (our
+"infopro" case's recipe) does too; their ratios are to our BP, in extra_info["official_code"].
 No assertion on times here: a benchmark reports, it does not judge.
 """
 
@@ -45,7 +46,7 @@ import torch
 
 from hpff_bench.config import RunConfig
 from hpff_bench.flops import ScopedFlopCounter
-from hpff_bench.official_code import MODULE_ENDS
+from hpff_bench.official_code_run import HPFF_CODE, INFOPRO_CODE, OfficialCode
 from hpff_bench.scope import ScopeTimer
 from hpff_bench.speed_cases import OFFICIAL_CODE_CASES, speed_config, speed_configs
 
@@ -58,22 +59,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def official_code_configs(network: str, k: int, batch_size: int, device: str) -> dict[str, RunConfig]:
-    """The official code's own steps worth timing at this size: its E2E path and its InfoPro+HPFF
-    (our "infopro+hpff official" case's recipe), where it has the network and K."""
-    if k not in MODULE_ENDS.get(network, {}):
-        return {}
+def official_code_configs(network: str, k: int, batch_size: int, device: str, hpff_dir: str | None,
+                          infopro_dir: str | None) -> dict[str, tuple[OfficialCode, str, RunConfig]]:
+    """The official code's own steps worth timing at this size, {name: (code, its directory, the
+    recipe)}: HPFF's E2E path and InfoPro+HPFF (our "infopro+hpff official" case's recipe), and
+    InfoPro's InfoPro (our "infopro" case's), where that code has the network and K."""
     base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
-    hpff = speed_config("infopro+hpff official", base)
-    # the official model with local_module_num=1 is its E2E path: BP's step
-    return {name: hpff.replace(k=1) if ours == "bp" else hpff for name, ours in OFFICIAL_CODE_CASES.items()}
+    steps = {}
+    if hpff_dir is not None and k in HPFF_CODE.module_counts.get(network, ()):
+        hpff = speed_config("infopro+hpff official", base)
+        # the official model with local_module_num=1 is its E2E path: BP's step
+        steps.update({name: (HPFF_CODE, hpff_dir, hpff.replace(k=1) if OFFICIAL_CODE_CASES[name] == "bp" else hpff)
+                      for name in ("official code bp", "official code infopro+hpff")})
+    if infopro_dir is not None and k in INFOPRO_CODE.module_counts.get(network, ()):
+        steps["official infopro code infopro"] = (INFOPRO_CODE, infopro_dir, speed_config("infopro", base))
+    return steps
 
 
 def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, rounds: int,
-                         warmup_rounds: int = 0, official: tuple[str, dict[str, RunConfig]] | None = None) -> dict:
+                         warmup_rounds: int = 0,
+                         official: dict[str, tuple[OfficialCode, str, RunConfig]] | None = None) -> dict:
     """{name: {"step_seconds": [...], "flops": {...}}}: a warm-up step each (FLOPs counted
     there), `warmup_rounds` untimed rounds, then `rounds` timed ones, each in its own shuffled
-    order. `official`: (the official code's directory, {name: config}) to run with ours."""
+    order. `official`: the official code's steps to run with ours (official_code_configs)."""
     from hpff_bench.methods import build_method, synthetic_batch
     from hpff_bench.official_code_run import OfficialCodeStep
 
@@ -82,11 +90,9 @@ def measure_side_by_side(configs: dict[str, RunConfig], device: torch.device, ro
     # parameter tensor, and the local methods have 3-6x BP's (their aux nets)
     steppers = {name: build_method(cfg, device=device, foreach=True) for name, cfg in configs.items()}
     all_configs = dict(configs)
-    if official is not None:
-        path, official_configs = official
-        steppers.update({name: OfficialCodeStep(path, cfg, device, foreach=True)
-                         for name, cfg in official_configs.items()})
-        all_configs.update(official_configs)
+    for name, (code, path, cfg) in (official or {}).items():
+        steppers[name] = OfficialCodeStep(path, cfg, device, foreach=True, code=code)
+        all_configs[name] = cfg
     built = {}
     out = {}
     for name, m in steppers.items():
@@ -158,19 +164,19 @@ def _rate(gflops_per_second: float | None) -> str:
     return f"{gflops_per_second:5.0f}" if gflops_per_second is not None else f"{'-':>5}"
 
 
-def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpff_rounds, request):
+def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpff_official_infopro, hpff_rounds,
+                                 request):
     disabled = request.config.getoption("benchmark_disable", False)
     size = SMOKE if disabled else FULL
     if hpff_rounds is not None and not disabled:
         size = {**size, "rounds": hpff_rounds}
     configs = speed_configs(size["network"], size["k"], size["batch_size"], hpff_device.type, size.get("split"))
-    official = None
-    if hpff_official_code is not None:
-        official_configs = official_code_configs(size["network"], size["k"], size["batch_size"], hpff_device.type)
-        if official_configs:
-            official = (hpff_official_code, official_configs)
-        else:
-            print(f"\n--hpff-official-code: the official code has no {size['network']} K={size['k']}; not timed")
+    official = official_code_configs(size["network"], size["k"], size["batch_size"], hpff_device.type,
+                                     hpff_official_code, hpff_official_infopro)
+    for flag, given, code in (("--hpff-official-code", hpff_official_code, HPFF_CODE),
+                              ("--hpff-official-infopro", hpff_official_infopro, INFOPRO_CODE)):
+        if given is not None and not any(c is code for c, _, _ in official.values()):
+            print(f"\n{flag}: the official {code.name} code has no {size['network']} K={size['k']}; not timed")
     state = {}
 
     def run():
@@ -193,8 +199,12 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpf
         "retain_heap": bool(request.config.getoption("hpff_retain_heap")),
         "configurations": table,
     })
-    if official is not None:  # apart: `plan --timings` reads "configurations" as our cases
-        benchmark.extra_info["official_code"] = {"path": str(official[0]), "configurations": theirs}
+    if official:  # apart: `plan --timings` reads "configurations" as our cases
+        benchmark.extra_info["official_code"] = {
+            "path": hpff_official_code and str(hpff_official_code),  # HPFF's, as before InfoPro's was added
+            "infopro_path": hpff_official_infopro and str(hpff_official_infopro),
+            "configurations": theirs,
+        }
     lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'rounds':>11} {'paired':>6} {'FLOPs x BP':>10} {'eff':>5}"
              f" {'paired':>6}"
              f"  {'backbone s':>10} {'GF/s':>5} {'aux s':>6} {'GF/s':>5} {'other s':>7}"]

@@ -1,12 +1,15 @@
-"""Running the official HPFF code's own step from a checkout (hpff_bench/official_code_run.py).
+"""Running the official HPFF and InfoPro code's own step from a checkout
+(hpff_bench/official_code_run.py).
 
-The official code is not here (no download on CI), so a stand-in checkout is written with the
-same layout and the same calling conventions: a `network/` directory without `__init__.py`
-whose model file imports a sibling relatively, copies tensors with `.cuda()` in its
-constructor, and backpropagates inside its own forward."""
+The official code is not here (no download on CI), so stand-in checkouts are written with the
+same layout and the same calling conventions: a `network/` (HPFF) or `networks/` (InfoPro)
+directory without `__init__.py` whose model file imports a sibling relatively, copies tensors
+with `.cuda()` in its constructor, and backpropagates inside its own forward; HPFF's returns
+three values, InfoPro's two."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -18,6 +21,7 @@ import torch
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.errors import ConfigError
 from hpff_bench.official_code_run import (
+    INFOPRO_CODE,
     OfficialCodeStep,
     check_official_dir,
     load_official_model_module,
@@ -57,6 +61,16 @@ def checkout(root: Path) -> Path:
     return net.parent
 
 
+def infopro_checkout(root: Path) -> Path:
+    net = root / "Experiments on CIFAR-SVHN-STL10" / "networks"
+    net.mkdir(parents=True)
+    (net / "configs.py").write_text("SEEN = {}\n")
+    model = MODEL.replace("from .config import", "from .configs import").replace("return logits, logits, loss",
+                                                                                  "return logits, loss")
+    (net / "resnet.py").write_text(textwrap.dedent(model))
+    return net.parent
+
+
 def hpff_config(**kw) -> RunConfig:
     base = dict(network="resnet32", method="infopro", k=16, hilo=True, pff_grid=2, split="hpff", aux="2c2f",
                 variant="official", hilo_exec="official", batch_size=4, lambdas=HPFF_INFOPRO_LAMBDAS)
@@ -86,6 +100,41 @@ def test_the_step_builds_its_model_with_the_recipe_and_updates_its_weights(tmp_p
     assert not hasattr(torch.Tensor.cuda, "__wrapped__") and torch.Tensor.cuda.__qualname__ != "<lambda>"
 
 
+def test_the_infopro_code_steps_without_the_cascade_weights_and_returns_its_loss(tmp_path):
+    code = infopro_checkout(tmp_path)
+    config = RunConfig(network="resnet32", method="infopro", k=16, batch_size=4)
+    step = OfficialCodeStep(code, config, "cpu", code=INFOPRO_CODE)
+    seen = load_official_model_module(code, INFOPRO_CODE).SEEN
+    assert "wx" not in seen and "wy" not in seen  # InfoPro's constructor has no cascade
+    assert {k: seen[k] for k in ("local_module_num", "batch_size", "aux_net_config", "local_loss_mode")} == {
+        "local_module_num": 16, "batch_size": 4, "aux_net_config": "1c2f", "local_loss_mode": "cross_entropy"}
+    before = step.model.fc.weight.detach().clone()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    loss = step.train_step(x, y)  # the last of two values, a scalar
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert seen["lambdas"] == {"ixx_1": 5.0, "ixy_1": 0.05, "ixx_2": 0.2, "ixy_2": 0.5}  # our recipe, passed on
+    assert not torch.equal(before, step.model.fc.weight)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hilo": True, "split": "hpff"}, "runs InfoPro without HiLo or PFF, not infopro with hilo=True"),
+    ({"pff_grid": 2}, "runs InfoPro without HiLo or PFF, not infopro with hilo=False, pff_grid=2"),
+    ({"method": "dgl"}, "runs InfoPro without HiLo or PFF, not dgl"),
+    ({"k": 5}, "official InfoPro code has local_module_num 1, 2, 3, 4, 8, 16 for resnet32, not 5"),
+    ({"network": "resnet20", "split": "uniform"}, "official InfoPro code has resnet32, resnet110, not resnet20"),
+])
+def test_what_the_infopro_code_has_no_path_for_is_refused(tmp_path, change, message):
+    config = RunConfig(**{**dict(network="resnet32", method="infopro", k=16, batch_size=4), **change})
+    with pytest.raises(ConfigError, match=message):
+        OfficialCodeStep(infopro_checkout(tmp_path), config, "cpu", code=INFOPRO_CODE)
+
+
+def test_an_infopro_directory_without_its_model_file_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"has no networks/resnet.py; give the 'Experiments on CIFAR-SVHN-STL10' "
+                                          r"directory of a blackfeather-wang/InfoPro-Pytorch checkout"):
+        check_official_dir(checkout(tmp_path), INFOPRO_CODE)  # HPFF's directory is not InfoPro's
+
+
 def test_two_checkouts_load_side_by_side(tmp_path):
     a, b = checkout(tmp_path / "a"), checkout(tmp_path / "b")
     assert load_official_model_module(a) is not load_official_model_module(b)
@@ -104,6 +153,8 @@ def test_what_the_official_code_has_no_path_for_is_refused(tmp_path, change, mes
 @pytest.mark.parametrize("option, message", [
     (["--hpff-official-code", "{tmp}"], "--hpff-official-code: official code directory '{tmp}' has no "
                                         "network/resnetInfoPro_HPFF.py"),
+    (["--hpff-official-infopro", "{tmp}"], "--hpff-official-infopro: official code directory '{tmp}' has no "
+                                           "networks/resnet.py"),
     (["--hpff-threads", "0"], "--hpff-threads 0: must be a whole number >= 1"),
     (["--hpff-threads", "two"], "--hpff-threads two: must be a whole number >= 1"),
     (["--hpff-rounds", "0"], "--hpff-rounds 0: must be a whole number >= 1"),
@@ -121,3 +172,29 @@ def test_the_benchmark_options_refuse_bad_values_before_anything_runs(tmp_path, 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], r.stderr
     assert "passed" not in r.stdout and "skipped" not in r.stdout  # refused before anything ran
+
+
+def _speed_suite():
+    spec = importlib.util.spec_from_file_location("_method_speed_suite", REPO / "suites" / "test_method_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_speed_benchmark_steps_each_official_code_it_was_given_beside_ours(tmp_path):
+    suite = _speed_suite()
+    hpff, infopro = checkout(tmp_path / "h"), infopro_checkout(tmp_path / "i")
+    steps = suite.official_code_configs("resnet32", 16, 2, "cpu", str(hpff), str(infopro))
+    assert {name: (code.name, cfg.k, cfg.method, cfg.hilo) for name, (code, _, cfg) in steps.items()} == {
+        "official code bp": ("HPFF", 1, "infopro", True),  # its E2E path
+        "official code infopro+hpff": ("HPFF", 16, "infopro", True),
+        "official infopro code infopro": ("InfoPro", 16, "infopro", False)}
+    assert set(suite.official_code_configs("resnet32", 16, 2, "cpu", None, str(infopro))) == {"official infopro code infopro"}
+    assert suite.official_code_configs("resnet32", 5, 2, "cpu", str(hpff), str(infopro)) == {}  # neither has K=5
+    ours = {"bp": RunConfig(network="resnet32", k=16, batch_size=2, split="uniform")}
+    measured = suite.measure_side_by_side(ours, torch.device("cpu"), rounds=2, official=steps)
+    for name in [*ours, *steps]:
+        assert len(measured[name]["step_seconds"]) == 2 and measured[name]["flops"]["total"] > 0, name
+    # the stand-ins are one Linear(3072, 10) on an image that needs no gradient: a forward and a
+    # weight-gradient matmul, 2 x batch x 3072 x 10 FLOPs each
+    assert measured["official infopro code infopro"]["flops"]["total"] == 2 * (2 * 2 * 3072 * 10)

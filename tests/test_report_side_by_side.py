@@ -86,8 +86,8 @@ def test_the_figure_draws_the_measured_ratios(tmp_path):
     # the per-FLOP panel: a bar only where FLOPs were counted, at time ratio / FLOP ratio
     eff = sorted(round(p.get_width(), 6) for p in right.patches if isinstance(p, Rectangle) and p.get_width() > 0)
     assert eff == sorted(round(v, 6) for v in (1.0, 1.25 / 0.875, 0.95, 5.5 / 4.8))
-    assert [t.get_text() for t in left.get_yticklabels()][-2:] == ["official code: its E2E path",
-                                                                   "official code: infopro+hpff"]
+    assert [t.get_text() for t in left.get_yticklabels()][-2:] == ["HPFF's official code: its E2E path",
+                                                                   "HPFF's official code: infopro+hpff"]
     assert F.side_by_side(sb.iloc[0:0]) == T.NO_SIDE_BY_SIDE
 
 

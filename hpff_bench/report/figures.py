@@ -527,8 +527,9 @@ def _case_color(row) -> str:
 # the cases as their options read (hpff_bench/speed_cases.py)
 _CASE_NAMES = {"infopro+hpff reference": "infopro+hpff --hilo-exec reference",
                "infopro+hpff official": "infopro+hpff --variant official",
-               "official code bp": "official code: its E2E path",
-               "official code infopro+hpff": "official code: infopro+hpff"}
+               "official code bp": "HPFF's official code: its E2E path",
+               "official code infopro+hpff": "HPFF's official code: infopro+hpff",
+               "official infopro code infopro": "InfoPro's official code: infopro"}
 
 
 def side_by_side(sb: pd.DataFrame) -> Figure | str:
