@@ -1,5 +1,6 @@
 """The official CIFAR code's own training step, run from a user's checkout of it: HPFF's
-(Zeudfish/HPFF) and InfoPro's (blackfeather-wang/InfoPro-Pytorch).
+(Zeudfish/HPFF) and InfoPro's (blackfeather-wang/InfoPro-Pytorch); and DGL's CIFAR aux net
+(eugenium/DGL), which has no ResNet step to run, for timing it beside our DGL head.
 
 Why: "at least as fast as the official code" is only a claim if the official code is timed
 beside ours in the same run. Nothing of it is copied into hpff-bench: its model file is imported
@@ -38,9 +39,9 @@ _LOCAL_LOSS = {"ce": "cross_entropy", "supcon": "contrast"}  # ours -> its --loc
 
 @dataclass(frozen=True)
 class OfficialCode:
-    """One paper's official CIFAR code: where its model lies in a checkout, the K it has a
-    module table for (K=1 is its end-to-end path), and whether its model is HPFF's (which also
-    takes the cascade weights wx, wy)."""
+    """One paper's official CIFAR code: where its model lies in a checkout (`directory`: which
+    directory of the checkout the user names), the K it has a module table for (K=1 is its
+    end-to-end path), and whether its model is HPFF's (which also takes the cascade weights wx, wy)."""
 
     name: str
     repository: str
@@ -51,26 +52,29 @@ class OfficialCode:
 
 
 HPFF_CODE = OfficialCode(
-    "HPFF", "Zeudfish/HPFF", "Exp on CIFAR_SVHN_STL", Path("network") / "resnetInfoPro_HPFF.py",
+    "HPFF", "Zeudfish/HPFF", "the 'Exp on CIFAR_SVHN_STL'", Path("network") / "resnetInfoPro_HPFF.py",
     {net: tuple(sorted(ends)) for net, ends in MODULE_ENDS.items()}, hpff=True)
 INFOPRO_CODE = OfficialCode(
-    "InfoPro", "blackfeather-wang/InfoPro-Pytorch", "Experiments on CIFAR-SVHN-STL10", Path("networks") / "resnet.py",
+    "InfoPro", "blackfeather-wang/InfoPro-Pytorch", "the 'Experiments on CIFAR-SVHN-STL10'", Path("networks") / "resnet.py",
     {net: tuple(sorted(INFOPRO_TABLE[net])) for net in ("resnet32", "resnet110")}, hpff=False)
+# its aux-net study's models: `auxillary_classifier2` is the CIFAR aux net (`mlp-sr`: n_lin=3,
+# mlp_layers=3) our DGL head follows; no ResNet step of it exists to time
+DGL_CODE = OfficialCode("DGL", "eugenium/DGL", "the top", Path("auxiliary_nets_study") / "models.py", {}, hpff=False)
 def check_official_dir(path: str | Path, code: OfficialCode = HPFF_CODE) -> Path:
     """The directory, or ConfigError naming what is missing."""
     p = Path(path)
     if not (p / code.model_file).is_file():
         raise ConfigError(
-            f"official code directory {str(path)!r} has no {code.model_file.as_posix()}; give the "
-            f"'{code.directory}' directory of a {code.repository} checkout"
+            f"official code directory {str(path)!r} has no {code.model_file.as_posix()}; give "
+            f"{code.directory} directory of a {code.repository} checkout"
         )
     return p
 
 
 def load_official_model_module(path: str | Path, code: OfficialCode = HPFF_CODE):
-    """The checkout's model file, imported as a package (it imports its module tables and aux
-    nets relatively) under a name made from its path, so no other module and no other checkout
-    can collide with it."""
+    """The checkout's model file, imported as a package (HPFF's and InfoPro's import their module
+    tables and aux nets relatively) under a name made from its path, so no other module and no
+    other checkout can collide with it."""
     root = check_official_dir(path, code).resolve() / code.model_file.parent
     package = "_hpff_official_" + hashlib.sha1(str(root).encode()).hexdigest()[:12]
     if package not in sys.modules:

@@ -16,6 +16,8 @@ Options (pytest suites/ --help, group "hpff-bench"):
   --hpff-official-infopro DIR  the official InfoPro CIFAR code's directory ('Experiments on
                              CIFAR-SVHN-STL10' of a blackfeather-wang/InfoPro-Pytorch checkout): its
                              InfoPro step is timed too
+  --hpff-official-dgl DIR    a eugenium/DGL checkout: test_aux_speed.py times its CIFAR aux net
+                             beside our DGL head
 
 Under --benchmark-disable (as `make test` runs it) only the cases marked `bench_smoke` run: one
 BP and one InfoPro+HPFF step, so the suite is exercised on every test run without slowing it.
@@ -76,6 +78,8 @@ def pytest_addoption(parser):
     g.addoption("--hpff-official-infopro", default=None, metavar="DIR",
                 help="a blackfeather-wang/InfoPro-Pytorch checkout's 'Experiments on CIFAR-SVHN-STL10' directory: "
                      "the method-speed benchmark then times the official InfoPro code's InfoPro step beside ours")
+    g.addoption("--hpff-official-dgl", default=None, metavar="DIR",
+                help="a eugenium/DGL checkout: suites/test_aux_speed.py times its CIFAR aux net beside our DGL head")
     g.addoption("--hpff-retain-heap", action="store_true",
                 help="glibc keeps freed memory for reuse (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD): "
                      "CPU steps then take no minor page faults for their activations")
@@ -117,9 +121,10 @@ def pytest_configure(config):
 
         torch.set_num_threads(threads)
     from hpff_bench.errors import ConfigError
-    from hpff_bench.official_code_run import HPFF_CODE, INFOPRO_CODE, check_official_dir
+    from hpff_bench.official_code_run import DGL_CODE, HPFF_CODE, INFOPRO_CODE, check_official_dir
 
-    for flag, code in (("--hpff-official-code", HPFF_CODE), ("--hpff-official-infopro", INFOPRO_CODE)):
+    for flag, code in (("--hpff-official-code", HPFF_CODE), ("--hpff-official-infopro", INFOPRO_CODE),
+                       ("--hpff-official-dgl", DGL_CODE)):
         directory = config.getoption(flag.lstrip("-").replace("-", "_"), None)
         if directory is not None:
             try:
@@ -203,6 +208,12 @@ def hpff_official_code(request):
 def hpff_official_infopro(request):
     """--hpff-official-infopro's directory (checked at start-up), or None."""
     return request.config.getoption("hpff_official_infopro")
+
+
+@pytest.fixture(scope="session")
+def hpff_official_dgl(request):
+    """--hpff-official-dgl's directory (checked at start-up), or None."""
+    return request.config.getoption("hpff_official_dgl")
 
 
 @pytest.fixture(scope="session")

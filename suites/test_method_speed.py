@@ -205,12 +205,12 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpf
             "infopro_path": hpff_official_infopro and str(hpff_official_infopro),
             "configurations": theirs,
         }
-    lines = [f"{'configuration':26} {'step s':>8} {'x BP':>6} {'rounds':>11} {'paired':>6} {'FLOPs x BP':>10} {'eff':>5}"
+    lines = [f"{'configuration':29} {'step s':>8} {'x BP':>6} {'rounds':>11} {'paired':>6} {'FLOPs x BP':>10} {'eff':>5}"
              f" {'paired':>6}"
              f"  {'backbone s':>10} {'GF/s':>5} {'aux s':>6} {'GF/s':>5} {'other s':>7}"]
     for name, row in {**table, **theirs}.items():
         low, high = row["step_vs_bp_per_round"]
-        line = (f"{name:26} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} {low:5.2f}-{high:<5.2f} "
+        line = (f"{name:29} {row['step_seconds']:8.3f} {row['step_vs_bp']:6.2f} {low:5.2f}-{high:<5.2f} "
                 f"{row['step_vs_bp_paired']:6.2f} {row['flops_vs_bp']:10.2f} {row['flop_efficiency_vs_bp']:5.2f}"
                 f" {row['flop_efficiency_paired']:6.2f}")
         if row["seconds_by_scope"]:

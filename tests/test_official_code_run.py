@@ -21,6 +21,7 @@ import torch
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.errors import ConfigError
 from hpff_bench.official_code_run import (
+    DGL_CODE,
     INFOPRO_CODE,
     OfficialCodeStep,
     check_official_dir,
@@ -155,6 +156,8 @@ def test_what_the_official_code_has_no_path_for_is_refused(tmp_path, change, mes
                                         "network/resnetInfoPro_HPFF.py"),
     (["--hpff-official-infopro", "{tmp}"], "--hpff-official-infopro: official code directory '{tmp}' has no "
                                            "networks/resnet.py"),
+    (["--hpff-official-dgl", "{tmp}"], "--hpff-official-dgl: official code directory '{tmp}' has no "
+                                       "auxiliary_nets_study/models.py"),
     (["--hpff-threads", "0"], "--hpff-threads 0: must be a whole number >= 1"),
     (["--hpff-threads", "two"], "--hpff-threads two: must be a whole number >= 1"),
     (["--hpff-rounds", "0"], "--hpff-rounds 0: must be a whole number >= 1"),
@@ -174,15 +177,16 @@ def test_the_benchmark_options_refuse_bad_values_before_anything_runs(tmp_path, 
     assert "passed" not in r.stdout and "skipped" not in r.stdout  # refused before anything ran
 
 
-def _speed_suite():
-    spec = importlib.util.spec_from_file_location("_method_speed_suite", REPO / "suites" / "test_method_speed.py")
+def _suite(name: str):
+    """A suites/ benchmark module, imported from its file (suites/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_suite_{name}", REPO / "suites" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_the_speed_benchmark_steps_each_official_code_it_was_given_beside_ours(tmp_path):
-    suite = _speed_suite()
+    suite = _suite("test_method_speed")
     hpff, infopro = checkout(tmp_path / "h"), infopro_checkout(tmp_path / "i")
     steps = suite.official_code_configs("resnet32", 16, 2, "cpu", str(hpff), str(infopro))
     assert {name: (code.name, cfg.k, cfg.method, cfg.hilo) for name, (code, _, cfg) in steps.items()} == {
@@ -198,3 +202,52 @@ def test_the_speed_benchmark_steps_each_official_code_it_was_given_beside_ours(t
     # the stand-ins are one Linear(3072, 10) on an image that needs no gradient: a forward and a
     # weight-gradient matmul, 2 x batch x 3072 x 10 FLOPs each
     assert measured["official infopro code infopro"]["flops"]["total"] == 2 * (2 * 2 * 3072 * 10)
+
+
+DGL_MODELS = '''
+import math
+import torch.nn as nn
+import torch.nn.functional as F
+
+class auxillary_classifier2(nn.Module):
+    def __init__(self, input_features=256, in_size=32, cnn=False, num_classes=10, n_lin=0, mlp_layers=0):
+        super().__init__()
+        self.seen = dict(input_features=input_features, in_size=in_size, num_classes=num_classes,
+                         n_lin=n_lin, mlp_layers=mlp_layers)
+        self.fc = nn.Linear(input_features * 4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(x, (2, 2)).flatten(1))
+'''
+
+
+def dgl_checkout(root: Path) -> Path:
+    study = root / "auxiliary_nets_study"
+    study.mkdir(parents=True)
+    (study / "models.py").write_text(textwrap.dedent(DGL_MODELS))
+    return root
+
+
+def test_the_dgl_aux_net_is_built_as_mlp_sr_and_timed_beside_our_head(tmp_path):
+    suite = _suite("test_aux_speed")
+    theirs = suite.official_dgl_head(str(dgl_checkout(tmp_path)), 32, 16)
+    assert theirs.seen == {"input_features": 32, "in_size": 16, "num_classes": 10, "n_lin": 3, "mlp_layers": 3}
+    from hpff_bench.aux.heads import DGLHead
+
+    heads = {"ours": DGLHead(32, 16, 10), "official": theirs}
+    x, y = torch.randn(4, 32, 16, 16), torch.tensor([0, 1, 2, 3])
+    measured = suite.time_heads(heads, x, y, rounds=3, warmup_rounds=1)
+    assert all(len(m["step_seconds"]) == 3 for m in measured.values())
+    # the stand-in: one Linear(128, 10) on pooled features that need the input's gradient:
+    # forward, input-gradient and weight-gradient matmuls, 2 x 4 x 128 x 10 FLOPs each
+    assert measured["official"]["flops"] == 3 * (2 * 4 * 128 * 10)
+    assert measured["official"]["params"] == 128 * 10 + 10
+    row = suite.compare(measured)
+    assert row["ours_vs_official"] == pytest.approx(row["ours_ms"] / row["official_ms"])
+    assert row["params_ours"] == sum(p.numel() for p in heads["ours"].parameters())
+
+
+def test_a_dgl_checkout_without_its_aux_net_study_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"has no auxiliary_nets_study/models.py; give the top directory of a "
+                                          r"eugenium/DGL checkout"):
+        check_official_dir(tmp_path, DGL_CODE)
