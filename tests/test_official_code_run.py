@@ -251,3 +251,13 @@ def test_a_dgl_checkout_without_its_aux_net_study_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match=r"has no auxiliary_nets_study/models.py; give the top directory of a "
                                           r"eugenium/DGL checkout"):
         check_official_dir(tmp_path, DGL_CODE)
+
+
+def test_the_paired_ratio_comes_with_a_bootstrap_interval_of_its_median():
+    median_ci = _suite("test_method_speed").median_ci
+    assert median_ci([1.2] * 15) == [1.2, 1.2]  # no spread, no interval
+    rounds = [1.10, 1.12, 1.13, 1.15, 1.16, 1.17, 1.18, 1.20, 1.21, 1.22, 1.25, 1.30, 1.35, 1.40, 2.50]
+    low, high = median_ci(rounds)
+    assert 1.10 <= low < 1.20 < high <= 1.35  # around the median, 1.20; the one slow round barely moves it
+    assert median_ci(rounds) == [low, high]  # seeded
+    assert median_ci(rounds, level=0.5)[0] >= low and median_ci(rounds, level=0.5)[1] <= high
