@@ -35,7 +35,7 @@ from hpff_bench.memory import cuda_probe
 from hpff_bench.memory.affine import AffineLog, NotAffine
 from hpff_bench.memory.bound import lower_bound, method_groups
 from hpff_bench.memory.nvml import DEFAULT_INTERVAL_S, NvmlSampler
-from hpff_bench.memory.predict import device_used_bytes, predict
+from hpff_bench.memory.predict import alloc_retries_within, device_used_bytes, predict
 from hpff_bench.memory.trace import trace_training
 from hpff_bench.memory.tracker import LiveTensorTracker, cuda_block_size
 
@@ -242,6 +242,7 @@ def estimate_batches(
     on_note: Callable[[str], None] | None = None,
     max_probes: int = 16,
     affine: bool = True,
+    release_cache: bool = False,
     **predict_options,
 ) -> dict:
     """Estimates at each batch size; with a budget, also the largest batch whose predicted
@@ -254,7 +255,11 @@ def estimate_batches(
     that cannot run) it falls back to the search on real predictions (_largest_fit), and says
     why in `fallback_reason`. The answer always comes from real predictions.
     on_probe(batch, device_used_bytes, fits) is called once per real prediction of the search;
-    on_note(text) with one line about the model (its search, or why it is not used)."""
+    on_note(text) with one line about the model (its search, or why it is not used).
+    release_cache=True: also the largest batch that runs when the allocator releases its cached
+    segments on an out-of-memory and retries, as PyTorch's does (`budget["with_cache_release"]`,
+    _largest_with_release): the device use above counts every segment a GPU with room to spare
+    would keep, which a full one gives back instead."""
     results: dict[int, dict] = {}
     logs: dict[int, list | None] = {}
 
@@ -276,10 +281,10 @@ def estimate_batches(
 
     probed: dict[int, float] = {}
 
-    def used(b: int) -> float:
+    def used(b: int, announce: bool = True) -> float:
         """Predicted device use (a real prediction, once per batch); inf where the step cannot
         run at this batch size (e.g. BatchNorm1d in an aux net needs 2 samples): such a batch
-        never fits."""
+        never fits. announce: tell on_probe (the cache-release search says its own)."""
         if b not in probed:
             try:
                 probed[b] = at(b)["predicted"]["device_used_bytes"]
@@ -287,7 +292,7 @@ def estimate_batches(
                 unusable[b] = f"{type(e).__name__}: {e}"
                 logs[b] = None
                 probed[b] = math.inf
-            if on_probe:
+            if on_probe and announce:
                 on_probe(b, probed[b], probed[b] <= budget_bytes)
         return probed[b]
 
@@ -320,7 +325,71 @@ def estimate_batches(
         "fallback_reason": None if fit else reason,
         "compares": "predicted device_used_bytes (reserved + CUDA context) <= budget",
     }
+    if release_cache:
+        retries = functools.partial(alloc_retries_within, budget_bytes=budget_bytes, **{
+            k: v for k, v in predict_options.items() if k in ("cuda_arch", "cuda_context_bytes", "cublas_workspaces")
+        })
+        out["budget"]["with_cache_release"] = _largest_with_release(used, logs, lo, fit, retries, on_note)
+        out["budget"]["predictions"] = len(results) + len(unusable)
     return out
+
+
+def _largest_with_release(used, logs: dict, start: int, fit: dict | None, retries, on_note=None,
+                          limit: int = 1 << 24) -> dict:
+    """The largest batch whose step runs when cached segments are released on an out-of-memory
+    (retries(events) -> retries in the measured step, None: out of memory), from `start`, a batch
+    that fits without a release (0: none does). On the affine model where the budget search had
+    one (model probes, then real predictions at the edge must be the model's logs and agree),
+    else, or where they do not, on real predictions alone."""
+    def runs_real(b: int) -> bool:
+        used(b, announce=False)  # a real prediction (fills logs[b]), or the batch cannot run at all
+        n = retries(logs[b]) if logs.get(b) is not None else None
+        if on_note:
+            on_note(f"batch {b:,}, cache released on out-of-memory: "
+                    + (f"runs ({n} allocation retries per step)" if n is not None else "runs out of memory"))
+        return n is not None
+
+    def edge(runs) -> tuple[int, int | None]:
+        lo, hi = start, max(2 * start, 1)
+        while runs(hi):
+            lo, hi = hi, 2 * hi
+            if hi > limit:
+                return lo, None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if runs(mid) else (lo, mid)
+        return lo, hi
+
+    search, why = "full", "the budget search had no affine model"
+    lo = hi = None
+    if fit is not None:
+        b1, b2 = fit["fit_batches"]
+        model = AffineLog.fit(b1, logs[b1], b2, logs[b2])
+        try:
+            lo, hi = edge(lambda b: retries(model.events(b)) is not None)
+            if on_note:
+                on_note(f"cache released on out-of-memory: the affine model puts the edge at {lo:,} / {hi:,}; "
+                        "checking with real predictions")
+            for b, runs in ((lo, True), (hi, False)):
+                if b and (runs_real(b) != runs or model.mismatch(b, logs[b])):
+                    raise NotAffine(f"the real prediction at batch {b} does not confirm the model's edge")
+            search, why = "affine", None
+        except NotAffine as e:
+            why = str(e)
+            if on_note:
+                on_note(f"cache released on out-of-memory: {why}; searching with real predictions")
+    if search == "full":
+        lo, hi = edge(runs_real)
+    return {
+        "largest_batch": lo or None,
+        "smallest_failing_batch": hi,
+        "alloc_retries_per_step": retries(logs[lo]) if lo else None,
+        "device_used_bytes_unreleased": used(lo) if lo else None,  # what a GPU with room keeps reserved
+        "search": search,
+        "fallback_reason": why,
+        "compares": "the step's allocations run in budget - CUDA context, releasing cached segments on "
+                    "out-of-memory and retrying (PyTorch's caching allocator)",
+    }
 
 
 def _affine_largest_fit(used, logs: dict, budget: int, known: list[int], model_used, on_note=None,

@@ -71,6 +71,7 @@ def test_budget_on_the_command_line(cli):
         (("--budget", "0GiB"), "--budget"),
         (("--cuda-arch", "pascal"), "--cuda-arch"),
         (("--k", "99"), "--k"),
+        (("--cache-release",), "--cache-release needs --budget"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, cli):

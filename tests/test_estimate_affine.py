@@ -8,7 +8,7 @@ import pytest
 from hpff_bench import profiling
 from hpff_bench.config import RunConfig
 from hpff_bench.memory.affine import AffineLog, NotAffine
-from hpff_bench.memory.predict import device_used_bytes, predict
+from hpff_bench.memory.predict import alloc_retries_within, device_used_bytes, predict
 from hpff_bench.memory.tracker import ALLOC, FREE, MARK
 
 MIB = 1 << 20
@@ -161,4 +161,42 @@ def test_budget_lines_on_the_command_line(cli):
     assert (
         "budget 200 MiB: largest batch that fits = 91 (device 190 MiB; batch 92 does not fit); 4 predictions "
         "(affine model of the event log fitted at batches 4 and 8, 9 model probes, matched by the real traces at 91, 92)"
+    ) in out.splitlines()
+
+
+def test_with_cache_release_the_largest_batch_that_runs_is_checked_by_real_traces():
+    """With --cache-release the search also finds the edge where the step still runs when the
+    allocator gives its wholly free cached segments back on an out-of-memory: on the affine
+    model, then real traces at the edge, replayed in the budget, must run and run out. InfoPro's
+    decoders leave segments of several sizes cached, so there the release runs larger batches."""
+    cfg = RunConfig(network="resnet20", method="infopro", k=4, batch_size=4, split="uniform")
+    budget = 200 * MIB
+    b = profiling.estimate_batches(cfg, [4], budget_bytes=budget, cuda_context_bytes=0, release_cache=True)["budget"]
+    r = b["with_cache_release"]
+    assert r["search"] == "affine" and r["fallback_reason"] is None
+    lo, hi = r["largest_batch"], r["smallest_failing_batch"]
+    assert hi == lo + 1 and lo > b["largest_batch"]  # 98 against 80 when this was written
+    retries = {n: alloc_retries_within(predict(cfg.replace(batch_size=n), keep_events=True, cuda_context_bytes=0)
+                                       ["events"], budget, cuda_context_bytes=0) for n in (lo, hi)}
+    assert retries[lo] == r["alloc_retries_per_step"] >= 1 and retries[hi] is None
+    assert r["device_used_bytes_unreleased"] > budget  # a GPU with room would keep more than the budget
+    full = profiling.estimate_batches(cfg, [4], budget_bytes=budget, cuda_context_bytes=0, release_cache=True,
+                                      affine=False)["budget"]["with_cache_release"]
+    assert (full["largest_batch"], full["smallest_failing_batch"], full["search"]) == (lo, hi, "full")
+
+
+def test_cache_release_lines_on_the_command_line(cli):
+    code, out, err = cli("estimate", "--network", "resnet20", "--method", "dgl", "--k", "2", "--batch-size", "4",
+                         "--budget", "200MiB", "--cuda-context-bytes", "0", "--cache-release")
+    assert code == 0, err
+    assert err.splitlines()[-3:] == [
+        "budget search: cache released on out-of-memory: the affine model puts the edge at 91 / 92; "
+        "checking with real predictions",
+        "budget search: batch 91, cache released on out-of-memory: runs (0 allocation retries per step)",
+        "budget search: batch 92, cache released on out-of-memory: runs out of memory",
+    ]
+    assert (
+        "budget 200 MiB, cache released on out-of-memory as PyTorch's allocator does: largest batch that runs = 91 "
+        "(0 allocation retries per step there, each a device sync; a GPU with room would keep 190 MiB); "
+        "batch 92 runs out of memory (affine model, confirmed by real predictions)"
     ) in out.splitlines()

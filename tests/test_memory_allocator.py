@@ -1,7 +1,10 @@
 """The CUDA caching-allocator model gives the allocator's numbers on hand-made sequences."""
 
+import pytest
+
 from hpff_bench.memory.allocator_model import (
     CachingAllocatorModel,
+    OutOfMemory,
     allocation_size,
     replay,
     round_size,
@@ -81,3 +84,34 @@ def test_replay_resets_peaks_at_the_mark():
     assert st.peak_reserved_bytes == 20 * MIB  # both 8 MiB requests fit one 20 MiB segment
     st = replay(events, persistent_bytes=[32 * MIB])  # e.g. a cuBLAS workspace held throughout
     assert st.peak_allocated_bytes == 44 * MIB and st.peak_reserved_bytes == 52 * MIB
+
+
+def test_with_a_capacity_the_wholly_free_cached_segments_are_released_and_the_malloc_retried():
+    # 12 MiB and 14 MiB requests each take a segment of their own size (>= 10 MiB: rounded to 2 MiB)
+    m = CachingAllocatorModel(capacity=30 * MIB)
+    a = m.malloc(12 * MIB)
+    m.free(a)  # cached: a wholly free 12 MiB segment
+    b = m.malloc(14 * MIB)  # does not fit the cached one: a new segment, 26 MiB reserved
+    m.free(b)
+    m.malloc(1 * MIB + 512)  # large pool: takes the 12 MiB segment (best fit), split off
+    assert m.reserved.current == 26 * MIB and m.alloc_retries == 0
+    m.malloc(16 * MIB)  # 26 + 16 > 30: the wholly free 14 MiB segment goes, the split 12 MiB stays
+    assert m.alloc_retries == 1
+    assert m.reserved.current == 12 * MIB + 16 * MIB and m.reserved.peak == 28 * MIB
+    assert m.stats().alloc_retries == 1 and m.stats().segments == 2
+    m.malloc(4 * MIB)  # fits what is left of the split 12 MiB segment: no new segment, no retry
+    assert m.alloc_retries == 1
+    # 12 MiB fits no cached block; 28 + 12 > 30, and nothing is wholly free to release
+    with pytest.raises(OutOfMemory, match="12,582,912 B needs a 12,582,912 B segment; 29,360,128 B of "
+                                          "31,457,280 B stay reserved after the release"):
+        m.malloc(12 * MIB)
+    assert m.alloc_retries == 2
+
+
+def test_replay_in_a_capacity_runs_or_runs_out_of_memory():
+    events = [(ALLOC, 1, 12 * MIB), (FREE, 1, 0), (MARK, 0, 0), (ALLOC, 2, 14 * MIB), (FREE, 2, 0)]
+    assert replay(events).peak_reserved_bytes == 26 * MIB  # unlimited: both segments kept
+    st = replay(events, capacity=20 * MIB)  # the 12 MiB segment released for the 14 MiB one
+    assert st.peak_reserved_bytes == 14 * MIB and st.reserved_bytes == 14 * MIB and st.alloc_retries == 1
+    with pytest.raises(OutOfMemory):
+        replay(events, capacity=13 * MIB)

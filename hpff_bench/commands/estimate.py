@@ -42,6 +42,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--budget", default=None, metavar="SIZE",
                    help="GPU memory budget, e.g. 24GiB or 80GB: also print the largest batch whose "
                    "predicted device use fits it")
+    g.add_argument("--cache-release", action="store_true",
+                   help="with --budget: also the largest batch that runs when the allocator releases its cached "
+                   "segments on an out-of-memory and retries, as PyTorch's does (a GPU with room keeps them)")
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     o.add_argument("--no-header", action="store_true", help="table rows only (to append rows of several runs)")
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
     if budget is not None and budget <= 0:
         raise ConfigError(f"--budget must be > 0, got {args.budget!r}")
+    if args.cache_release and budget is None:
+        raise ConfigError("--cache-release needs --budget (the device size it releases the cache at)")
     args.batch_size = sizes[0]
     cfg = config_from_args(args)  # validates everything before any model is built
     options = prediction_options(args)
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar("estimate") as progress:
         result = estimate_batches(
             cfg, sizes, budget_bytes=budget, progress=progress, on_probe=probe_line(budget),
-            on_note=note_line if budget is not None else None, **options,
+            on_note=note_line if budget is not None else None, release_cache=args.cache_release, **options,
         )
     wall = time.perf_counter() - t0
     split = split_of(cfg)
@@ -150,8 +155,22 @@ def format_budget(b: dict) -> str:
         why = f"the smallest batch that runs exceeds it; batch 1 cannot run: {one}" if one else "predicted device use at batch 1 exceeds it"
         return f"budget {budget}: no batch size fits ({why}); {searched}"
     note = "" if b["exact"] else " (search stopped before the exact edge)"
-    return (
+    line = (
         f"budget {budget}: largest batch that fits = {b['largest_batch']} "
         f"(device {b['device_used_bytes'] / MIB:,.0f} MiB; batch {b['smallest_failing_batch']} does not fit){note}; "
         f"{searched}"
+    )
+    return line + (f"\n{format_cache_release(budget, b['with_cache_release'])}" if b.get("with_cache_release") else "")
+
+
+def format_cache_release(budget: str, r: dict) -> str:
+    how = "affine model, confirmed by real predictions" if r["search"] == "affine" else "real predictions"
+    if r["largest_batch"] is None:
+        return f"budget {budget}, cache released on out-of-memory: no batch size runs ({how})"
+    above = (f"batch {r['smallest_failing_batch']:,} runs out of memory" if r["smallest_failing_batch"]
+             else "no larger batch was found to run out of memory")
+    return (
+        f"budget {budget}, cache released on out-of-memory as PyTorch's allocator does: largest batch that runs = "
+        f"{r['largest_batch']:,} ({r['alloc_retries_per_step']} allocation retries per step there, each a device "
+        f"sync; a GPU with room would keep {r['device_used_bytes_unreleased'] / MIB:,.0f} MiB); {above} ({how})"
     )

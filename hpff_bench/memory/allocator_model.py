@@ -22,10 +22,15 @@ wrapper that skips size 0):
 - `allocated_bytes` and `active_bytes` count the whole block handed out, `requested_bytes`
   the size asked for, `reserved_bytes` the segments;
 - a freed block merges with free neighbours of its segment; segments are never returned to
-  the driver (no empty_cache, no OOM retry in the model).
+  the driver (no empty_cache) unless a device capacity is given: then, when a new segment
+  would not fit it, every cached segment that is wholly free is released and the cudaMalloc
+  retried (`malloc`: alloc_block, then release_cached_blocks and alloc_block again, which
+  counts `num_alloc_retries`; release_available_cached_blocks does nothing with the default
+  max_split_size); if it still does not fit, the allocation runs out of memory (OutOfMemory).
 Not modelled (defaults that do not apply to a single-stream training step): several
 streams, max_split_size / roundup_power2_divisions / expandable_segments settings, CUDA
-graphs, the garbage-collection threshold, and releasing cached segments on OOM.
+graphs, the garbage-collection threshold, and a device whose free memory is fragmented
+below the capacity.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ def allocation_size(size: int) -> int:
     if size < MIN_LARGE_ALLOC:
         return LARGE_BUFFER
     return (size + ROUND_LARGE - 1) // ROUND_LARGE * ROUND_LARGE
+
+
+class OutOfMemory(Exception):
+    """A cudaMalloc that does not fit the capacity even after the cached segments were released."""
 
 
 class _Block:
@@ -94,6 +103,7 @@ class AllocatorStats:
     allocated_bytes: int
     reserved_bytes: int
     segments: int
+    alloc_retries: int = 0  # torch.cuda.memory_stats()['num_alloc_retries'], since the last reset
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -105,13 +115,18 @@ class AllocatorStats:
             "allocated_bytes": self.allocated_bytes,
             "reserved_bytes": self.reserved_bytes,
             "segments": self.segments,
+            "alloc_retries": self.alloc_retries,
         }
 
 
 class CachingAllocatorModel:
-    """One device, one stream. `malloc(n) -> handle`, `free(handle)`, peaks as the real one."""
+    """One device, one stream. `malloc(n) -> handle`, `free(handle)`, peaks as the real one.
+    capacity: the bytes cudaMalloc can hand out in all (None: unlimited, segments are kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
+        self.alloc_retries = 0
+        self._retries_at_reset = 0
         # free blocks per pool, sorted by (size, addr): best fit is a bisect
         self._free = {True: [], False: []}
         self._next_addr = 0
@@ -129,6 +144,7 @@ class CachingAllocatorModel:
         block = self._take_free(size, small)
         if block is None:
             seg = allocation_size(size)
+            self._make_room(seg, nbytes)
             block = _Block(self._next_addr, seg, small)
             self._next_addr += seg
             self.reserved.add(seg)
@@ -173,6 +189,25 @@ class CachingAllocatorModel:
     def reset_peak(self) -> None:
         for s in (self.allocated, self.reserved, self.requested):
             s.reset_peak()
+        self._retries_at_reset = self.alloc_retries
+
+    def _make_room(self, segment: int, nbytes: int) -> None:
+        """With a capacity: release the wholly free cached segments where a new one would not
+        fit (a retry), and run out of memory where it still does not."""
+        if self.capacity is None or self.reserved.current + segment <= self.capacity:
+            return
+        for small in (False, True):  # release_blocks(large_blocks), then small
+            pool = self._free[small]
+            whole = [entry for entry in pool if entry[2].prev is None and entry[2].next is None]
+            for entry in whole:
+                pool.remove(entry)
+                self.reserved.add(-entry[2].size)
+                self.segments -= 1
+        self.alloc_retries += 1
+        if self.reserved.current + segment > self.capacity:
+            raise OutOfMemory(
+                f"{nbytes:,} B needs a {segment:,} B segment; {self.reserved.current:,} B of "
+                f"{self.capacity:,} B stay reserved after the release")
 
     def stats(self) -> AllocatorStats:
         return AllocatorStats(
@@ -183,6 +218,7 @@ class CachingAllocatorModel:
             allocated_bytes=self.allocated.current,
             reserved_bytes=self.reserved.current,
             segments=self.segments,
+            alloc_retries=self.alloc_retries - self._retries_at_reset,
         )
 
     # ----- free lists -------------------------------------------------------------------
@@ -204,13 +240,14 @@ class CachingAllocatorModel:
         pool.pop(i)
 
 
-def replay(events, persistent_bytes: list[int] | tuple[int, ...] = ()) -> AllocatorStats:
+def replay(events, persistent_bytes: list[int] | tuple[int, ...] = (), capacity: int | None = None) -> AllocatorStats:
     """Replay a tracker event log; peaks count from its last MARK (the measurement start).
 
     persistent_bytes: allocations made before everything else that stay for the whole run
-    (e.g. cuBLAS workspaces, which live as long as their handle).
+    (e.g. cuBLAS workspaces, which live as long as their handle). capacity: the device bytes
+    segments may take (CachingAllocatorModel); OutOfMemory where the log does not run in it.
     """
-    model = CachingAllocatorModel()
+    model = CachingAllocatorModel(capacity)
     for n in persistent_bytes:
         model.malloc(n)
     live: dict[int, _Block | None] = {}

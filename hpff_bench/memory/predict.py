@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 
 from hpff_bench.errors import ConfigError
-from hpff_bench.memory.allocator_model import replay
+from hpff_bench.memory.allocator_model import OutOfMemory, replay
 from hpff_bench.memory.bound import lower_bound
 from hpff_bench.memory.trace import trace_training
 from hpff_bench.memory.tracker import cuda_block_size
@@ -174,6 +174,26 @@ def device_used_bytes(
     evaluates on the affine model's synthesised logs."""
     stats = allocator_stats(events, cuda_arch=cuda_arch, cublas_workspaces=cublas_workspaces)
     return _device_used(stats, _context_bytes(cuda_context_bytes))
+
+
+def alloc_retries_within(
+    events,
+    budget_bytes: int,
+    *,
+    cuda_arch: str = DEFAULT_CUDA_ARCH,
+    cuda_context_bytes: int | None = None,
+    cublas_workspaces: int = CUBLAS_WORKSPACES,
+) -> int | None:
+    """Whether an event log runs on a device of `budget_bytes` when the allocator, as PyTorch's,
+    releases its wholly free cached segments on an out-of-memory and retries: the retries in
+    the measured step (num_alloc_retries; each costs a device synchronisation), or None where
+    it runs out of memory all the same. The segments may take the budget less the CUDA context."""
+    capacity = budget_bytes - _context_bytes(cuda_context_bytes)
+    ws_each = CUBLAS_WORKSPACE_BYTES[cuda_arch]
+    try:
+        return replay(events, persistent_bytes=[ws_each] * cublas_workspaces, capacity=capacity).alloc_retries
+    except OutOfMemory:
+        return None
 
 
 def _context_bytes(given: int | None) -> int:
