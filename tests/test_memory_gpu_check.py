@@ -58,6 +58,17 @@ class FakeProbe:
     def set_cudnn_benchmark(self, on):
         self.benchmark = on
 
+    def limit_to(self, capacity_bytes):
+        self.limit = capacity_bytes
+
+    def alloc_retries(self):
+        return self.retries
+
+    def release(self):
+        self.released = getattr(self, "released", 0) + 1
+
+    retries = 0
+
     def first_matmul(self, n, kind):
         before = self._reading()
         self.alloc += WORKSPACE[kind]
@@ -127,9 +138,22 @@ def in_process_spawn(calls):
             return runner.run_benchmarks(out, timeout_s, run=fake_pytest)
         probe = FakeProbe()
         return child.run_part(part, out, probe=probe, nvml_read=fake_nvml(probe), profile=fake_profile(calls),
-                              hidden=lambda cfg, p: 64 * MIB, predict=fake_predict)
+                              hidden=lambda cfg, p: 64 * MIB, predict=fake_predict, edges=fake_edges,
+                              steps_at=fake_steps_at)
 
     return spawn
+
+
+def fake_edges(cfg, capacity, arch):
+    return {"fits": 80, "runs": 98, "fails": 99, "alloc_retries_per_step": 1}
+
+
+def fake_steps_at(cfg, probe, runs_up_to=98):
+    """A device whose allocator runs up to batch `runs_up_to`, with one retry above batch 80."""
+    assert probe.limit == plan.CACHE_RELEASE_CAPACITY  # limited before any step
+    if cfg.batch_size > runs_up_to:
+        return {"ran": False, "message": "CUDA out of memory. Tried to allocate 20.00 MiB"}
+    return {"ran": True, "alloc_retries": int(cfg.batch_size > 80), "peak_reserved_bytes": 190 * MIB}
 
 
 def fake_pytest(cmd, timeout_s, cases=plan.BENCHMARK_CASES):
@@ -287,7 +311,8 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert rc == 0
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
     assert doc["schema"] == report.SCHEMA and doc["status"] == "complete"
-    assert [p["kind"] for p in doc["parts"]] == ["overheads", "overheads", "config", "benchmarks", "config", "config"]
+    assert [p["kind"] for p in doc["parts"]] == ["overheads", "overheads", "config", "benchmarks", "config", "config",
+                                                 "cache_release"]
     assert all(p["status"] == "ok" for p in doc["parts"])
     for p in doc["parts"]:
         assert {"kind", "name", "status", "estimate_s", "seconds", "config", "flops", "ops"} <= set(p)
@@ -495,3 +520,27 @@ def test_hidden_allocation_is_allocated_minus_the_method_state(monkeypatch):
     batch = cuda_block_size(4 * 3 * 32 * 32 * 4) + cuda_block_size(4 * 8)  # float images, int64 labels
     expected = sum(cuda_block_size(t.untyped_storage().nbytes()) for t in state) + batch
     assert len(state) > 3 * 60 and hidden == 10 * MIB - expected
+
+
+def test_cache_release_part_steps_the_predicted_edges_in_a_limited_device(tmp_path):
+    release = next(p for p in plan.parts(cost=cheap_cost) if p.kind == "cache_release")
+    assert release.capacity_bytes == plan.CACHE_RELEASE_CAPACITY and plan.Part.from_dict(release.as_dict()) == release
+    probe = FakeProbe()
+    rec = child.run_part(release, tmp_path, probe=probe, edges=fake_edges, steps_at=fake_steps_at)
+    assert rec["status"] == "ok" and rec["agrees"] and probe.released == 3
+    assert {b: m["ran"] for b, m in rec["measured"].items()} == {"81": True, "98": True, "99": False}
+    assert rec["measured"]["81"]["alloc_retries"] == 1
+    # a device that runs out earlier than predicted: the record says so, and so does the report
+    rec = child.run_part(release, tmp_path, probe=FakeProbe(), edges=fake_edges,
+                         steps_at=lambda cfg, probe: fake_steps_at(cfg, probe, runs_up_to=90))
+    assert not rec["agrees"] and rec["measured"]["98"]["ran"] is False
+    md = report.markdown(report.document([{**release.as_dict(), **rec}], "complete", 100, 10))
+    assert "predicted 80 fits without a release, 98 runs (1 retries per step), 99 runs out of memory; DISAGREES" in md
+    assert "batch 98: out of memory (CUDA out of memory. Tried to allocate 20.00 MiB)" in md
+
+
+def test_release_edges_are_the_estimate_searchs():
+    cfg = RunConfig.from_dict({**plan.config_dict(*plan.CACHE_RELEASE_CONFIG), "device": "cpu"}).validate()
+    edges = child.release_edges(cfg, plan.CACHE_RELEASE_CAPACITY, "hopper")
+    assert edges["fits"] < edges["runs"] < edges["fails"] == edges["runs"] + 1  # 80, 98, 99 when written
+    assert edges["alloc_retries_per_step"] >= 1

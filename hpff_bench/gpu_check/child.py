@@ -51,8 +51,9 @@ def default_nvml_read():
         return None
 
 
-def run_part(part: Part, out: Path, *, probe=None, nvml_read="default", profile=None, hidden=None, predict=None) -> dict:
-    """Run `part` (kind "overheads" or "config") here and return its record."""
+def run_part(part: Part, out: Path, *, probe=None, nvml_read="default", profile=None, hidden=None, predict=None,
+             edges=None, steps_at=None) -> dict:
+    """Run `part` (kind "overheads", "config" or "cache_release") here and return its record."""
     if probe is None:
         from hpff_bench.memory.cuda_probe import CudaProbe
 
@@ -65,6 +66,8 @@ def run_part(part: Part, out: Path, *, probe=None, nvml_read="default", profile=
         record = {"overheads": o, "device_name": o["device_name"], **compare_overheads(o, cuda_arch(o["capability"]))}
     elif part.kind == "config":
         record = _run_config(part, out, probe, nvml_read, profile, hidden, predict)
+    elif part.kind == "cache_release":
+        record = _run_cache_release(part, probe, edges or release_edges, steps_at or steps_at_batch)
     else:
         raise ValueError(f"part kind {part.kind!r} does not run in a child process")
     record.update(status="ok", seconds=round(time.perf_counter() - t0, 2),
@@ -116,6 +119,62 @@ def _run_config(part, out, probe, nvml_read, profile, hidden, predict) -> dict:
         "predicted": predicted,
         "errors": compare(measured, predicted, context_after),
     }
+
+
+def _run_cache_release(part, probe, edges, steps_at) -> dict:
+    """`estimate --cache-release` against the device: predict the edges for a device of
+    part.capacity_bytes (no context: the allocator's own limit), limit the allocator to it, then
+    step the batch above the unreleased edge, the last batch predicted to run and the first
+    predicted to run out of memory."""
+    from hpff_bench.config import RunConfig
+
+    cfg = RunConfig.from_dict(part.config).validate()
+    probe.init_context()
+    arch = cuda_arch(probe.capability())
+    predicted = edges(cfg, part.capacity_bytes, arch)
+    probe.limit_to(part.capacity_bytes)
+    batches = sorted({b for b in (predicted["fits"] + 1, predicted["runs"], predicted["fails"]) if b})
+    measured = {}
+    for b in batches:
+        measured[str(b)] = steps_at(cfg.replace(batch_size=b), probe)
+        probe.release()
+    expect = {b: b <= predicted["runs"] for b in batches}
+    return {
+        "config": part.config, "capacity_bytes": part.capacity_bytes, "device_name": probe.name(), "cuda_arch": arch,
+        "predicted": predicted, "measured": measured,
+        "agrees": all(measured[str(b)]["ran"] == runs for b, runs in expect.items()),
+    }
+
+
+def release_edges(cfg, capacity_bytes: int, arch: str) -> dict:
+    """The budget search with the cache released (profiling.estimate_batches), for a device whose
+    allocator may reserve capacity_bytes: the largest batch that fits unreleased, the largest that
+    runs, the first that runs out of memory, and the retries per step predicted at the edge."""
+    from hpff_bench.profiling import estimate_batches
+
+    b = estimate_batches(cfg, [cfg.batch_size], budget_bytes=capacity_bytes, cuda_context_bytes=0,
+                         release_cache=True, cuda_arch=arch)["budget"]
+    r = b["with_cache_release"]
+    return {"fits": b["largest_batch"] or 0, "runs": r["largest_batch"] or 0, "fails": r["smallest_failing_batch"],
+            "alloc_retries_per_step": r["alloc_retries_per_step"]}
+
+
+def steps_at_batch(cfg, probe) -> dict:
+    """Warm-up steps, then one measured step: whether it ran, and the allocator's retries in it."""
+    import torch
+
+    from hpff_bench.methods import build_method, synthetic_batch
+
+    try:
+        method = build_method(cfg, device=probe.device)
+        x, y = synthetic_batch(cfg, probe.device)
+        for _ in range(cfg.warmup):
+            method.train_step(x, y)
+        before = probe.alloc_retries()
+        method.train_step(x, y)
+        return {"ran": True, "alloc_retries": probe.alloc_retries() - before, "peak_reserved_bytes": probe.reserved()}
+    except torch.cuda.OutOfMemoryError as e:
+        return {"ran": False, "message": str(e).splitlines()[0]}
 
 
 def hidden_allocated(cfg, probe) -> int:

@@ -58,13 +58,20 @@ CONFIGS: tuple[tuple[str, str, int, int, dict, dict], ...] = (
 )
 # --quick: the snapshot config, InfoPro+HPFF and DGL+HPFF at K=16
 QUICK = (0, 5, 7)
+# `estimate --cache-release` checked: a step small enough to run in seconds whose cached
+# segments differ in size (InfoPro's decoders), in a device made small by
+# torch.cuda.set_per_process_memory_fraction; predicted there (200 MiB, no context): 80 fits
+# without a release, 98 runs with one retry per step, 99 runs out of memory
+CACHE_RELEASE_CONFIG = ("resnet20", "infopro", 4, 4, {"split": "uniform"})
+CACHE_RELEASE_CAPACITY = 200 * 2**20
+CACHE_RELEASE_S = 20.0  # the prediction's budget search (~10 s on the 2-core VM) and three tiny steps
 
 
 @dataclass(frozen=True)
 class Part:
     """One unit of the check, run in its own process."""
 
-    kind: str  # "overheads" | "config" | "benchmarks"
+    kind: str  # "overheads" | "config" | "benchmarks" | "cache_release"
     name: str
     config: dict | None = None  # RunConfig fields (kind "config")
     cudnn_benchmark: bool = False
@@ -72,11 +79,13 @@ class Part:
     flops: float | None = None  # one training step (kind "config")
     ops: int | None = None  # aten ops dispatched in one training step (kind "config")
     estimate_s: float = 0.0
+    capacity_bytes: int | None = None  # the device size the cache-release part emulates
 
     def as_dict(self) -> dict:
         return {
             "kind": self.kind, "name": self.name, "config": self.config, "cudnn_benchmark": self.cudnn_benchmark,
             "snapshot": self.snapshot, "flops": self.flops, "ops": self.ops, "estimate_s": round(self.estimate_s, 1),
+            "capacity_bytes": self.capacity_bytes,
         }
 
     @classmethod
@@ -123,7 +132,13 @@ def parts(quick: bool = False, cost=None) -> list[Part]:
     out.append(cfg_parts[0])
     out.append(Part("benchmarks", "pytest suites/ --benchmark-only --hpff-device cuda (2 cases, method speed)",
                     estimate_s=BENCHMARKS_S))
-    return out + cfg_parts[1:]
+    # last: it runs where time is left, and never displaces a configuration
+    network, method, k, batch, extra = CACHE_RELEASE_CONFIG
+    release = config_dict(network, method, k, batch, extra)
+    last = Part("cache_release", f"cache released on out-of-memory: {config_name(release)} in "
+                                 f"{CACHE_RELEASE_CAPACITY // 2**20} MiB", release,
+                estimate_s=PROCESS_S + CACHE_RELEASE_S, capacity_bytes=CACHE_RELEASE_CAPACITY)
+    return out + cfg_parts[1:] + [last]
 
 
 def estimate_seconds(flops: float, ops: int, cudnn_benchmark: bool = False) -> float:

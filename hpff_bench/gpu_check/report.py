@@ -130,6 +130,20 @@ def markdown(doc: dict) -> str:
             lines.append(f"- {p['name']}: {p['status']}: {p.get('message', '')}")
             continue
         lines += _overheads_lines(p)
+    lines += ["", "## Cache released on out-of-memory (`estimate --cache-release`)", ""]
+    for p in parts:
+        if p["kind"] != "cache_release":
+            continue
+        if p["status"] != "ok":
+            lines.append(f"- {p['name']}: {p['status']}: {p.get('message', '')}")
+            continue
+        pr = p["predicted"]
+        lines.append(f"- {p['name']}: predicted {pr['fits']} fits without a release, {pr['runs']} runs "
+                     f"({pr['alloc_retries_per_step']} retries per step), {pr['fails']} runs out of memory; "
+                     f"{'agrees' if p['agrees'] else 'DISAGREES'}")
+        for b, m in p["measured"].items():
+            lines.append(f"  - batch {b}: " + (f"ran, {m['alloc_retries']} retries in the step" if m["ran"]
+                                                else f"out of memory ({m.get('message', '')})"))
     lines += ["", "## Benchmarks on CUDA", ""]
     for p in parts:
         if p["kind"] == "benchmarks":

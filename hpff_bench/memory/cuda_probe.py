@@ -129,6 +129,23 @@ class CudaProbe:
     def set_cudnn_benchmark(self, on: bool) -> None:
         torch.backends.cudnn.benchmark = bool(on)
 
+    def limit_to(self, capacity_bytes: int) -> None:
+        """Let the caching allocator reserve at most `capacity_bytes` (its cudaMalloc fails above,
+        so it releases its cache and retries as on a full device)."""
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(capacity_bytes / total, self.device)
+
+    def alloc_retries(self) -> int:
+        return int(torch.cuda.memory_stats(self.device).get("num_alloc_retries", 0))
+
+    def release(self) -> None:
+        """Give every cached segment back and forget the peaks (between two configurations)."""
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        reset_peaks(self.device)
+
     # ----- first calls that create workspaces ---------------------------------------------
     def first_matmul(self, n: int, kind: str) -> dict:
         """Allocated/reserved bytes around one matmul whose operands exist before and whose
