@@ -180,9 +180,16 @@ def test_with_cache_release_the_largest_batch_that_runs_is_checked_by_real_trace
                                        ["events"], budget, cuda_context_bytes=0) for n in (lo, hi)}
     assert retries[lo] == r["alloc_retries_per_step"] >= 1 and retries[hi] is None
     assert r["device_used_bytes_unreleased"] > budget  # a GPU with room would keep more than the budget
-    full = profiling.estimate_batches(cfg, [4], budget_bytes=budget, cuda_context_bytes=0, release_cache=True,
-                                      affine=False)["budget"]["with_cache_release"]
-    assert (full["largest_batch"], full["smallest_failing_batch"], full["search"]) == (lo, hi, "full")
+
+
+def test_cache_release_search_on_real_predictions_alone_finds_the_same_edge():
+    options = dict(budget_bytes=200 * MIB, cuda_context_bytes=0, release_cache=True)
+    fast = profiling.estimate_batches(SMALL, [4], **options)["budget"]["with_cache_release"]
+    full = profiling.estimate_batches(SMALL, [4], affine=False, **options)["budget"]["with_cache_release"]
+    assert (fast["search"], full["search"]) == ("affine", "full")
+    assert full["fallback_reason"] == "the budget search had no affine model"
+    keys = ("largest_batch", "smallest_failing_batch", "alloc_retries_per_step", "device_used_bytes_unreleased")
+    assert {k: full[k] for k in keys} == {k: fast[k] for k in keys}
 
 
 def test_cache_release_lines_on_the_command_line(cli):
