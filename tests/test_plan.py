@@ -179,3 +179,25 @@ def test_timings_rank_rows_where_they_match(cli):
     assert lines[5:] == [f"time x BP measured for 2 of 3 rows (6 measured configurations read from {RECORDS}, {SPEED}):",
                          f"  [1] NVIDIA H200: {RECORDS}"]
     assert err.count("note:") == 2
+
+
+def test_cache_release_adds_what_runs_only_with_the_cache_released(cli):
+    from hpff_bench.commands.plan import _with_cache_release
+    from hpff_bench.config import RunConfig
+
+    mib = 2**20
+    # InfoPro resnet20 K=4 (uniform) in 200 MiB besides the assumed 512 MiB context: batch 98 does not
+    # fit the reserved peak but runs with one release per step, 99 runs out of memory
+    cfg = RunConfig(network="resnet20", method="infopro", k=4, batch_size=98, split="uniform")
+    assert _with_cache_release(cfg, 98, 712 * mib, None) == {"runs_with_cache_release": True,
+                                                              "alloc_retries_per_step": 1}
+    assert _with_cache_release(cfg.replace(batch_size=99), 99, 712 * mib, None) == {
+        "runs_with_cache_release": False, "alloc_retries_per_step": None}
+    code, out, err = cli(*TINY, "--budget", "2GiB", "--methods", "bp", "--cache-release", "--max-batch")
+    assert code == 0, err
+    head, row = out.splitlines()[:2]
+    assert head.split()[-5:] == ["batch", "retries", "max", "batch,", "released"] and row.split()[-2] == "0"
+    assert "1 of 1 configurations fit 2,048 MiB" in out and "0 more run when the allocator releases its cache" in out
+    rec = _records(cli, *TINY, "--budget", "2GiB", "--methods", "bp", "--cache-release", "--max-batch")[0]
+    assert rec["fits"] and rec["runs_with_cache_release"] and rec["alloc_retries_per_step"] == 0
+    assert rec["largest_batch_with_cache_release"] >= rec["largest_batch"] >= 8

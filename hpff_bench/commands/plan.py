@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of the table")
     p.add_argument("--max-batch", action="store_true",
                    help="also the largest batch that fits, per configuration at its cuts (estimate --budget's search)")
+    p.add_argument("--cache-release", action="store_true",
+                   help="also list what runs only when the allocator releases its cached segments on an "
+                   "out-of-memory and retries, as PyTorch's does (estimate --cache-release); a 'retries' column")
     p.add_argument("--timings", nargs="+", default=[], metavar="PATH",
                    help="measured step times to rank by: suites/test_method_speed.py's --benchmark-json, or "
                    "result records with timing.step_seconds (JSONL from profile/sweep, profile --json, "
@@ -126,9 +129,11 @@ def run(args: argparse.Namespace) -> int:
         # the row's cuts stay fixed when --max-batch tries other batch sizes (a balanced split
         # would otherwise be searched again, for another configuration, at every batch tried)
         fixed = cfg.replace(split="auto", cuts=split.cuts_text) if cfg.split == "balanced" and split.cuts else cfg
-        res = estimate_batches(fixed, [batch], budget_bytes=budget if args.max_batch else None)
+        res = estimate_batches(fixed, [batch], budget_bytes=budget if args.max_batch else None,
+                               release_cache=args.cache_release and args.max_batch)
         r = res["estimates"][0]
         used = r["predicted"]["device_used_bytes"]
+        release = _with_cache_release(fixed, batch, budget, res["budget"]) if args.cache_release else None
         pub = match(cfg.network, cfg.dataset, cfg.method, split.modules, cfg.hilo, cfg.independent,
                     cfg.pff_grid, cfg.local_loss)
         measured = timings.lookup(step_key(cfg, split.cuts_text)) if timings else None
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             "headroom_bytes": budget - used, "flops_per_step": r["flops"]["total"],
             "published_test_error_pct": pub[0].test_error_pct if pub else None,
             "largest_batch": res["budget"]["largest_batch"] if res["budget"] else None,
+            **(release or {}),
             "time_vs_bp": measured.time_vs_bp if measured else None,
             "measured": measured.summary() if measured else None,
         })
@@ -147,15 +153,18 @@ def run(args: argparse.Namespace) -> int:
         bp_flops = estimate_config(_config(args.network, args.dataset, batch, "bp", 1, "auto", False))["flops"]["total"]
     for r in rows:
         r["flops_vs_bp"] = r["flops_per_step"] / bp_flops
-    fits = sorted((r for r in rows if r["fits"]), key=cost)
+    fits = sorted((r for r in rows if r["fits"] or r.get("runs_with_cache_release")), key=cost)
     if args.json:
         for r in fits:
             print(json.dumps(r))
         return 0
     refs = sources(fits)
-    print(format_table(fits, args.max_batch, refs if timings else None))
-    print(f"{len(fits)} of {len(rows)} configurations fit {budget / MIB:,.0f} MiB (predicted device use = "
-          "reserved + assumed CUDA context); " + (
+    print(format_table(fits, args.max_batch, refs if timings else None, args.cache_release))
+    n_fit = sum(r["fits"] for r in rows)
+    more = (f"; {len(fits) - n_fit} more run when the allocator releases its cache on out-of-memory (retries "
+            "per step in the 'retries' column)" if args.cache_release else "")
+    print(f"{n_fit} of {len(rows)} configurations fit {budget / MIB:,.0f} MiB (predicted device use = "
+          f"reserved + assumed CUDA context){more}; " + (
               "sorted by measured time x BP (median step time / BP's on the same machine) where measured, "
               "else by predicted FLOPs x BP." if timings else
               f"sorted by predicted FLOPs x BP (FLOPs per step / BP's at batch {batch}); no measured step "
@@ -167,6 +176,25 @@ def run(args: argparse.Namespace) -> int:
         for (device, file), i in refs.items():
             print(f"  [{i}] {device}: {file}")
     return 0
+
+
+def _with_cache_release(cfg, batch: int, budget: int, searched: dict | None) -> dict:
+    """Whether the row's step runs in `budget` when the allocator releases its cache on an
+    out-of-memory, and its retries per step there: from --max-batch's search where it ran (the
+    step runs up to its edge), else from one more trace at the batch."""
+    from hpff_bench.memory.predict import alloc_retries_within
+    from hpff_bench.profiling import estimate_config
+
+    if searched is not None:
+        r = searched["with_cache_release"]
+        runs = r["largest_batch"] is not None and batch <= r["largest_batch"]
+        retries = None
+        if runs:
+            retries = alloc_retries_within(estimate_config(cfg, keep_events=True)["events"], budget)
+        return {"runs_with_cache_release": runs, "alloc_retries_per_step": retries,
+                "largest_batch_with_cache_release": r["largest_batch"]}
+    retries = alloc_retries_within(estimate_config(cfg, keep_events=True)["events"], budget)
+    return {"runs_with_cache_release": retries is not None, "alloc_retries_per_step": retries}
 
 
 def cost(row: dict) -> tuple:
@@ -183,14 +211,19 @@ def sources(rows: list[dict]) -> dict[tuple[str, str], int]:
     return refs
 
 
-def format_table(rows: list[dict], max_batch: bool, refs: dict | None = None) -> str:
-    """The table; `refs` (from `sources`) adds the measured columns."""
+def format_table(rows: list[dict], max_batch: bool, refs: dict | None = None, cache_release: bool = False) -> str:
+    """The table; `refs` (from `sources`) adds the measured columns; `cache_release` the allocation
+    retries per step with the cache released on out-of-memory (0: it fits without)."""
     head = ["method", "hpff", "K", "split", "cuts", "GFLOP/step", "FLOPs x BP"]
     if refs is not None:
         head += ["time x BP", "on"]
     head += ["peak MiB", "device MiB", "headroom MiB", "pub. err %"]
     if max_batch:
         head.append("max batch")
+    if cache_release:
+        head.append("retries")
+        if max_batch:
+            head.append("max batch, released")
     lines = [head]
     for r in rows:
         cells = [r["method"], "yes" if r["hpff"] else "no", str(r["k"]), r["split"]["scheme"], r["split"]["cuts"] or "-",
@@ -203,6 +236,10 @@ def format_table(rows: list[dict], max_batch: bool, refs: dict | None = None) ->
                  "-" if r["published_test_error_pct"] is None else f"{r['published_test_error_pct']:.2f}"]
         if max_batch:
             cells.append(str(r["largest_batch"]))
+        if cache_release:
+            cells.append(str(r["alloc_retries_per_step"]))
+            if max_batch:
+                cells.append(str(r["largest_batch_with_cache_release"]))
         lines.append(cells)
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
