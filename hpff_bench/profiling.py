@@ -329,8 +329,11 @@ def estimate_batches(
         retries = functools.partial(alloc_retries_within, budget_bytes=budget_bytes, **{
             k: v for k, v in predict_options.items() if k in ("cuda_arch", "cuda_context_bytes", "cublas_workspaces")
         })
-        out["budget"]["with_cache_release"] = _largest_with_release(used, logs, lo, fit, retries, on_note)
+        release = out["budget"]["with_cache_release"] = _largest_with_release(used, logs, lo, fit, retries, on_note)
+        # the given batch sizes too (plan's rows): a replay of a log already traced
+        release["alloc_retries_at"] = {b: retries(logs[b]) if logs.get(b) is not None else None for b in batch_sizes}
         out["budget"]["predictions"] = len(results) + len(unusable)
+        out["budget"]["search_predictions"] = len(results) + len(unusable) - known_before
     return out
 
 
@@ -371,7 +374,7 @@ def _largest_with_release(used, logs: dict, start: int, fit: dict | None, retrie
                 on_note(f"cache released on out-of-memory: the affine model puts the edge at {lo:,} / {hi:,}; "
                         "checking with real predictions")
             for b, runs in ((lo, True), (hi, False)):
-                if b and (runs_real(b) != runs or model.mismatch(b, logs[b])):
+                if b and (runs_real(b) != runs or logs.get(b) is None or model.mismatch(b, logs[b])):
                     raise NotAffine(f"the real prediction at batch {b} does not confirm the model's edge")
             search, why = "affine", None
         except NotAffine as e:

@@ -207,3 +207,26 @@ def test_cache_release_lines_on_the_command_line(cli):
         "(0 allocation retries per step there, each a device sync; a GPU with room would keep 190 MiB); "
         "batch 92 runs out of memory (affine model, confirmed by real predictions)"
     ) in out.splitlines()
+
+
+def test_cache_release_edge_at_a_batch_that_cannot_run_falls_back_to_real_predictions(monkeypatch):
+    """Two maps of b MiB and b MiB + 2 MiB, one after the other: without a release both segments
+    stay (segments of whole 2 MiB: edge 66 in 200 MiB beside 64 MiB of cuBLAS workspaces), with it the first goes back
+    (edge 134). Where the model's first failing batch cannot run at all, the model's edge is not
+    confirmed and the search runs on real predictions."""
+    def log(b):
+        return [(MARK, 0, 0), (ALLOC, 1, b * MIB), (FREE, 1, 0), (ALLOC, 2, b * MIB + 2 * MIB), (FREE, 2, 0)]
+
+    def fake_estimate(cfg, keep_events=False, **options):
+        if cfg.batch_size == 135:
+            raise RuntimeError("this batch cannot run")
+        return _record(cfg.batch_size, log(cfg.batch_size), **options)
+
+    monkeypatch.setattr(profiling, "estimate_config", fake_estimate)
+    b = profiling.estimate_batches(RunConfig(), [64], budget_bytes=200 * MIB, cuda_context_bytes=0,
+                                   release_cache=True)["budget"]
+    assert (b["largest_batch"], b["search"]) == (66, "affine")
+    r = b["with_cache_release"]
+    assert (r["largest_batch"], r["smallest_failing_batch"], r["search"]) == (134, 135, "full")
+    assert r["fallback_reason"] == "the real prediction at batch 135 does not confirm the model's edge"
+    assert r["alloc_retries_per_step"] == 1 and r["alloc_retries_at"] == {64: 0}
