@@ -184,14 +184,19 @@ def test_timings_rank_rows_where_they_match(cli):
 def test_cache_release_adds_what_runs_only_with_the_cache_released(cli):
     from hpff_bench.commands.plan import _with_cache_release
     from hpff_bench.config import RunConfig
+    from hpff_bench.profiling import estimate_config
 
     mib = 2**20
     # InfoPro resnet20 K=4 (uniform) in 200 MiB besides the assumed 512 MiB context: batch 98 does not
     # fit the reserved peak but runs with one release per step, 99 runs out of memory
     cfg = RunConfig(network="resnet20", method="infopro", k=4, batch_size=98, split="uniform")
-    assert _with_cache_release(cfg, 98, 712 * mib, None) == {"runs_with_cache_release": True,
-                                                              "alloc_retries_per_step": 1}
-    assert _with_cache_release(cfg.replace(batch_size=99), 99, 712 * mib, None) == {
+
+    def events(b):
+        return estimate_config(cfg.replace(batch_size=b), keep_events=True)["events"]
+
+    assert _with_cache_release(events(98), 712 * mib, 98, None) == {"runs_with_cache_release": True,
+                                                                     "alloc_retries_per_step": 1}
+    assert _with_cache_release(events(99), 712 * mib, 99, None) == {
         "runs_with_cache_release": False, "alloc_retries_per_step": None}
     code, out, err = cli(*TINY, "--budget", "2GiB", "--methods", "bp", "--cache-release", "--max-batch")
     assert code == 0, err

@@ -129,11 +129,14 @@ def run(args: argparse.Namespace) -> int:
         # the row's cuts stay fixed when --max-batch tries other batch sizes (a balanced split
         # would otherwise be searched again, for another configuration, at every batch tried)
         fixed = cfg.replace(split="auto", cuts=split.cuts_text) if cfg.split == "balanced" and split.cuts else cfg
-        res = estimate_batches(fixed, [batch], budget_bytes=budget if args.max_batch else None,
-                               release_cache=args.cache_release and args.max_batch)
-        r = res["estimates"][0]
+        if args.max_batch:
+            res = estimate_batches(fixed, [batch], budget_bytes=budget, release_cache=args.cache_release)
+            r, searched = res["estimates"][0], res["budget"]
+        else:
+            r, searched = estimate_config(fixed, keep_events=args.cache_release), None
+        events = r.pop("events", None)
         used = r["predicted"]["device_used_bytes"]
-        release = _with_cache_release(fixed, batch, budget, res["budget"]) if args.cache_release else None
+        release = _with_cache_release(events, budget, batch, searched) if args.cache_release else None
         pub = match(cfg.network, cfg.dataset, cfg.method, split.modules, cfg.hilo, cfg.independent,
                     cfg.pff_grid, cfg.local_loss)
         measured = timings.lookup(step_key(cfg, split.cuts_text)) if timings else None
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             "device_used_bytes": used, "peak_allocated_bytes": r["predicted"]["peak_allocated_bytes"],
             "headroom_bytes": budget - used, "flops_per_step": r["flops"]["total"],
             "published_test_error_pct": pub[0].test_error_pct if pub else None,
-            "largest_batch": res["budget"]["largest_batch"] if res["budget"] else None,
+            "largest_batch": searched["largest_batch"] if searched else None,
             **(release or {}),
             "time_vs_bp": measured.time_vs_bp if measured else None,
             "measured": measured.summary() if measured else None,
@@ -178,22 +181,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_cache_release(cfg, batch: int, budget: int, searched: dict | None) -> dict:
+def _with_cache_release(events, budget: int, batch: int, searched: dict | None) -> dict:
     """Whether the row's step runs in `budget` when the allocator releases its cache on an
-    out-of-memory, and its retries per step there: from --max-batch's search where it ran (the
-    step runs up to its edge), else from one more trace at the batch."""
+    out-of-memory, and its retries per step there: the row's own trace replayed (`events`), or,
+    where --max-batch searched, what that search replayed at the batch, with its edge."""
     from hpff_bench.memory.predict import alloc_retries_within
-    from hpff_bench.profiling import estimate_config
 
     if searched is not None:
         r = searched["with_cache_release"]
-        runs = r["largest_batch"] is not None and batch <= r["largest_batch"]
-        retries = None
-        if runs:
-            retries = alloc_retries_within(estimate_config(cfg, keep_events=True)["events"], budget)
-        return {"runs_with_cache_release": runs, "alloc_retries_per_step": retries,
+        retries = r["alloc_retries_at"][batch]
+        return {"runs_with_cache_release": retries is not None, "alloc_retries_per_step": retries,
                 "largest_batch_with_cache_release": r["largest_batch"]}
-    retries = alloc_retries_within(estimate_config(cfg, keep_events=True)["events"], budget)
+    retries = alloc_retries_within(events, budget)
     return {"runs_with_cache_release": retries is not None, "alloc_retries_per_step": retries}
 
 
