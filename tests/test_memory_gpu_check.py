@@ -153,7 +153,7 @@ def fake_steps_at(cfg, probe, runs_up_to=98):
     assert probe.limit == plan.CACHE_RELEASE_CAPACITY  # limited before any step
     if cfg.batch_size > runs_up_to:
         return {"ran": False, "message": "CUDA out of memory. Tried to allocate 20.00 MiB"}
-    return {"ran": True, "alloc_retries": int(cfg.batch_size > 80), "peak_reserved_bytes": 190 * MIB}
+    return {"ran": True, "alloc_retries": int(cfg.batch_size > 80), "reserved_bytes": 190 * MIB}
 
 
 def fake_pytest(cmd, timeout_s, cases=plan.BENCHMARK_CASES):

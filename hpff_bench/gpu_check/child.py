@@ -172,7 +172,7 @@ def steps_at_batch(cfg, probe) -> dict:
             method.train_step(x, y)
         before = probe.alloc_retries()
         method.train_step(x, y)
-        return {"ran": True, "alloc_retries": probe.alloc_retries() - before, "peak_reserved_bytes": probe.reserved()}
+        return {"ran": True, "alloc_retries": probe.alloc_retries() - before, "reserved_bytes": probe.reserved()}
     except torch.cuda.OutOfMemoryError as e:
         return {"ran": False, "message": str(e).splitlines()[0]}
 

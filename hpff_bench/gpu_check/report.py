@@ -123,32 +123,34 @@ def markdown(doc: dict) -> str:
             f"| {p['seconds']:.0f} ({p['estimate_s']:.0f}) |"
         )
     lines += ["", "## CUDA context and library workspaces", ""]
-    for p in parts:
-        if p["kind"] != "overheads":
-            continue
-        if p["status"] != "ok":
-            lines.append(f"- {p['name']}: {p['status']}: {p.get('message', '')}")
-            continue
-        lines += _overheads_lines(p)
+    lines += _section(parts, "overheads", _overheads_lines)
     lines += ["", "## Cache released on out-of-memory (`estimate --cache-release`)", ""]
-    for p in parts:
-        if p["kind"] != "cache_release":
-            continue
-        if p["status"] != "ok":
-            lines.append(f"- {p['name']}: {p['status']}: {p.get('message', '')}")
-            continue
-        pr = p["predicted"]
-        lines.append(f"- {p['name']}: predicted {pr['fits']} fits without a release, {pr['runs']} runs "
-                     f"({pr['alloc_retries_per_step']} retries per step), {pr['fails']} runs out of memory; "
-                     f"{'agrees' if p['agrees'] else 'DISAGREES'}")
-        for b, m in p["measured"].items():
-            lines.append(f"  - batch {b}: " + (f"ran, {m['alloc_retries']} retries in the step" if m["ran"]
-                                                else f"out of memory ({m.get('message', '')})"))
+    lines += _section(parts, "cache_release", _cache_release_lines)
     lines += ["", "## Benchmarks on CUDA", ""]
     for p in parts:
         if p["kind"] == "benchmarks":
             lines.append(f"- `{p.get('command', p['name'])}`: {p['status']}, {p.get('summary', p.get('message', ''))}")
     return "\n".join(lines) + "\n"
+
+
+def _section(parts: list[dict], kind: str, render) -> list[str]:
+    """The lines of every part of `kind`: render(part) where it ran, its status where not."""
+    lines = []
+    for p in parts:
+        if p["kind"] == kind:
+            lines += render(p) if p["status"] == "ok" else [f"- {p['name']}: {p['status']}: {p.get('message', '')}"]
+    return lines
+
+
+def _cache_release_lines(p: dict) -> list[str]:
+    pr = p["predicted"]
+    lines = [f"- {p['name']}: predicted {pr['fits']} fits without a release, {pr['runs']} runs "
+             f"({pr['alloc_retries_per_step']} retries per step), {pr['fails']} runs out of memory; "
+             f"{'agrees' if p['agrees'] else 'DISAGREES'}"]
+    for b, m in p["measured"].items():
+        lines.append(f"  - batch {b}: " + (f"ran, {m['alloc_retries']} retries in the step" if m["ran"]
+                                            else f"out of memory ({m.get('message', '')})"))
+    return lines
 
 
 def _overheads_lines(p: dict) -> list[str]:
