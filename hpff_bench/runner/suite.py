@@ -62,7 +62,11 @@ configuration goes through RunConfig.validate() before anything runs, and all fa
 reported together. `on_invalid = "exclude"` instead drops them and lists them in the plan's
 notes (for exploratory grids).
 
-Presets (`[preset.NAME]`): `description`; `kinds` (replaces); `grids` (run only these grids);
+A grid with `presets = ["NAME", ...]` runs only under those presets (not in the suite as
+written): a study with its own schedule, such as cifar10.toml's accuracy proxy.
+
+Presets (`[preset.NAME]`): `description`; `name` (results/<name>/ instead of the suite's);
+`kinds` (replaces); `grids` (run only these grids);
 `axes` (replaces the values of those axes in every grid that has them); `base` (merged);
 `exclude` / `set` (added to the top-level ones); `kind.<kind>` (merged into `[kind.<kind>]`).
 
@@ -368,20 +372,22 @@ class Suite:
         """The suite's data with `preset` applied."""
         data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.data.items()}
         data["suite"] = dict(data.get("suite", {}))
+        grids = self._grids_for(data, preset)
         if preset is None:
+            if "grid" in data:
+                data["grid"] = grids
             return data
         if preset not in self.presets:
             have = ", ".join(sorted(self.presets)) or "none"
             raise SuiteError(f"{self.path}: unknown preset {preset!r}; this suite has: {have}")
         p = self.presets[preset]
-        allowed = {"description", "kinds", "grids", "axes", "base", "exclude", "set", "kind", "jobs", "timeout_s"}
+        allowed = {"description", "name", "kinds", "grids", "axes", "base", "exclude", "set", "kind", "jobs", "timeout_s"}
         unknown = set(p) - allowed
         if unknown:
             raise SuiteError(f"{self.path}: [preset.{preset}]: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-        for key in ("kinds", "jobs", "timeout_s"):
+        for key in ("name", "kinds", "jobs", "timeout_s"):
             if key in p:
                 data["suite"][key] = p[key]
-        grids = self._grids(data)
         if "grids" in p:
             names = [g["name"] for g in grids]
             missing = sorted(set(p["grids"]) - set(names))
@@ -406,6 +412,34 @@ class Suite:
             kinds[k] = {**kinds.get(k, {}), **v}
         data["kind"] = kinds
         return data
+
+    def _results_name(self, meta: dict, where: str) -> str:
+        """results/<name>/: the suite's name, or a preset's own `name` (a separate study)."""
+        from hpff_bench.runner.store import safe_name
+
+        name = meta.get("name", self.name)
+        if not isinstance(name, str) or not name.strip():
+            raise SuiteError(f"{where}: name must be a non-empty string, got {name!r}")
+        return safe_name(name)
+
+    def _grids_for(self, data: dict, preset: str | None) -> list[dict]:
+        """The grids that run under `preset`: a grid with `presets = [...]` runs only under those
+        (a study such as the accuracy proxy, which is not part of the suite as written)."""
+        grids = []
+        for g in self._grids(data):
+            only = g.get("presets")
+            if only is None:
+                grids.append(g)
+                continue
+            names = _as_list(only)
+            bad = [n for n in names if not isinstance(n, str) or n not in self.presets]
+            if not names or bad:
+                have = ", ".join(sorted(self.presets)) or "none"
+                raise SuiteError(f"{self.path}: grid {g['name']!r}: presets = {only!r} must list presets of "
+                                 f"this suite ({have})")
+            if preset in names:
+                grids.append(g)
+        return grids
 
     @staticmethod
     def _grids(data: dict) -> list[dict]:
@@ -480,7 +514,7 @@ class Suite:
         invalid: list[str] = []
         for g in grids:
             gw = f"{where0}: grid {g['name']!r}"
-            unknown = set(g) - {"name", "axes", "base", "exclude", "set", "description"}
+            unknown = set(g) - {"name", "axes", "base", "exclude", "set", "description", "presets"}
             if unknown:
                 raise SuiteError(f"{gw}: unknown key(s) {sorted(unknown)}")
             gbase = {**base, **g.get("base", {})}
@@ -558,7 +592,7 @@ class Suite:
         runs_left = {t.run.name for t in tasks}
         runs = [r for r in runs if r.name in runs_left]
         sweep_options = {k: meta[k] for k in ("jobs", "timeout_s") if k in meta}
-        return Plan(self.name, preset, runs, tasks, notes, sweep_options)
+        return Plan(self._results_name(meta, where0), preset, runs, tasks, notes, sweep_options)
 
     def _check_field(self, where: str, key: str, value) -> None:
         if key not in CONFIG_FIELDS and key != "hpff":
