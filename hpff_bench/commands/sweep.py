@@ -66,6 +66,9 @@ def add_parser(subparsers) -> None:
                    help="print every task's state (queued, running, done, failed, ...) and exit")
     p.add_argument("--list", action="store_true", help="print the tasks and exit (nothing runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-cost-estimate", action="store_true",
+                   help="start training at once, without first timing a few steps of each training "
+                   "configuration to print what the training will cost")
     p.add_argument("--table-rows", type=int, default=60, metavar="N",
                    help="rows of the final results table (default %(default)s; 0 = none)")
     p.set_defaults(func=run)
@@ -113,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         slurm_options={k: getattr(args, k) for k in SLURM_OPTIONS},
         progress=not args.no_progress,
         exit_after_interrupt=True,  # after Ctrl-C, more Ctrl-C cannot cut the summary short
+        estimate_cost=not args.no_cost_estimate,
     )
     return _print_summary(args, res)
 

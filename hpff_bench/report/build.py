@@ -22,9 +22,12 @@ import pandas as pd
 
 from hpff_bench.report import figures as F
 from hpff_bench.report import tables as T
+from hpff_bench.report import orderings
 from hpff_bench.report.load import Loaded, read_results
+from hpff_bench.report.ordering_figure import accuracy_ordering
 from hpff_bench.report.render import CSS, slug, to_html, to_latex, to_markdown
 
+ACCURACY_ORDERING = "accuracy_ordering"
 # the page's content width (render.CSS max-width 1100px minus padding): a two-column figure
 # (1,400 px) is shown at this width, a one-column one (700 px) at its own
 PAGE_PX = 1068
@@ -68,6 +71,14 @@ SECTIONS = [
             "error bars = std over seeds, dashed = Pareto front. Hollow markers: memory predicted. "
             "A panel title says the batch of the memory where it is not the training batch.",
             [("figure", "accuracy_vs_memory"), ("table", "accuracy")]),
+    Section("Accuracy: the papers' orderings", "For studies with several seeds (such as the accuracy "
+            "proxy, docs/accuracy.md): left, each configuration's test error, mean ± std over seeds "
+            "with every seed as a dot, and the published error of the same configuration (the papers' "
+            "full schedule) at the right. Right: each ordering the papers report (BP lowest; HPFF below "
+            "its base; InfoPro ≤ DGL ≤ Greedy SL) as a difference in error points with a whisker of "
+            "± (std + std): where the whisker does not cross zero the seeds resolve it. A short "
+            "schedule can reproduce an ordering, not the papers' errors.",
+            [("figure", "accuracy_ordering"), ("table", "accuracy_orderings")]),
     Section("HPFF ablation", "The HPFF paper's switches: independent level (IL), cascade level (CL), "
             "patch feature fusion (PFF, n x n patches).", [("table", "hpff_ablation")]),
     Section("Predicted vs measured", "Fake-tensor prediction against the measured peak, where a run "
@@ -132,13 +143,14 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
 
     tables: dict[str, T.Table | str] = {}
     if df.empty:
-        for name in ("memory_vs_k", "breakdown", "accuracy", "hpff_ablation", "patch_grid",
+        for name in ("memory_vs_k", "breakdown", "accuracy", "accuracy_orderings", "hpff_ablation", "patch_grid",
                      "prediction_error", "speed", "published_comparison", "environment", "failed_runs"):
             tables[name] = "no records"
     else:
         tables["memory_vs_k"] = T.memory_table(cfg)
         tables["breakdown"] = T.breakdown_table(cfg)
         tables["accuracy"] = T.accuracy_table(cfg)
+        tables["accuracy_orderings"] = orderings.ordering_table(cfg)
         tables["hpff_ablation"] = T.ablation_table(cfg)
         tables["patch_grid"] = T.patch_grid_table(cfg)
         tables["prediction_error"] = T.parity_table(cfg)
@@ -155,6 +167,7 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         figs: dict[str, object] = dict.fromkeys(F.FIGURES, reason)
     else:
         figs = F.all_figures(cfg, T.pareto_mask(cfg))
+    figs[ACCURACY_ORDERING] = accuracy_ordering(cfg) if not cfg.empty else figs[F.FIGURES[0]]
     figs[F.SIDE_BY_SIDE] = F.side_by_side(loaded.side_by_side)
 
     report = Report(out, out / "index.html", out / "report.md", out / "manifest.json",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hpff_bench.config import DATASETS
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
 
@@ -347,6 +348,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     top1 = _num(col(df, "accuracy.top1"))
     d["test_error_pct"] = _first(_num(col(df, "accuracy.test_error_pct")), 100.0 * (1.0 - top1))
     d["epochs"] = _num(col(df, "accuracy.epochs"))
+    d["train_images"] = _num(col(df, "options.train_subset"))  # NaN: the whole training set
     for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device"):
         d[f"env.{f}"] = col(df, f"env.{f}")
     # the setting a memory number belongs to: same network, data shape and batch
@@ -387,7 +389,10 @@ def _setting(network, dataset, batch, image_size) -> str:
         parts.append(str(dataset))
     if batch == batch and batch is not None:
         parts.append(f"batch {int(batch)}")
-    if image_size == image_size and image_size is not None and dataset in ("folder", "fake", "?"):
+    # the image size where the dataset does not fix it, or where a run changed it (a 16 px proxy
+    # of CIFAR-10 is another setting than CIFAR-10 itself)
+    if image_size == image_size and image_size is not None and (
+            dataset in ("folder", "fake") or dataset not in DATASETS or int(image_size) != DATASETS[dataset][0]):
         parts.append(f"{int(image_size)} px")
     return " · ".join(parts)
 
@@ -400,7 +405,7 @@ DERIVED = [
     "predicted_device_bytes", "nvml_used_bytes",
     *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],
     "step_seconds", "step_q1", "step_q3", "timed_steps", "flops", "images_per_second",
-    "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs",
+    "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs", "train_images",
     *[f"env.{f}" for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device")],
     "setting", "config_key",
 ]

@@ -168,6 +168,7 @@ def run_sweep(
     progress: bool = True,
     log=print,
     exit_after_interrupt: bool = False,
+    estimate_cost: bool = True,
 ) -> SweepResult:
     """Run the suite (see the module docstring) through `launcher`; returns what happened.
     KeyboardInterrupt is handled: finished records stay, `interrupted` is set; further Ctrl-C
@@ -245,6 +246,9 @@ def run_sweep(
                                    options=t.result_options or None))
         claims.finish(t.key, "skipped")
 
+    if estimate_cost and launcher == "local" and any(t.kind == "train" for t in runnable):
+        _log_train_cost(runnable, runner.jobs, data_root, download, log)
+
     dispatch = Dispatch(
         suite=plan.suite, preset=preset, results_dir=results_dir, tasks=runnable,
         payload=lambda task: task_payload(task, plan.suite, preset, results_dir, data_root, download, resume),
@@ -256,6 +260,17 @@ def run_sweep(
     res.notes += outcome.notes
     res.seconds = time.monotonic() - t_start
     return res
+
+
+def _log_train_cost(tasks: list[Task], jobs: int, data_root, download, log) -> None:
+    """Print what the training tasks will cost (runner.train_cost), before any of them starts."""
+    from hpff_bench.runner.train_cost import estimate_train_cost
+
+    threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // jobs))
+    log(f"timing {len({t.config.replace(seed=0).config_id() for t in tasks if t.kind == 'train'})} "
+        "training configuration(s) to estimate the cost ...")
+    for line in estimate_train_cost(tasks, jobs, threads, data_root, download).lines():
+        log(line)
 
 
 def store_time() -> str:

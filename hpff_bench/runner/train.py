@@ -288,7 +288,7 @@ class _Loaders:
     source: str
 
 
-def _loaders(cfg: RunConfig, opts: TrainOptions, device, ctx=None) -> _Loaders:
+def build_loaders(cfg: RunConfig, opts: TrainOptions, device, ctx=None) -> _Loaders:
     import torch
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
@@ -398,7 +398,7 @@ def train(cfg: RunConfig, opts: TrainOptions | None = None, on_epoch=None, log=N
     ckpt = None
     if opts.resume and ckpt_path is not None and ckpt_path.exists():  # checked before data or model
         ckpt = load_checkpoint(ckpt_path, cfg.to_dict(), result_opts, device)
-    loaders = _loaders(cfg, opts, device, ctx)
+    loaders = build_loaders(cfg, opts, device, ctx)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
