@@ -415,7 +415,8 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert cfg_parts[0]["errors"]["device"] == pytest.approx(962 / 1000 - 1)  # this process's NVML peak
     # the profile ran without its own prediction; only the first config recorded a snapshot
     assert [c["with_prediction"] for c in calls] == [False] * 9
-    assert calls[0]["snapshot"] == str(tmp_path / "snapshot" / (child._slug(cfg_parts[0]["name"]) + ".pickle"))
+    # a name of letters, digits, '-' and '_' (a GPU session's file transfer keeps no other)
+    assert calls[0]["snapshot"] == str(tmp_path / "snapshot" / "resnet32_BP_K_1_b_256.pickle")
     assert all(c["snapshot"] is None for c in calls[1:])
     assert cfg_parts[0]["memory"]["snapshot"] == {
         "snapshot": {"path": calls[0]["snapshot"], "bytes": 1000},
