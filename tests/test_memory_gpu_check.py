@@ -574,7 +574,17 @@ def test_main_without_cuda_says_so(capsys, tmp_path):
 
 def test_plan_runs_without_a_gpu(capsys, tmp_path):
     assert cli.main(["--plan", "--quick", "--out", str(tmp_path)], cuda_available=False, cost=cheap_cost) == 0
-    assert "total (estimated, H200)" in capsys.readouterr().out and not list(tmp_path.iterdir())
+    out = capsys.readouterr().out
+    assert "total (estimated, H200)" in out and not list(tmp_path.iterdir())
+    assert f"of the {plan.DEFAULT_BUDGET_S:.0f} s budget" in out and "2 tries fit" in out
+    # --all: one try in one command's limit (600 s) unless --budget-s says otherwise
+    assert cli.main(["--plan", "--all", "--out", str(tmp_path)], cuda_available=False, cost=cheap_cost) == 0
+    out = capsys.readouterr().out
+    assert plan.ALL_BUDGET_S + plan.KILL_MARGIN_S == plan.COMMAND_LIMIT_S
+    assert f"of the {plan.ALL_BUDGET_S:.0f} s budget" in out and "1 try fit in 900 s" in out
+    assert cli.main(["--plan", "--all", "--budget-s", "2000", "--out", str(tmp_path)], cuda_available=False,
+                    cost=cheap_cost) == 0
+    assert "of the 2000 s budget" in capsys.readouterr().out
 
 
 # ----- the allocator probe's pieces that run without a GPU --------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from hpff_bench.errors import ConfigError
 from hpff_bench.gpu_check import __doc__ as DOC
 from hpff_bench.gpu_check.plan import (
+    ALL_BUDGET_S,
     DEFAULT_BUDGET_S,
     Budget,
     Part,
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m hpff_bench.gpu_check", description=DOC,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/gpu", help="output directory (default %(default)s)")
-    ap.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
-                    help="seconds for the whole check; parts that do not fit are skipped (default %(default)g)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds for the whole check; parts that do not fit are skipped (default "
+                         f"{DEFAULT_BUDGET_S:g}: two tries fit in a 15-minute GPU session; {ALL_BUDGET_S:g} with --all)")
     ap.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
                     help="seconds one part may run (default %(default)g)")
     ap.add_argument("--quick", action="store_true", help="the overheads and 3 configurations only")
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args) -> None:
     if args.quick and args.all:
         raise ConfigError("--quick and --all exclude each other: pick one plan")
+    if args.budget_s is None:
+        args.budget_s = ALL_BUDGET_S if args.all else DEFAULT_BUDGET_S
     for flag, value in (("--budget-s", args.budget_s), ("--timeout-s", args.timeout_s)):
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{flag} must be a finite number of seconds > 0, got {value:g}")

@@ -37,7 +37,8 @@ part are written next to its estimate, so the next GPU session can correct them.
 
 The session fit: a GPU session has DEVICE_SESSION_S of device time for every try together, and
 each try costs MACHINE_START_S (start, transfers, return) plus the run, which the outer
-`timeout` caps at the budget plus KILL_MARGIN_S. The default budget is what leaves two tries.
+`timeout` caps at the budget plus KILL_MARGIN_S. The default budget is what leaves two tries;
+--all's (ALL_BUDGET_S) is one command's limit, one try, and its last parts are skipped there.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ DEVICE_SESSION_S = 900.0  # a GPU session's device time, every try together
 MACHINE_START_S = 150.0  # per try: a machine's start, the transfers and its return ("a few minutes")
 KILL_MARGIN_S = 30.0  # python and torch start before the budget's clock, the last write, the exit
 DEFAULT_BUDGET_S = DEVICE_SESSION_S / 2 - MACHINE_START_S - KILL_MARGIN_S
+# --all's default: one try, in the device tool's limit on one command (600 s); on a GPU of your
+# own, give it a --budget-s that holds its estimate
+COMMAND_LIMIT_S = 600.0
+ALL_BUDGET_S = COMMAND_LIMIT_S - KILL_MARGIN_S
 TIERS = ("quick", "default", "all")
 
 
