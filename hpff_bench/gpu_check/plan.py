@@ -15,14 +15,15 @@ What runs (CONFIGS, by tier: --quick < the default < --all):
 - one small configuration with an allocator snapshot, and last, where time is left,
   `estimate --cache-release` against the device.
 
-Left to --all (they fit no 15-minute session with room for a rerun, and add nothing the
-default does not already measure of the prediction's assumed terms): the benchmarks part
-(pytest suites on CUDA, ~105 s: step times, not memory), ResNet-110 "K=55" with HPFF (the same
-executions as the decomposition at 3.6x the ops, ~165 s), `--hilo-exec reference` (a live-tensor
-difference the fake-tensor prediction already traces), DGL and DGL+HPFF at K=16, the K=2 and
-batch-256 rows and torchvision resnet34 at 224 px. Replaced: the old InfoPro+HPFF K=16 row (split
-auto, default loss settings) by the decomposition's batched row, its cudnn.benchmark twin by
-the Table-3 pair, and GC K=16 by the papers' GC K=4.
+Left to --all, for time: with them the run fits no 15-minute session with room for a rerun, and
+they widen coverage (more methods, K and networks) without measuring a term the issue's findings
+rest on that the default does not: the benchmarks part (pytest suites on CUDA, ~105 s: step
+times, not memory), ResNet-110 "K=55" with HPFF (the decomposition's executions again at 3.6x
+the ops, ~165 s), `--hilo-exec reference` (a live-tensor difference the fake-tensor prediction
+already traces), DGL and DGL+HPFF at K=16, the K=2 and batch-256 rows, and torchvision resnet34 at
+224 px (cuDNN at ImageNet shapes). Replaced: the old InfoPro+HPFF K=16 row (split auto, default
+loss settings) by the decomposition's batched row, its cudnn.benchmark twin by the Table-3 pair,
+and GC K=16 by the papers' GC K=4.
 
 Time estimates, from one training step traced on fake tensors (torch's per-op FLOP formulas,
 and the number of ops dispatched):
