@@ -198,8 +198,9 @@ def resolved(tier="default"):
 
 def test_pff_decomposition_differs_only_in_the_decoders_execution():
     """Four executions of InfoPro+HiLo's decoder at ResNet-32 "K=16" (15 modules), batch 1024:
-    the whole-map decoder, the official quadrant decoders, ours batched and streamed; nothing
-    else differs (same split, loss settings, λ, batch)."""
+    the whole-map decoder, the official execution (its quadrant decoders), ours batched and
+    streamed; no configuration field but the execution's differs (same split, loss settings, λ,
+    batch)."""
     from hpff_bench.networks.splits import split_of
 
     rows = [(c, e) for c, e in resolved() if e.group == "pff"]
@@ -449,7 +450,7 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert md.index(plan.GROUPS["pff"]) < md.index(plan.GROUPS["table3"]) < md.index("## Configurations")
     assert ("| whole-map decoder (HiLo, no PFF) | 400.0 / 404.0 (+1.0 %) | 500.0 / 450.0 (-10.0 %) "
             "| 1,000.0 / 962.0 (-3.8 %) |") in md
-    assert ("| official quadrant decoders | 600.0 / 606.0 (+1.0 %) | 704.0 / 640.0 (-9.1 %) "
+    assert ("| official execution (quadrant decoders) | 600.0 / 606.0 (+1.0 %) | 704.0 / 640.0 (-9.1 %) "
             "| 1,204.0 / 1,152.0 (-4.3 %) |") in md
     assert "Change from whole-map decoder (HiLo, no PFF), MiB, measured / predicted:" in md
     assert "| ours, batched patches | +0.0 / +0.0 | -30.0 / -10.0 | -30.0 / -10.0 |" in md

@@ -5,8 +5,9 @@ What runs (CONFIGS, by tier: --quick < the default < --all):
 - the overheads (CUDA context, cuBLAS and cuDNN workspaces; cudnn.benchmark off and on);
 - the PFF decomposition (group "pff"): InfoPro+HiLo at ResNet-32 "K=16" (HPFF's split, 15
   modules), batch 1024, HPFF's InfoPro settings, one decoder execution per row: the whole-map
-  decoder (HiLo without PFF), the official quadrant decoders (`--variant official`), and ours
-  with batched and with streamed patches. Whether PFF saves memory, and in which term
+  decoder (HiLo without PFF), the official code's execution with its quadrant decoders
+  (`--variant official`: its HiLo execution too, so that row is the paper's step as its code runs
+  it), and ours with batched and with streamed patches. Whether PFF saves memory, and in which term
   (allocated, reserved, device), is read off these four;
 - InfoPro Table 3's CIFAR-10 rows as suites/papers.toml runs them (group "table3"): E2E,
   gradient checkpointing (cut as InfoPro K=4, the row whose reserved prediction is furthest from
@@ -121,7 +122,7 @@ CONFIGS: tuple[Entry, ...] = (
     Entry({"network": "resnet32", "method": "bp", "k": 1, "batch_size": 256}, snapshot=True, tier="quick"),
     Entry(_case("infopro+hpff", pff_grid=1), group="pff",
           row="whole-map decoder (HiLo, no PFF)", tier="quick"),
-    Entry(_case("infopro+hpff official"), group="pff", row="official quadrant decoders"),
+    Entry(_case("infopro+hpff official"), group="pff", row="official execution (quadrant decoders)"),
     Entry(_case("infopro+hpff"), group="pff", row="ours, batched patches", tier="quick"),
     Entry(_case("infopro+hpff", pff_exec="streamed"), group="pff",
           row="ours, streamed patches"),
