@@ -471,7 +471,8 @@ def test_group_rows_that_did_not_run_and_a_device_only_nvml():
     def rec(row, status="ok", process=True):
         memory = {**MEASURED, "nvml_process_peak_bytes": MEASURED["nvml_process_peak_bytes"] if process else None}
         return {"kind": "config", "group": "pff", "row": row, "name": row, "status": status, "memory": memory,
-                "predicted": PREDICTED, "message": "killed after 30 s" if status != "ok" else None}
+                "predicted": PREDICTED, "errors": report.compare(memory, PREDICTED),
+                "message": "killed after 30 s" if status != "ok" else None}
 
     assert report.device_peak(MEASURED) == (1000 * MIB, "process")
     assert report.device_peak({**MEASURED, "nvml_process_peak_bytes": None}) == (2000 * MIB, "device")

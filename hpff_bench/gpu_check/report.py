@@ -87,7 +87,7 @@ def compare_overheads(o: dict, cuda_arch: str) -> dict:
     }
 
 
-# the three quantities a group's table shows: name -> (measured, predicted) of a config record
+# the quantities a group's table shows (keys of compare's errors)
 GROUP_QUANTITIES = ("allocated", "reserved", "device")
 
 
@@ -115,7 +115,7 @@ def group_summary(records: list[dict], key: str) -> dict:
         if i == 0:
             base = (measured, predicted)
         row.update(measured=measured, predicted=predicted, device_source=source,
-                   errors={q: relative_error(predicted[q], measured[q]) for q in GROUP_QUANTITIES})
+                   errors={q: p["errors"][q] for q in GROUP_QUANTITIES})
         if base is not None:
             row["change_measured"], row["change_predicted"] = (
                 {q: None if now[q] is None or then[q] is None else now[q] - then[q] for q in GROUP_QUANTITIES}
