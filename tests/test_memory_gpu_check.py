@@ -7,6 +7,7 @@ derives its readings from the same state, so every number the check writes is kn
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hpff_bench.config import RunConfig
+from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.gpu_check import __main__ as cli
 from hpff_bench.gpu_check import child, plan, report, runner
 from hpff_bench.memory import cuda_probe, overheads
@@ -102,12 +103,31 @@ MEASURED = {
     "peak_requested_bytes": 390 * MIB, "tracked_peak_bytes": 330 * MIB, "nvml_peak_used_bytes": 2000 * MIB,
     "nvml_process_peak_bytes": 1000 * MIB, "breakdown_bytes": {}, "nvml": {"available": True},
 }
+# per configuration, MiB: (measured allocated, reserved; predicted allocated, reserved); the
+# default is MEASURED's and PREDICTED's
+FAKE_MIB = {
+    "whole-map": (400, 500, 404, 450), "official": (600, 704, 606, 640), "batched": (400, 470, 404, 440),
+    "streamed": (390, 440, 392, 430), "gc": (300, 420, 310, 600),
+}
+
+
+def fake_key(cfg) -> str | None:
+    if cfg.method == "gc":
+        return "gc"
+    if cfg.hilo:
+        return "official" if cfg.variant == "official" else cfg.pff_exec if cfg.pff_grid > 1 else "whole-map"
+    return None
 
 
 def fake_profile(calls):
     def profile(cfg, snapshot=None, with_prediction=True):
         calls.append({"config": cfg, "snapshot": snapshot, "with_prediction": with_prediction})
         memory = dict(MEASURED)
+        if fake_key(cfg):  # NVML: the context and the reserve of this process, on a device shared with 1000 MiB
+            a, r, _, _ = FAKE_MIB[fake_key(cfg)]
+            memory.update(peak_allocated_bytes=a * MIB, peak_active_bytes=a * MIB, peak_reserved_bytes=r * MIB,
+                          nvml_process_peak_bytes=CONTEXT + r * MIB,
+                          nvml_peak_used_bytes=OTHER_PROCESSES + CONTEXT + r * MIB)
         if snapshot:  # what SnapshotRecorder writes: the pickle and its HTML render
             Path(snapshot).parent.mkdir(parents=True, exist_ok=True)
             Path(snapshot).write_bytes(b"x" * 1000)
@@ -127,7 +147,11 @@ PREDICTED = {
 
 def fake_predict(cfg, cuda_arch):
     assert cuda_arch == "hopper"
-    return {"predicted": dict(PREDICTED)}
+    predicted = dict(PREDICTED)
+    if fake_key(cfg):  # the device total: the reserve and the assumed 512 MiB context
+        _, _, a, r = FAKE_MIB[fake_key(cfg)]
+        predicted.update(peak_allocated_bytes=a * MIB, peak_reserved_bytes=r * MIB, device_used_bytes=(r + 512) * MIB)
+    return {"predicted": predicted}
 
 
 def in_process_spawn(calls):
@@ -168,38 +192,76 @@ def cheap_cost(cfg):
 
 
 # ----- the plan -----------------------------------------------------------------------------
-def test_config_list_meets_the_issue():
-    cfgs = [(plan.config_dict(n, m, k, b, extra), opts) for n, m, k, b, extra, opts in plan.CONFIGS]
-    resolved = [(RunConfig.from_dict(d).validate(), opts) for d, opts in cfgs]
-    assert len(resolved) >= 8
-    assert all(c.device == "cuda" and c.warmup >= 1 for c, _ in resolved)
-    assert {(c.network, c.batch_size) for c, _ in resolved} >= {
-        (n, b) for n in ("resnet32", "resnet110") for b in (256, 1024)}
-    assert any(c.method == "bp" for c, _ in resolved)
-    for m in ("gc", "dgl", "infopro"):
-        assert {c.k for c, _ in resolved if c.method == m and not c.hilo} >= {2, 16}, m
-    hpff = [c for c, _ in resolved if c.hilo and c.pff_grid > 1]
-    assert {(c.method, c.k) for c in hpff} >= {("dgl", 16), ("dgl", 55), ("infopro", 16), ("infopro", 55)}
-    # both --hilo-exec values and both PFF executions for one HPFF configuration
-    by_case = {}
-    for c in hpff:
-        by_case.setdefault((c.network, c.method, c.k, c.batch_size), set()).add((c.hilo_exec, c.pff_exec))
-    assert any({h for h, _ in v} == {"fused", "reference"} and {p for _, p in v} == {"batched", "streamed"}
-               for v in by_case.values())
-    tv = [c for c, _ in resolved if c.network.startswith("resnet") and c.dataset == "imagenet"]
-    assert tv and tv[0].batch_size == 64 and tv[0].network in ("resnet34", "resnet101", "resnet152")
-    assert sum(bool(o.get("snapshot")) for _, o in resolved) == 1
-    assert any(o.get("cudnn_benchmark") for _, o in resolved)
-    assert len({plan.config_name(d, bool(o.get("cudnn_benchmark"))) for d, o in cfgs}) == len(cfgs)  # names unique
+def resolved(tier="default"):
+    return [(RunConfig.from_dict(plan.config_dict(e.fields)).validate(), e) for e in plan.entries(tier)]
+
+
+def test_pff_decomposition_differs_only_in_the_decoders_execution():
+    """Four executions of InfoPro+HiLo's decoder at ResNet-32 "K=16" (15 modules), batch 1024:
+    the whole-map decoder, the official execution (its quadrant decoders), ours batched and
+    streamed; no configuration field but the execution's differs (same split, loss settings, λ,
+    batch)."""
+    from hpff_bench.networks.splits import split_of
+
+    rows = [(c, e) for c, e in resolved() if e.group == "pff"]
+    assert [e.row for _, e in rows][0] == "whole-map decoder (HiLo, no PFF)"  # the baseline of the changes
+    execs = [(c.variant, c.hilo_exec, c.pff_grid, c.pff_exec if c.pff_grid > 1 else None) for c, _ in rows]
+    assert execs == [("ours", "fused", 1, None), ("official", "official", 2, "batched"),
+                     ("ours", "fused", 2, "batched"), ("ours", "fused", 2, "streamed")]
+    assert {(c.network, c.method, c.k, c.split, c.batch_size, c.aux, c.local_loss, c.lambdas, c.hilo, c.independent)
+            for c, _ in rows} == {("resnet32", "infopro", 16, "hpff", 1024, "2c2f", "ce", HPFF_INFOPRO_LAMBDAS,
+                                   True, True)}
+    assert {split_of(c).modules for c, _ in rows} == {15}
+    assert not any(e.cudnn_benchmark or e.snapshot for _, e in rows)
+
+
+def test_table3_rows_are_the_papers_suites():
+    """The Table-3 group is suites/papers.toml's CIFAR-10 E2E, GC and InfoPro* K=2 profiles (the
+    configurations the report compares with the paper), InfoPro* K=2 once with cudnn.benchmark
+    on (as the paper measured) and once off."""
+    from hpff_bench.runner.suite import load_suite
+
+    suite = load_suite(runner.SUITES / "papers.toml").plan()
+    same = {"steps": plan.STEPS, "warmup": plan.WARMUP, "device": "cuda"}
+    papers = {t.config.replace(**same) for t in suite.tasks if t.kind == "profile"}
+    rows = [(c, e) for c, e in resolved() if e.group == "table3"]
+    assert all(c in papers for c, _ in rows)
+    assert [(c.network, c.dataset, c.batch_size, c.method, c.k, e.cudnn_benchmark) for c, e in rows] == [
+        ("resnet110", "cifar10", 1024, "bp", 1, False), ("resnet110", "cifar10", 1024, "gc", 4, False),
+        ("resnet110", "cifar10", 1024, "infopro", 2, True), ("resnet110", "cifar10", 1024, "infopro", 2, False)]
+    assert rows[2][0] == rows[3][0] and rows[2][0].split == "infopro-balanced"
+
+
+def test_tiers_nest_and_the_default_keeps_the_issues_parts():
+    quick, default, full = (resolved(t) for t in plan.TIERS)
+    assert [e for _, e in quick] == [e for _, e in default if e.tier == "quick"]
+    assert [e for _, e in default] == [e for _, e in full if e.tier != "all"]
+    assert len(quick) == 3 and len(default) == 9 and {e.group for _, e in default} == {None, "pff", "table3"}
+    assert all(c.device == "cuda" and c.warmup >= 1 for c, _ in full)
+    assert sum(e.snapshot for _, e in full) == 1 and default[0][1].snapshot and default[0][0].batch_size <= 256
+    assert all(e.group in plan.GROUPS and e.row for _, e in full if e.group)
+    # --all keeps what the default leaves out: HPFF at K=55 with both --hilo-exec and --pff-exec
+    # values, DGL+HPFF, torchvision at 224 px
+    k55 = {(c.method, c.hilo_exec, c.pff_exec) for c, _ in full if c.k == 55}
+    assert k55 >= {("infopro", "fused", "batched"), ("infopro", "reference", "batched"),
+                   ("infopro", "fused", "streamed"), ("dgl", "fused", "batched")}
+    assert any(c.dataset == "imagenet" and c.network == "resnet34" for c, _ in full)
+    names = [plan.config_name(plan.config_dict(e.fields), e.cudnn_benchmark) for _, e in full]
+    assert len(set(names)) == len(names)  # unique
+    assert names[1] == "resnet32 InfoPro+HiLo K=16 b=1024 (split=hpff, hilo-exec=fused)"
+    assert names[2] == "resnet32 InfoPro+HPFF (official code) K=16 b=1024 (split=hpff, hilo-exec=official)"
+    with pytest.raises(ValueError, match="unknown tier 'huge'; allowed: quick, default, all"):
+        plan.entries("huge")
 
 
 def test_plan_order_and_estimates():
     parts = plan.parts(cost=cheap_cost)
-    assert [p.kind for p in parts[:4]] == ["overheads", "overheads", "config", "benchmarks"]
+    kinds = [p.kind for p in parts]
+    assert kinds == ["overheads", "overheads"] + ["config"] * 9 + ["cache_release"]
     assert [p.cudnn_benchmark for p in parts[:2]] == [False, True]
     assert parts[2].snapshot and not any(p.snapshot for p in parts[3:])
+    assert [p.group for p in parts[3:11]] == ["pff"] * 4 + ["table3"] * 4
     configs = [p for p in parts if p.kind == "config"]
-    assert len(configs) == len(plan.CONFIGS)
     steps = plan.WARMUP + plan.STEPS + plan.EXTRA_STEPS
     for p in configs:
         flops, ops = cheap_cost(p.config)
@@ -210,10 +272,36 @@ def test_plan_order_and_estimates():
     # FLOP-bound and launch-bound steps: 1 PFLOP at 20 TFLOP/s = 50 s; 10^6 ops at 20 us = 20 s
     assert plan.estimate_seconds(1e15, 10**6) == pytest.approx(plan.PROCESS_S + steps * 50 + 200)
     assert plan.estimate_seconds(1e12, 10**6) == pytest.approx(plan.PROCESS_S + steps * 20 + 200)
-    quick = plan.parts(quick=True, cost=cheap_cost)
-    assert {p.name for p in quick} <= {p.name for p in parts} and len([p for p in quick if p.kind == "config"]) == 3
+    quick = plan.parts("quick", cost=cheap_cost)
+    assert [p.kind for p in quick] == ["overheads", "overheads", "config", "config", "config"]
+    assert [p.row for p in quick[3:]] == ["whole-map decoder (HiLo, no PFF)", "ours, batched patches"]
+    full = plan.parts("all", cost=cheap_cost)
+    assert [p.name for p in full[:11]] == [p.name for p in parts[:11]]  # the default's parts first
+    assert full[11].kind == "benchmarks" and full[-1].kind == "cache_release"
+    assert len([p for p in full if p.kind == "config"]) == len(plan.CONFIGS)
     table = plan.plan_table(parts)
     assert "total (estimated, H200)" in table and parts[-1].name in table
+
+
+def test_the_default_budget_leaves_a_rerun():
+    """Two tries of the default run (a machine's start, then the run under `timeout`) fit in a
+    session's device time; the fit is reported from the plan's estimates and the counting time."""
+    per_try = plan.MACHINE_START_S + plan.DEFAULT_BUDGET_S + plan.KILL_MARGIN_S
+    assert 2 * per_try <= plan.DEVICE_SESSION_S < 3 * per_try
+    parts = [plan.Part("config", f"p{i}", estimate_s=e) for i, e in enumerate((100, 100, 30, 60))]
+    fit = plan.session_fit(parts, counting_s=20, budget_s=plan.DEFAULT_BUDGET_S)
+    assert fit["estimate_s"] == 290 and fit["fits_budget"] is False
+    assert fit["skipped"] == ["p3"]  # 250 s left after counting: p0, p1, p2 (230 s); p3 needs 60
+    assert fit["timeout_s"] == plan.DEFAULT_BUDGET_S + plan.KILL_MARGIN_S and fit["tries"] == 2
+    lines = plan.fit_lines(fit)
+    assert lines[0] == f"estimated 290 s + 20 s counting FLOPs = 310 s of the {plan.DEFAULT_BUDGET_S:.0f} s budget: over by 40 s"
+    assert lines[1] == "skipped if every part takes its estimate: p3"
+    assert lines[2] == (f"one try = machine start ~150 s + `timeout {fit['timeout_s']:.0f}` = {fit['per_try_s']:.0f} s: "
+                        "2 tries fit in 900 s of device time")
+    ok = plan.session_fit(parts[:3], counting_s=20, budget_s=plan.DEFAULT_BUDGET_S)
+    assert ok["fits_budget"] and ok["skipped"] == [] and len(plan.fit_lines(ok)) == 2
+    long = plan.fit_lines(plan.session_fit(parts, counting_s=20, budget_s=480))
+    assert long[-1].endswith("1 try fit in 900 s of device time (no rerun: lower --budget-s)")
 
 
 def test_step_cost_is_torchs_flop_count():
@@ -295,10 +383,13 @@ def test_relative_errors_on_known_numbers():
     assert e["nvml_process"] == pytest.approx(-0.038) and e["nvml_device"] == pytest.approx(-0.519)
     assert e["nvml_process_measured_context"] == pytest.approx(-0.03)  # (450 + 520) / 1000 - 1
     assert e["workspaces"] == pytest.approx(-0.2)  # 64 predicted / 80 measured - 1
+    assert e["device"] == e["nvml_process"]  # NVML gives this process's bytes
+    no_pid = report.compare(MEASURED | {"nvml_process_peak_bytes": None}, PREDICTED)
+    assert no_pid["device"] == no_pid["nvml_device"] == pytest.approx(962 / 2000 - 1)
     assert report.relative_error(1, None) is None and report.relative_error(None, 5) is None
     assert report.relative_error(3, 0) is None
     missing = report.compare({}, {})
-    assert set(missing) == set(report.QUANTITIES) | {"nvml_process_measured_context", "workspaces"}
+    assert set(missing) == set(report.QUANTITIES) | {"device", "nvml_process_measured_context", "workspaces"}
     assert all(v is None for v in missing.values())
 
 
@@ -306,27 +397,28 @@ def test_relative_errors_on_known_numbers():
 def test_whole_check_with_fake_gpu(tmp_path, capsys):
     calls = []
     now = [0.0]
-    rc = cli.main(["--out", str(tmp_path), "--quick"], cuda_available=True, spawn=in_process_spawn(calls),
+    rc = cli.main(["--out", str(tmp_path)], cuda_available=True, spawn=in_process_spawn(calls),
                   clock=lambda: now[0], cost=cheap_cost)
     assert rc == 0
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
     assert doc["schema"] == report.SCHEMA and doc["status"] == "complete"
-    assert [p["kind"] for p in doc["parts"]] == ["overheads", "overheads", "config", "benchmarks", "config", "config",
-                                                 "cache_release"]
+    assert [p["kind"] for p in doc["parts"]] == ["overheads"] * 2 + ["config"] * 9 + ["cache_release"]
     assert all(p["status"] == "ok" for p in doc["parts"])
     for p in doc["parts"]:
-        assert {"kind", "name", "status", "estimate_s", "seconds", "config", "flops", "ops"} <= set(p)
+        assert {"kind", "name", "status", "estimate_s", "seconds", "config", "flops", "ops", "group", "row"} <= set(p)
     cfg_parts = [p for p in doc["parts"] if p["kind"] == "config"]
     for p in cfg_parts:
         assert {"memory", "predicted", "errors", "context_at_init", "context_after_run_bytes", "cuda_arch",
                 "device_name", "env", "step_seconds"} <= set(p)
         assert p["context_at_init"]["bytes"] == CONTEXT and p["context_after_run_bytes"] == CONTEXT
-        assert p["memory"]["hidden_allocated_bytes"] == 64 * MIB
-        assert p["errors"]["allocated"] == pytest.approx(0.01) and p["errors"]["workspaces"] == 0
+        assert p["memory"]["hidden_allocated_bytes"] == 64 * MIB and p["errors"]["workspaces"] == 0
+    assert cfg_parts[0]["errors"]["allocated"] == pytest.approx(0.01)
+    assert cfg_parts[0]["errors"]["device"] == pytest.approx(962 / 1000 - 1)  # this process's NVML peak
     # the profile ran without its own prediction; only the first config recorded a snapshot
-    assert [c["with_prediction"] for c in calls] == [False] * 3
-    assert calls[0]["snapshot"] == str(tmp_path / "snapshot" / (child._slug(cfg_parts[0]["name"]) + ".pickle"))
-    assert calls[1]["snapshot"] is None and calls[2]["snapshot"] is None
+    assert [c["with_prediction"] for c in calls] == [False] * 9
+    # a name of letters, digits, '-' and '_' (a GPU session's file transfer keeps no other)
+    assert calls[0]["snapshot"] == str(tmp_path / "snapshot" / "resnet32_BP_K_1_b_256.pickle")
+    assert all(c["snapshot"] is None for c in calls[1:])
     assert cfg_parts[0]["memory"]["snapshot"] == {
         "snapshot": {"path": calls[0]["snapshot"], "bytes": 1000},
         "html": {"path": calls[0]["snapshot"] + ".html", "bytes": 13}}
@@ -337,22 +429,69 @@ def test_whole_check_with_fake_gpu(tmp_path, capsys):
     assert doc["parts"][1]["assumed"] == {"context_bytes": 512 * MIB, "cublas_total_bytes": 64 * MIB}
     assert doc["parts"][1]["errors"] == {"context": pytest.approx(12 / 500), "context_after": pytest.approx(12 / 500),
                                          "cublas_total": 0.0}
-    bench = doc["parts"][3]
-    assert bench["benchmarks"] == [f"test_train_step[{c}]" for c in plan.BENCHMARK_CASES]
-    assert "--benchmark-only --hpff-device cuda" in bench["command"]
+    # the groups: the PFF decomposition and the Table-3 rows, in the JSON and the Markdown
+    pff, t3 = doc["groups"]["pff"], doc["groups"]["table3"]
+    assert pff["title"] == plan.GROUPS["pff"] and pff["baseline"] == "whole-map decoder (HiLo, no PFF)"
+    assert [r["row"] for r in pff["rows"]] == [e.row for e in plan.CONFIGS if e.group == "pff"]
+    official = pff["rows"][1]
+    assert official["measured"] == {"allocated": 600 * MIB, "reserved": 704 * MIB, "device": (500 + 704) * MIB}
+    assert official["predicted"] == {"allocated": 606 * MIB, "reserved": 640 * MIB, "device": (640 + 512) * MIB}
+    assert official["errors"] == {"allocated": pytest.approx(0.01), "reserved": pytest.approx(640 / 704 - 1),
+                                  "device": pytest.approx(1152 / 1204 - 1)}
+    assert official["device_source"] == "process"
+    assert pff["rows"][3]["change_measured"] == {"allocated": -10 * MIB, "reserved": -60 * MIB, "device": -60 * MIB}
+    assert pff["rows"][3]["change_predicted"] == {"allocated": -12 * MIB, "reserved": -20 * MIB, "device": -20 * MIB}
+    assert pff["rows"][0]["change_measured"] == {"allocated": 0, "reserved": 0, "device": 0}
+    gc = next(r for r in t3["rows"] if r["row"].startswith("gradient checkpointing"))
+    assert gc["errors"]["reserved"] == pytest.approx(600 / 420 - 1) and t3["baseline"] == "E2E (BP)"
     md = (tmp_path / "gpu_check.md").read_text()
     assert md == report.markdown(doc)
-    assert "Fake H200" in md and "+1.0 %" in md and "-10.0 %" in md and "500.0" in md
-    assert "cudnn.benchmark on" in md and "| forward | 24.0 |" in md and f"{len(plan.BENCHMARK_CASES)} passed" in md
+    assert f"## {plan.GROUPS['pff']}" in md and f"## {plan.GROUPS['table3']}" in md
+    assert md.index(plan.GROUPS["pff"]) < md.index(plan.GROUPS["table3"]) < md.index("## Configurations")
+    assert ("| whole-map decoder (HiLo, no PFF) | 400.0 / 404.0 (+1.0 %) | 500.0 / 450.0 (-10.0 %) "
+            "| 1,000.0 / 962.0 (-3.8 %) |") in md
+    assert ("| official execution (quadrant decoders) | 600.0 / 606.0 (+1.0 %) | 704.0 / 640.0 (-9.1 %) "
+            "| 1,204.0 / 1,152.0 (-4.3 %) |") in md
+    assert "Change from whole-map decoder (HiLo, no PFF), MiB, measured / predicted:" in md
+    assert "| ours, batched patches | +0.0 / +0.0 | -30.0 / -10.0 | -30.0 / -10.0 |" in md
+    assert "| ours, streamed patches | -10.0 / -12.0 | -60.0 / -20.0 | -60.0 / -20.0 |" in md
+    assert ("| gradient checkpointing (cuts: InfoPro K=4) | 300.0 / 310.0 (+3.3 %) | 420.0 / 600.0 (+42.9 %) "
+            "| 920.0 / 1,112.0 (+20.9 %) |") in md
+    assert "| gradient checkpointing (cuts: InfoPro K=4) | -100.0 / -94.0 | -80.0 / +150.0 | -80.0 / +150.0 |" in md
+    assert "Fake H200" in md and "cudnn.benchmark on" in md and "| forward | 24.0 |" in md
     assert "assumed 512.0 MiB: error +2.4 %" in md
     out = capsys.readouterr().out
     assert "total (estimated, H200)" in out and "# GPU check" in out
+    assert f"s of the {plan.DEFAULT_BUDGET_S:.0f} s budget" in out and "2 tries fit in 900 s of device time" in out
+
+
+def test_group_rows_that_did_not_run_and_a_device_only_nvml():
+    """A group row that failed says so, and the rows after a failed first row have no change;
+    where NVML gives no per-process bytes the device peak is compared (marked *)."""
+    def rec(row, status="ok", process=True):
+        memory = {**MEASURED, "nvml_process_peak_bytes": MEASURED["nvml_process_peak_bytes"] if process else None}
+        return {"kind": "config", "group": "pff", "row": row, "name": row, "status": status, "memory": memory,
+                "predicted": PREDICTED, "errors": report.compare(memory, PREDICTED),
+                "message": "killed after 30 s" if status != "ok" else None}
+
+    assert report.device_peak(MEASURED) == (1000 * MIB, "process")
+    assert report.device_peak({**MEASURED, "nvml_process_peak_bytes": None}) == (2000 * MIB, "device")
+    assert report.device_peak({}) == (None, None)
+    g = report.group_summary([rec("a", "timeout"), rec("b", process=False)], "pff")
+    assert g["baseline"] == "a" and g["rows"][0] == {"row": "a", "name": "a", "status": "timeout",
+                                                     "message": "killed after 30 s"}
+    assert "change_measured" not in g["rows"][1] and g["rows"][1]["device_source"] == "device"
+    assert g["rows"][1]["errors"]["device"] == pytest.approx(962 / 2000 - 1)
+    md = "\n".join(report._group_lines(g))
+    assert "| a | timeout: killed after 30 s | | |" in md and "2,000.0* / 962.0 (-51.9 %)" in md
+    assert "Change from" not in md
+    assert report.document([], "complete", 1, 1)["groups"] == {}
 
 
 def test_config_part_with_the_real_prediction(tmp_path):
     """One tiny config through the child with the real fake-tensor prediction: its numbers land
     in the record and the errors are computed from them."""
-    part = plan.Part("config", "tiny", plan.config_dict("resnet20", "bp", 1, 4, {}))
+    part = plan.Part("config", "tiny", plan.config_dict({"network": "resnet20", "method": "bp", "batch_size": 4}))
     probe = FakeProbe()
     rec = child.run_part(part, tmp_path, probe=probe, nvml_read=fake_nvml(probe), profile=fake_profile([]),
                          hidden=lambda cfg, p: 64 * MIB)
@@ -401,9 +540,11 @@ def test_benchmarks_part_needs_every_case_in_its_json(tmp_path):
 
 
 def test_parts_round_trip_through_the_child_command_line():
-    p = plan.parts(quick=True, cost=cheap_cost)[2]
-    assert plan.Part.from_dict(json.loads(json.dumps(p.as_dict()))) == plan.Part(
-        **{**p.__dict__, "estimate_s": round(p.estimate_s, 1)})
+    p = plan.parts("quick", cost=cheap_cost)[4]  # HPFF's λ travel as a table
+    assert p.group == "pff" and p.config["lambdas"] == dataclasses.asdict(HPFF_INFOPRO_LAMBDAS)
+    back = plan.Part.from_dict(json.loads(json.dumps(p.as_dict())))
+    assert back == plan.Part(**{**p.__dict__, "estimate_s": round(p.estimate_s, 1)})
+    assert RunConfig.from_dict(back.config).lambdas == HPFF_INFOPRO_LAMBDAS
 
 
 # ----- the command line ------------------------------------------------------------------------
@@ -412,6 +553,7 @@ def test_parts_round_trip_through_the_child_command_line():
     (["--budget-s", "0"], "--budget-s must be a finite number of seconds > 0, got 0"),
     (["--timeout-s", "inf"], "--timeout-s must be a finite number of seconds > 0, got inf"),
     (["--timeout-s", "-5"], "--timeout-s must be a finite number of seconds > 0, got -5"),
+    (["--quick", "--all"], "--quick and --all exclude each other: pick one plan"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys, tmp_path):
     assert cli.main(argv + ["--out", str(tmp_path)], cuda_available=True) == 2
@@ -434,7 +576,17 @@ def test_main_without_cuda_says_so(capsys, tmp_path):
 
 def test_plan_runs_without_a_gpu(capsys, tmp_path):
     assert cli.main(["--plan", "--quick", "--out", str(tmp_path)], cuda_available=False, cost=cheap_cost) == 0
-    assert "total (estimated, H200)" in capsys.readouterr().out and not list(tmp_path.iterdir())
+    out = capsys.readouterr().out
+    assert "total (estimated, H200)" in out and not list(tmp_path.iterdir())
+    assert f"of the {plan.DEFAULT_BUDGET_S:.0f} s budget" in out and "2 tries fit" in out
+    # --all: one try in one command's limit (600 s) unless --budget-s says otherwise
+    assert cli.main(["--plan", "--all", "--out", str(tmp_path)], cuda_available=False, cost=cheap_cost) == 0
+    out = capsys.readouterr().out
+    assert plan.ALL_BUDGET_S + plan.KILL_MARGIN_S == plan.COMMAND_LIMIT_S
+    assert f"of the {plan.ALL_BUDGET_S:.0f} s budget" in out and "1 try fit in 900 s" in out
+    assert cli.main(["--plan", "--all", "--budget-s", "2000", "--out", str(tmp_path)], cuda_available=False,
+                    cost=cheap_cost) == 0
+    assert "of the 2000 s budget" in capsys.readouterr().out
 
 
 # ----- the allocator probe's pieces that run without a GPU --------------------------------------
@@ -540,7 +692,7 @@ def test_cache_release_part_steps_the_predicted_edges_in_a_limited_device(tmp_pa
 
 
 def test_release_edges_are_the_estimate_searchs():
-    cfg = RunConfig.from_dict({**plan.config_dict(*plan.CACHE_RELEASE_CONFIG), "device": "cpu"}).validate()
+    cfg = RunConfig.from_dict({**plan.config_dict(plan.CACHE_RELEASE_CONFIG), "device": "cpu"}).validate()
     edges = child.release_edges(cfg, plan.CACHE_RELEASE_CAPACITY, "hopper")
     assert edges["fits"] < edges["runs"] < edges["fails"] == edges["runs"] + 1  # 80, 98, 99 when written
     assert edges["alloc_retries_per_step"] >= 1

@@ -10,9 +10,17 @@ from pathlib import Path
 
 from hpff_bench.errors import ConfigError
 from hpff_bench.gpu_check import __doc__ as DOC
-from hpff_bench.gpu_check.plan import Budget, Part, parts, plan_table
+from hpff_bench.gpu_check.plan import (
+    ALL_BUDGET_S,
+    DEFAULT_BUDGET_S,
+    Budget,
+    Part,
+    fit_lines,
+    parts,
+    plan_table,
+    session_fit,
+)
 
-DEFAULT_BUDGET_S = 480.0  # the issue's ~8 minutes
 DEFAULT_TIMEOUT_S = 240.0
 
 
@@ -20,17 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m hpff_bench.gpu_check", description=DOC,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/gpu", help="output directory (default %(default)s)")
-    ap.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
-                    help="seconds for the whole check; parts that do not fit are skipped (default %(default)g)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds for the whole check; parts that do not fit are skipped (default "
+                         f"{DEFAULT_BUDGET_S:g}: two tries fit in a 15-minute GPU session; {ALL_BUDGET_S:g} with --all)")
     ap.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
                     help="seconds one part may run (default %(default)g)")
-    ap.add_argument("--quick", action="store_true", help="the overheads, 3 configurations and the benchmarks")
+    ap.add_argument("--quick", action="store_true", help="the overheads and 3 configurations only")
+    ap.add_argument("--all", action="store_true",
+                    help="also the benchmarks and the configurations the default leaves out (a longer session)")
     ap.add_argument("--plan", action="store_true", help="print the parts and their estimated H200 times; run nothing")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one part as JSON, in a fresh process
     return ap
 
 
 def check_args(args) -> None:
+    if args.quick and args.all:
+        raise ConfigError("--quick and --all exclude each other: pick one plan")
+    if args.budget_s is None:
+        args.budget_s = ALL_BUDGET_S if args.all else DEFAULT_BUDGET_S
     for flag, value in (("--budget-s", args.budget_s), ("--timeout-s", args.timeout_s)):
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{flag} must be a finite number of seconds > 0, got {value:g}")
@@ -63,9 +78,9 @@ def main(argv: list[str] | None = None, *, cuda_available=None, spawn=None, cloc
               file=sys.stderr)
         return 1
     budget = Budget(args.budget_s, clock)  # counting the FLOPs is part of the run's time
-    plan = parts(args.quick, cost)
+    plan = parts("quick" if args.quick else "all" if args.all else "default", cost)
     print(plan_table(plan), flush=True)
-    print(f"gpu_check: FLOPs and ops counted in {budget.elapsed:.0f} s", file=sys.stderr, flush=True)
+    print("\n".join(fit_lines(session_fit(plan, budget.elapsed, args.budget_s))), flush=True)
     if args.plan:
         return 0
     from hpff_bench.gpu_check.runner import run_check

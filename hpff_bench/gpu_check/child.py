@@ -205,4 +205,5 @@ def _safe(read):
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_=" else "_" for c in name).strip("_")
+    """A file name of letters, digits, '-' and '_' only (what every file system and copy tool keeps)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name).strip("_")
