@@ -29,7 +29,7 @@ def test_proxy_preset_is_a_seeded_study_of_every_method_into_its_own_directory()
                               "InfoPro+HPFF (n=2)", "PredSim+HPFF (n=2)"}
     assert all(len(seeds) >= 3 for seeds in by_config.values())
     t = train[0]
-    assert (t.config.network, t.config.resolved_image_size, t.config.batch_size, t.config.lr) == ("resnet32", 16, 128, 0.1)
+    assert (t.config.network, t.config.resolved_image_size, t.config.batch_size, t.config.lr) == ("resnet20", 16, 128, 0.1)
     assert t.options["epochs"] == 8 and t.options["train_subset"] == 10_000
     # every seed-0 run before any seed-1 run: an interrupted study still has every method
     seeds = [t.config.seed for t in train]
@@ -103,6 +103,6 @@ def test_tiny_proxy_runs_through_sweep_and_report(tmp_path):
     assert set(acc["method"]) == {"BP", "DGL", "DGL+HPFF (n=2)"}
     assert set(acc["seeds"]) == {"0, 1"} and (acc["epochs"] == 1).all() and (acc["training images"] == 32).all()
     assert (acc["memory at batch"] == 16).all()  # the estimate ran at the training batch
-    assert acc.loc[acc["method"] == "DGL", "published error (%, full schedule)"].item() == pytest.approx(11.48)
+    assert acc["published error (%, full schedule)"].isna().all()  # nothing published for resnet20
     orders = pd.read_csv(report / "tables" / "accuracy_orderings.csv")
     assert len(orders) == 3  # BP vs DGL, BP vs DGL+HPFF, DGL+HPFF vs DGL
