@@ -88,7 +88,7 @@ def test_tiny_proxy_runs_through_sweep_and_report(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     # the cost, from steps timed before the training starts
-    assert re.search(r"training: 6 run\(s\) of 3 configuration\(s\), about \d+ (s|min) at 2 job\(s\)", out), out
+    assert re.search(r"training: 6 run\(s\) of 3 configuration\(s\), about \d+ (s|min) at 2 job\(s\) x \d+ thread\(s\), done around \d\d:\d\d", out), out
     assert out.index("training: 6 run(s)") < out.index("sweep cifar10-proxy (preset proxy):")
     assert "sweep cifar10-proxy (preset proxy): 9 of 9 tasks recorded" in out and "9 ok" in out
     report = tmp_path / "report"
