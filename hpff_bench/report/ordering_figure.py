@@ -19,7 +19,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from hpff_bench.report.figures import DOUBLE, DPI, style
-from hpff_bench.report.orderings import AS_PUBLISHED, NOT_RESOLVED, REVERSED, comparisons, published_error
+from hpff_bench.report.orderings import (
+    AS_PUBLISHED,
+    NOT_RESOLVED,
+    REVERSED,
+    comparisons,
+    published_error,
+)
 from hpff_bench.report.style import method_color, method_marker
 
 VERDICT_COLORS = {AS_PUBLISHED: "#2a7f3f", REVERSED: "#c0392b", NOT_RESOLVED: "#9a9a9a"}

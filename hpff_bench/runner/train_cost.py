@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime, timedelta
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 TIMED_STEPS = 2
 
