@@ -28,30 +28,67 @@ def _frame(tmp_path, records) -> pd.DataFrame:
 def test_published_memory_rows_ours_beside_theirs_and_why_not(tmp_path):
     bp = RunConfig(network="resnet110", method="bp", dataset="cifar10", batch_size=1024)
     rec = make_record("estimate", "ok", config=bp, predicted={
-        "peak_allocated_bytes": 8 * GiB, "device_used_bytes": 9 * GiB})
+        "peak_allocated_bytes": 8 * GiB, "peak_reserved_bytes": 10 * GiB, "device_used_bytes": 11 * GiB,
+        "least_reserved_bytes": 8 * GiB, "least_device_bytes": 9 * GiB})
     prof = make_record("profile", "ok", config=bp.replace(device="cuda"), memory={
-        "source": "cuda-allocator", "peak_allocated_bytes": int(9.4 * GiB), "nvml_peak_used_bytes": 10 * GiB})
+        "source": "cuda-allocator", "peak_allocated_bytes": int(9.4e9), "nvml_peak_used_bytes": 12 * GiB})
     t = T.published_memory_table(_frame(tmp_path, [rec, prof])).data
-    assert len(t) == len(pub.PUBLISHED_MEMORY) == 16
-    e2e = t[(t["data"] == "cifar10, 1024 / GPU") & (t["method"] == "E2E")].iloc[0]
-    assert e2e["published (GB)"] == 9.40
-    assert e2e["ours: predicted allocator peak (GiB)"] == pytest.approx(8.0)
-    assert e2e["ours: measured allocator peak (GiB)"] == pytest.approx(9.4)
-    assert e2e["ours: NVML device used (GiB)"] == pytest.approx(10.0)
-    assert e2e["difference (%)"] == pytest.approx(0.0, abs=1e-6)  # the measurement is compared
-    assert pd.isna(e2e["not run because"])
-    stl = t[(t["data"] == "stl10, 128 / GPU") & (t["method"] == "E2E")].iloc[0]
-    assert "not run yet" in stl["not run because"] and pd.isna(stl["difference (%)"])
+    # one row per published figure not run, four (one per quantity) per figure run
+    run = t[t["our quantity"].notna()]
+    assert len(t) - len(run) + len(run) // 4 == len(pub.PUBLISHED_MEMORY) == 20
+    e2e = run[(run["data"] == "cifar10, 1024 / GPU") & (run["published as"] == "E2E") & (run["source"] == "InfoPro Table 3")]
+    q = {pub_key: e2e[e2e["our quantity"] == name].iloc[0] for pub_key, name in pub.QUANTITIES.items()}
+    # the measurement wins where a GPU profile has the quantity, else the prediction
+    assert (q["allocated"]["from"], q["allocated"]["ours, GB = 10^9 B"]) == ("measured", pytest.approx(9.4))
+    assert (q["device"]["from"], q["device"]["ours, GB = 2^30 B"]) == ("measured", pytest.approx(12.0))
+    assert (q["reserved"]["from"], q["reserved"]["ours, GB = 2^30 B"]) == ("predicted", pytest.approx(10.0))
+    assert q["least_device"]["ours, GB = 10^9 B"] == pytest.approx(9 * GiB / 1e9)
+    # InfoPro's 'minimally required ... not what nvidia-smi shows': allocated and least device
+    # memory are compared, the reserved peak and the device total are not
+    assert [q[k]["compared"] for k in ("allocated", "least_device", "reserved", "device")] == [True, True, False, False]
+    assert q["allocated"]["difference, GB = 10^9 B (%)"] == pytest.approx(0.0, abs=1e-9)
+    assert q["allocated"]["difference, GB = 2^30 B (%)"] == pytest.approx(100 * (9.4e9 / GiB - 9.4) / 9.4)
+    assert pd.isna(q["reserved"]["difference, GB = 10^9 B (%)"]) and pd.isna(q["device"]["difference, GB = 2^30 B (%)"])
+    # the reserved row names the cache the step does not need: 10 - 8 GiB = 2.15 GB
+    assert "2.15 GB (10^9 B) of it is cached segments" in q["reserved"]["note"]
+    assert pd.isna(q["allocated"]["note"])
+    stl = t[(t["data"] == "stl10, 128 / GPU") & (t["published as"] == "E2E")].iloc[0]
+    assert "not run yet" in stl["note"] and pd.isna(stl["our quantity"])
     # InfoPro* runs on CIFAR (the memory-balanced split) and on ImageNet (InfoPro's ImageNet aux
     # nets): with no record of them the rows say which suite to run, not that they cannot run
-    balanced = t[t["method"].str.startswith("InfoPro*")]
+    balanced = t[t["published as"].str.startswith("InfoPro*")]
     assert set(balanced["source"]) == {"InfoPro Table 3", "InfoPro Table 4"}
-    assert balanced["not run because"].str.startswith("not run yet").all()
+    assert balanced["note"].str.startswith("not run yet").all()
+    # the HPFF paper's BP figure is matched with the same run; no description: all compared
+    hpff_bp = run[(run["source"] == "HPFF (approx.)") & (run["published as"] == "BP")]
+    assert len(hpff_bp) == 4 and hpff_bp["compared"].all()
+
+
+def test_hpff_memory_rows_show_our_default_and_the_official_execution(tmp_path):
+    base = dict(network="resnet110", dataset="cifar10", batch_size=1024, k=55)
+    ours = RunConfig(method="dgl", split="hpff", hilo=True, pff_grid=2, **base)
+    official = RunConfig(method="dgl", variant="official", hilo_exec="official", hilo=True, **base)
+    pred = {"peak_allocated_bytes": 2 * 10**9, "peak_reserved_bytes": 2 * 10**9, "device_used_bytes": 3 * 10**9,
+            "least_reserved_bytes": 2 * 10**9, "least_device_bytes": 3 * 10**9}
+    recs = [make_record("estimate", "ok", config=c, modules=54, predicted=pred) for c in (ours, official)]
+    t = T.published_memory_table(_frame(tmp_path, recs)).data
+    dgl = t[t["published as"] == "DGL+HPFF"]
+    assert list(dict.fromkeys(dgl["our run"])) == ["ours (batched PFF)", "official code (HiLo; no PFF path)"]
+    alloc = dgl[dgl["our quantity"] == pub.QUANTITIES["allocated"]].iloc[0]
+    assert alloc["difference, GB = 10^9 B (%)"] == pytest.approx(100 * (2.0 - 2.44) / 2.44)
+
+
+def test_paper_units_read_both_ways():
+    assert pub.in_paper_unit(10**9, "10^9") == 1.0 and pub.in_paper_unit(2**30, "2^30") == 1.0
+    assert pub.in_paper_unit(2**30, "10^9") == pytest.approx(1.073741824)
+    assert pub.difference_pct(2**30, 1.0, "10^9") == pytest.approx(7.3741824)
+    with pytest.raises(KeyError):
+        pub.in_paper_unit(1, "GB")
 
 
 def test_published_memory_table_renders_without_any_record():
     t = T.published_memory_table(pd.DataFrame()).data
-    assert len(t) == 16 and t["not run because"].notna().all()
+    assert len(t) == 20 and t["note"].notna().all() and "compared" in t.columns
 
 
 def _timed(cfg, times):

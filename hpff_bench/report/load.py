@@ -320,6 +320,9 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["reserved_bytes"] = _num(col(df, "memory.peak_reserved_bytes"))
     d["predicted_bytes"] = _num(col(df, "predicted.peak_allocated_bytes"))
     d["predicted_device_bytes"] = _num(col(df, "predicted.device_used_bytes"))
+    d["predicted_reserved_bytes"] = _num(col(df, "predicted.peak_reserved_bytes"))
+    d["predicted_least_reserved_bytes"] = _num(col(df, "predicted.least_reserved_bytes"))
+    d["predicted_least_device_bytes"] = _num(col(df, "predicted.least_device_bytes"))
     d["nvml_used_bytes"] = _num(col(df, "memory.nvml_peak_used_bytes"))
     # the prediction's live-tensor bytes: the quantity the CPU tracker measures
     d["predicted_live_bytes"] = _first(
@@ -397,7 +400,8 @@ DERIVED = [
     "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
     "pff_on", "pff_exec", "variant", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
     "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",
-    "predicted_device_bytes", "nvml_used_bytes",
+    "predicted_device_bytes", "predicted_reserved_bytes", "predicted_least_reserved_bytes",
+    "predicted_least_device_bytes", "nvml_used_bytes",
     *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],
     "step_seconds", "step_q1", "step_q3", "timed_steps", "flops", "images_per_second",
     "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs",
