@@ -14,6 +14,7 @@ MAX_SERIES series of local methods per panel, and every drawn series findable in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.colors as mcolors
@@ -126,6 +127,19 @@ def test_every_panel_keeps_a_minimum_plot_size(drawn, name):
         pos = ax.get_position()
         pw, ph = pos.width * fw, pos.height * fh
         assert pw >= MIN_W and ph >= MIN_H, f"{name}: panel {ax.get_title()!r} is {pw:.2f} x {ph:.2f} in"
+
+
+_UNIT = re.compile(r"MiB|GiB|\(ms\)|\(%\)|\(x\b")
+
+
+@pytest.mark.parametrize("name", ALL_FIGURES)
+def test_every_panel_names_the_unit_of_its_values(drawn, name):
+    """Not only the first column of a row: a panel read alone must say what its numbers are."""
+    fig, _, _ = drawn[name]
+    horizontal = name in ("breakdown", F.SIDE_BY_SIDE)  # values on x, methods on y
+    for ax in _shown_axes(fig):
+        label = ax.get_xlabel() if horizontal else ax.get_ylabel()
+        assert _UNIT.search(label), f"{name}: panel {ax.get_title()!r} has value axis label {label!r}"
 
 
 def _series(ax) -> set[str]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.report import figures as F
 from hpff_bench.report import published as pub
 from hpff_bench.report import tables as T
 from hpff_bench.report.browser_check import problems
@@ -106,11 +107,32 @@ def test_speed_table_marks_differences_inside_the_noise(tmp_path):
     df = _frame(tmp_path, [bp, dgl, hp, few])
     t = T.speed_table(T.configs(df)).data.set_index("method")
     assert t.loc["DGL", "vs BP"] == "slower"
-    assert t.loc["DGL+HPFF (n=2)", "vs plain method"] == "within noise"
+    assert t.loc["DGL+HPFF (n=2)", "vs plain method"] == "not resolved"
     assert t.loc["Greedy SL", "vs BP"] == "no spread to tell"
     assert t.loc["DGL", "IQR low (ms)"] == pytest.approx(1000 * pd.Series([2.0, 2.0, 2.1, 2.1, 2.2]).quantile(0.25))
     assert t.loc["DGL", "timed steps"] == 5
     assert "GFLOP / step" not in t.columns  # only where records have FLOPs
+
+
+def test_runs_timed_while_sharing_the_host_are_not_results(tmp_path):
+    base = dict(network="resnet20", dataset="cifar10", batch_size=64)
+    def at(rec, end, seconds, host="h1"):
+        rec["env"] = {**rec["env"], "time": end, "seconds": seconds, "hostname": host}
+        return rec
+    bp = at(_timed(RunConfig(method="bp", **base), [1.0, 1.0, 1.1, 1.1]), "2026-01-01T10:00:10+00:00", 10)
+    # DGL ran from 10:00:05 to 10:00:30: overlaps BP's 10:00:00-10:00:10 on the same host
+    dgl = at(_timed(RunConfig(method="dgl", k=2, **base), [2.0, 2.0, 2.1, 2.1]), "2026-01-01T10:00:30+00:00", 25)
+    # greedy ran after both, alone; an estimate on another host at the same time does not count
+    greedy = at(_timed(RunConfig(method="greedy", k=2, **base), [0.5, 0.5, 0.6, 0.6]), "2026-01-01T10:01:00+00:00", 20)
+    other = at(make_record("estimate", "ok", config=RunConfig(method="dgl", k=4, **base), env={}),
+               "2026-01-01T10:01:00+00:00", 60, host="h2")
+    cfg = T.configs(_frame(tmp_path, [bp, dgl, greedy, other]))
+    t = T.speed_table(cfg).data.set_index("method")
+    assert list(t["timed alone"]) == [False, True, False]  # BP, Greedy SL, DGL in report order
+    assert t.loc["Greedy SL", "vs BP"] == "not a result: timed while sharing the machine"
+    # the figure leaves shared runs out: only Greedy SL is drawn, with no BP line
+    fig = F.speed(cfg)
+    assert {p.get_label() for p in fig.legends[0].get_patches()} == {"Greedy SL"}
 
 
 def test_speed_table_adds_flops_where_records_have_them(tmp_path):
@@ -150,9 +172,9 @@ def test_browser_check_names_each_problem():
 
 
 def test_accuracy_takes_memory_from_the_same_configuration_when_names_differ(tmp_path):
-    # at batch 1024 two InfoPro configurations need "[...]" names; the one trained at batch 64
-    # is plain "InfoPro" there. Its memory must be the same configuration's at 1024, not the
-    # other one's, and not a smaller batch's because the name only matches there.
+    # two InfoPro configurations need "[...]" names; the one trained at batch 64 keeps its name
+    # there too (one configuration, one name in the whole report). Its memory must be the same
+    # configuration's at 1024, not the other one's, and not a smaller batch's.
     paper = RunConfig(network="resnet32", method="infopro", k=16, dataset="cifar10").validate()
     other = paper.replace(aux="2c2f", lambdas=HPFF_INFOPRO_LAMBDAS).validate()  # names: [paper's λ], [aux 2c2f, HPFF's λ]
     records = [
@@ -164,6 +186,6 @@ def test_accuracy_takes_memory_from_the_same_configuration_when_names_differ(tmp
     ]
     t = T.accuracy_table(T.configs(_frame(tmp_path, records))).data
     row = t[t["test error (%)"] == 20.0].iloc[0]
-    assert row["method"] == "InfoPro"
+    assert row["method"] == "InfoPro [paper's λ]"
     assert row["memory at batch"] == 1024 and row["memory from"] == "predicted"
     assert row["peak memory (GiB)"] == pytest.approx(3.0)

@@ -74,8 +74,9 @@ SECTIONS = [
             "has both: one panel per method family, one point per configuration (named in the table).",
             [("figure", "prediction_parity"), ("table", "prediction_error")]),
     Section("Speed", "Median step time with its interquartile range over the timed steps, per method "
-            "family as in section 1. '≈' over a bar: its IQR overlaps the plain method's at the same "
-            "K, so the difference is inside the noise. A bar without an IQR has no per-step times "
+            "family as in section 1. 'n.r.' (not resolved) over a bar: its IQR overlaps the plain "
+            "method's at the same K, so the difference is inside the noise. Runs timed while another "
+            "run shared the machine (their records overlap in time on one host) are left out. A bar without an IQR has no per-step times "
             "(training records keep only the median), so nothing can be said of its noise. Where "
             "the records have FLOPs per step, a 'per FLOP' row under each setting gives the FLOP "
             "efficiency relative to BP: step time ÷ BP's over FLOPs ÷ BP's (1 = BP's FLOP "

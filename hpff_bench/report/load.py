@@ -352,6 +352,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["epochs"] = _num(col(df, "accuracy.epochs"))
     for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device"):
         d[f"env.{f}"] = col(df, f"env.{f}")
+    d["timed_shared"] = shared_machine(d["env.hostname"], d["env.time"], _num(col(df, "env.seconds")),
+                                       d["step_seconds"].notna())
     # the setting a memory number belongs to: same network, data shape and batch
     d["setting"] = [
         _setting(n, ds, b, s) for n, ds, b, s in zip(d["network"], d["dataset"], d["batch_size"], d["image_size"])
@@ -366,6 +368,22 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     else:
         d["config_key"] = "label=" + d["label"].astype(str)
     return d[DERIVED]
+
+
+def shared_machine(hosts: pd.Series, ends: pd.Series, seconds: pd.Series, timed: pd.Series) -> pd.Series:
+    """Per record: a timed record whose run overlapped another record's run on the same host
+    (each run lasts env.seconds and ends at env.time), so its step times measured two jobs at
+    once (e.g. `sweep --jobs 2` on two cores). Runs without both fields are never counted."""
+    end = pd.to_datetime(ends, errors="coerce", utc=True)
+    start = end - pd.to_timedelta(seconds, unit="s")
+    known = end.notna() & start.notna() & hosts.notna()
+    out = pd.Series(False, index=hosts.index, dtype=bool)
+    for i in hosts.index[timed & known]:
+        other = known & (hosts == hosts[i]) & (hosts.index != i)
+        # one second of slack: env.time is written to the second
+        out[i] = bool((other & (start < end[i] - pd.Timedelta(seconds=1))
+                       & (end > start[i] + pd.Timedelta(seconds=1))).any())
+    return out
 
 
 def _quartiles(v) -> tuple[float, float, float]:
@@ -406,7 +424,7 @@ DERIVED = [
     "step_seconds", "step_q1", "step_q3", "timed_steps", "flops", "images_per_second",
     "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs",
     *[f"env.{f}" for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device")],
-    "setting", "config_key",
+    "timed_shared", "setting", "config_key",
 ]
 
 

@@ -69,16 +69,17 @@ def _fmt(v, decimals: int) -> str:
 def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
     """Column `name`: the label, plus a short `[...]` where runs with one label differ otherwise.
 
-    E.g. two `DGL+HPFF (n=2)` configurations of one setting that differ only in pff_exec become
+    E.g. two `DGL+HPFF (n=2)` configurations that differ only in pff_exec become
     `DGL+HPFF (n=2)` and `DGL+HPFF (n=2) [streamed]`: a value equal to the default says
     nothing, the others are written as short phrases (`_phrase`). K, batch, network and the
-    like are the report's axes and never part of a name.
+    like are the report's axes and never part of a name. The fields that tell a label's
+    configurations apart are found over the whole report, not per setting, so one
+    configuration has one name (and so one colour) in every figure and table.
     """
     df = df.copy()
     df["name"] = df["label"].astype(str)
     keys = df["config_key"].astype(str)
-    # only where two configurations would share a name in one setting (a panel, a table block)
-    for _, idx in df.groupby(["setting", "label"]).groups.items():
+    for _, idx in df.groupby("label").groups.items():
         label = df.loc[idx[0], "label"]
         sub = keys.loc[idx]
         if sub.nunique() <= 1:
@@ -215,8 +216,11 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
             row["epochs"] = float(acc["epochs"].max()) if acc["epochs"].notna().any() else np.nan
         else:
             row["error_mean"], row["error_std"], row["seeds"], row["epochs"] = np.nan, np.nan, 0, np.nan
-        # speed, per device
+        # speed, per device: from runs timed alone where there are any (load.shared_machine)
         sp = g[g["step_seconds"].notna()]
+        alone = sp[~sp["timed_shared"].fillna(False).astype(bool)] if "timed_shared" in sp else sp
+        row["speed_shared"] = bool(alone.empty and not sp.empty)
+        sp = sp if alone.empty else alone
         row["step_seconds"] = float(sp["step_seconds"].median()) if not sp.empty else np.nan
         # the spread of one record (the one with the most timed steps): quartiles of its steps
         spread = sp[sp["step_q1"].notna()].sort_values("timed_steps", na_position="first")
@@ -554,6 +558,7 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "timed steps": c["timed_steps"].values,
         "images/s": c["images_per_second"].values, "step time vs BP (x)": rel,
         "vs BP": vs_bp, "vs plain method": vs_plain,
+        "timed alone": (~c["speed_shared"].fillna(False).astype(bool)).values if "speed_shared" in c else True,
     })
     decimals = {"K": 0, "modules": 0, "images/s": 1, "step time (ms)": 1, "IQR low (ms)": 1,
                 "IQR high (ms)": 1, "timed steps": 0}
@@ -569,10 +574,13 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "
         "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
-        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise'; 'no "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'not resolved'; 'no "
         "spread to tell' where either has fewer than 4 timed steps or no per-step times (training "
         "records keep only the median); 'vs plain method' compares a variant with "
-        "its plain method at the same K.",
+        "its plain method at the same K. 'timed alone' is unticked where every timing of the "
+        "configuration ran while another run of the results ran on the same host (their env.time and "
+        "env.seconds overlap): such a time measures two jobs at once and is compared with nothing; "
+        "the speed figure leaves it out.",
         decimals,
     )
 
@@ -616,11 +624,13 @@ def flop_efficiency(c: pd.DataFrame) -> pd.Series:
 
 
 def _noise_word(r, ref) -> str:
+    if any(v is not None and v == v and bool(v) for v in (r.get("speed_shared"), ref.get("speed_shared"))):
+        return "not a result: timed while sharing the machine"
     overlap = noise_overlap(r, ref)
     if overlap is None:
         return "no spread to tell"
     if overlap:
-        return "within noise"
+        return "not resolved"
     return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
 
