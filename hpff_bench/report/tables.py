@@ -690,7 +690,7 @@ def _memory_runs(ok: pd.DataFrame, p: pub.PublishedMemory) -> list[tuple[str, pd
     return groups
 
 
-def _memory_value(runs: pd.DataFrame, quantity: str) -> tuple[float, str | None]:
+def memory_value(runs: pd.DataFrame, quantity: str) -> tuple[float, str | None]:
     """(bytes, 'measured' | 'predicted') of one quantity: the median over runs."""
     measured, predicted = _MEMORY_COLUMNS[quantity]
     gpu = runs[_col(runs, "measured_source", keep_na=True) == "cuda-allocator"] if measured else runs.iloc[0:0]
@@ -730,7 +730,7 @@ def published_memory_table(df: pd.DataFrame) -> Table:
             continue
         for run, runs in groups:
             for q in pub.QUANTITIES:
-                nbytes, source = _memory_value(runs, q)
+                nbytes, source = memory_value(runs, q)
                 compared = q in p.compared_with
                 row = {**head, "our run": run, "our quantity": pub.QUANTITIES[q], "from": source,
                        "compared": compared}
