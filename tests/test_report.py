@@ -18,7 +18,6 @@ import pytest
 
 from hpff_bench.cli import main as cli_main
 from hpff_bench.report import build_report
-from hpff_bench.report import decomposition as D
 from hpff_bench.report import tables as T
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -27,10 +26,11 @@ FAILED = FIXTURES / "results_failed_only.jsonl"
 BENCH = FIXTURES / "benchmark_small.json"
 MiB = 2**20
 
-FIGURES = ("memory_vs_k", "breakdown", "accuracy_vs_memory", "prediction_parity", "speed")
+FIGURES = ("memory_vs_k", "breakdown", "accuracy_vs_memory", "prediction_parity", "speed", "decomposition")
 TABLES = (
     "memory_vs_k", "breakdown", "accuracy", "hpff_ablation", "patch_grid", "prediction_error",
     "speed", "published_comparison", "published_reference", "published_memory", "environment", "failed_runs",
+    "hpff_decomposition",
 )
 
 
@@ -76,10 +76,8 @@ def test_every_file_is_written(report):
     assert set(manifest["tables"]) == set(TABLES)
     # the hand-made fixture predates the per-aux-step number; the PFF figure says what it needs
     # and it has no suites/test_method_speed.py run (tests/test_report_side_by_side.py has)
-    # nor the decomposition's plain + HiLo pairs at one module count (tests/test_report_decomposition.py has)
     assert manifest["left_out"] == {"figure:pff": report.left_out["figure:pff"],
-                                    "figure:side_by_side": T.NO_SIDE_BY_SIDE, "table:side_by_side": T.NO_SIDE_BY_SIDE,
-                                    "figure:decomposition": D.WHY, "table:hpff_decomposition": D.WHY}
+                                    "figure:side_by_side": T.NO_SIDE_BY_SIDE, "table:side_by_side": T.NO_SIDE_BY_SIDE}
     assert "aux_scope_peak_bytes" in report.left_out["figure:pff"]
     assert manifest["records"] == 34 + 2 and manifest["failed"] == 4
 

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hpff_bench.report.figures import _facets, _legend, _legend_rows, style
+from hpff_bench.report.figures import _facets, _legend, _legend_rows, _method_patches, compact_settings, style
 from hpff_bench.report.style import MIB, family_of, method_color
 from hpff_bench.report.tables import Table, memory_value, natural_key, ok_rows
 
@@ -132,11 +132,13 @@ def decomposition_figure(df: pd.DataFrame) -> Figure | str:
     d = decomposition(df)
     if d.empty:
         return WHY
-    settings = sorted(dict.fromkeys(f"{s} · {m} modules" for s, m in zip(d["setting"], d["modules"])), key=natural_key)
-    d = d.assign(panel=[f"{s} · {m} modules" for s, m in zip(d["setting"], d["modules"])])
+    d = compact_settings(d)  # drop what every panel shares (e.g. ' · cifar10'): short titles
+    d = d.assign(panel=[f"{s}\n{m} modules" for s, m in zip(d["setting"], d["modules"])])
+    settings = sorted(dict.fromkeys(d["panel"]), key=natural_key)
     fams = [f for f in ("DGL", "InfoPro", "PredSim") if f in set(d["method"])]
+    names = set(d["name"])
     with style():
-        fig, axes = _facets(len(settings), len(fams), _legend_rows(3, len(fams)), panel_h=1.9)
+        fig, axes = _facets(len(settings), len(fams), _legend_rows(3 + len(names), len(fams)), panel_h=1.9)
         for i, s in enumerate(settings):
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
@@ -157,7 +159,7 @@ def decomposition_figure(df: pd.DataFrame) -> Figure | str:
                 ax.set_title(f"{fam}\n{s}")
                 ax.set_ylabel("MiB")
                 ax.grid(axis="x", visible=False)
-        handles = [
+        handles = _method_patches(names) + [
             Patch(facecolor="#999999", edgecolor="black", linewidth=0.3, label="allocated peak"),
             Patch(facecolor="#999999", alpha=0.45, hatch="////", edgecolor="black", linewidth=0.3,
                   label="allocator cache (reserved - allocated)"),

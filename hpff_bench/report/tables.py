@@ -714,6 +714,21 @@ def _cache_note(runs: pd.DataFrame, published_gb: float) -> str | None:
             f"given back on an out-of-memory it runs in {float(least.median()) / 1e9:.2f} GB (docs/memory.md)")
 
 
+UNEXPLAINED = ("no compared reading within ±10 %: not explained; not in the prediction: cuDNN workspaces "
+               "(cudnn.benchmark), the paper's PyTorch / CUDA / GPU (docs/published.md)")
+
+
+def _note_unexplained(rows: list[dict]) -> None:
+    """Where no compared quantity, in either reading of GB, is within ±10 % of the figure, its
+    compared rows say so: the difference is not one we found a mechanism for."""
+    diffs = [r[f"difference, GB = {g} B (%)"] for r in rows if r["compared"] for g in pub.GB_READINGS]
+    diffs = [d for d in diffs if d == d]
+    if diffs and min(abs(d) for d in diffs) > 10.0:
+        for r in rows:
+            if r["compared"]:
+                r["note"] = UNEXPLAINED
+
+
 def published_memory_table(df: pd.DataFrame) -> Table:
     """The papers' GPU-memory figures, each beside every one of our quantities, in the paper's unit
     read both ways; the difference only on the quantities the paper's own description points to."""
@@ -729,6 +744,7 @@ def published_memory_table(df: pd.DataFrame) -> Table:
             rows.append({**head, "our run": None, "our quantity": None, "from": None, "note": why})
             continue
         for run, runs in groups:
+            first = len(rows)
             for q in pub.QUANTITIES:
                 nbytes, source = memory_value(runs, q)
                 compared = q in p.compared_with
@@ -741,6 +757,7 @@ def published_memory_table(df: pd.DataFrame) -> Table:
                         pub.difference_pct(nbytes, p.gb, reading) if compared else np.nan)
                 row["note"] = _cache_note(runs, p.gb) if q in ("reserved", "device") else None
                 rows.append(row)
+            _note_unexplained(rows[first:])
     reasons = " ".join(f"[{pub.MEMORY_TABLES[k]}] {why}" for k, (_, why) in pub.MEASURED_AS.items())
     columns = ["source", "network", "data", "published as", "published (GB)", "our run", "our quantity", "from",
                "compared", *(f"ours, GB = {r} B" for r in pub.GB_READINGS),
