@@ -90,3 +90,12 @@ def test_parse_bytes():
     assert profiling.parse_bytes("24 GB", "--budget") == 24 * 10**9
     assert profiling.parse_bytes("1.5e9", "--budget") == 1_500_000_000
     assert profiling.parse_batch_sizes("64, 128,64") == [64, 128]
+
+
+def test_every_batched_pff_estimate_says_why_batched_is_the_default(cli):
+    from hpff_bench.commands.estimate import BATCHED_PFF_NOTE
+
+    code, out, err = cli("estimate", *SMALL, "--hpff", "--batch-size", "4", "--json")
+    assert code == 0 and BATCHED_PFF_NOTE in err
+    code, out, err = cli("estimate", *SMALL, "--hpff", "--pff-exec", "streamed", "--batch-size", "4", "--json")
+    assert code == 0 and "PFF runs batched" not in err
