@@ -35,7 +35,8 @@ STEPS = {
 }
 SHORT = {"base": "base", "hilo": "+HiLo", "pff-batched": "+PFF\nbatched", "pff-streamed": "+PFF\nstreamed",
          "official-hilo": "+HiLo\nofficial", "official-pff": "+PFF\nofficial"}
-QUANTITIES = ("allocated", "reserved", "device")
+QUANTITIES = ("allocated", "least_device", "reserved", "device")
+COLUMN = {"allocated": "allocated", "least_device": "least device", "reserved": "reserved", "device": "device"}
 WHY = ("no configuration has a plain method and its HiLo step at one setting and module count "
        "(DGL / InfoPro on HPFF's loss settings / PredSim; suites/cifar10.toml, grids "
        "\"decomposition\" and \"decomposition-official\")")
@@ -83,9 +84,9 @@ def decomposition(df: pd.DataFrame) -> pd.DataFrame:
                    "name": str(runs["name"].iloc[0]), "from": values["allocated"][1],
                    "compared with": STEPS[prev][0] if prev in have else None}
             for q in QUANTITIES:
-                row[f"{q} (MiB)"] = values[q][0] / MIB
+                row[f"{COLUMN[q]} (MiB)"] = values[q][0] / MIB
             for q in QUANTITIES:
-                row[f"change in {q} (MiB)"] = (
+                row[f"change in {COLUMN[q]} (MiB)"] = (
                     (values[q][0] - have[prev][1][q][0]) / MIB if prev in have else np.nan)
             row["what moves"] = _what_moves(row) if prev in have else None
             rows.append(row)
@@ -121,8 +122,10 @@ def decomposition_table(df: pd.DataFrame) -> Table | str:
         "(batched patches: all patches folded into the batch; streamed: one patch at a time), the "
         "official execution's PFF (InfoPro's quadrant decoders) with its own HiLo (InfoPro's whole-map "
         "decoder swapped in: the official code has no HiLo-only path; DGL and PredSim have no official "
-        "PFF). allocated = the allocator's allocated peak (live tensors and their blocks); reserved = "
-        "+ the allocator's cache; device = + the CUDA context (an assumption in predictions). 'what "
+        "PFF). allocated = the allocator's allocated peak (live tensors and their blocks); least device "
+        "= the least device memory the step runs in, the allocator giving its cache back on an "
+        "out-of-memory, + the CUDA context (predicted only); reserved = + the allocator's cache a GPU "
+        "with room keeps; device = reserved + the CUDA context (an assumption in predictions). 'what "
         "moves': the larger of the change in the allocated peak and the change in the cache alone.",
         {"modules": 0} | {c: 0 for c in data.columns if c.endswith("(MiB)")},
     )
