@@ -146,11 +146,12 @@ MEMORY_SOURCES = {
 MEMORY_TABLES = {"infopro-t3": "InfoPro Table 3", "infopro-t4": "InfoPro Table 4", "hpff-mem": "HPFF (approx.)"}
 
 # Our memory quantities, as the report names them (docs/published.md "Which of our numbers").
+# (the table's caption and docs/published.md say what each is)
 QUANTITIES = {
-    "allocated": "allocated peak (max_memory_allocated)",
-    "least_device": "least device memory it runs in (cache given back on out-of-memory) + CUDA context",
-    "reserved": "reserved peak (max_memory_reserved)",
-    "device": "device total: reserved peak + CUDA context (what nvidia-smi shows)",
+    "allocated": "allocated peak",
+    "least_device": "least device memory",
+    "reserved": "reserved peak",
+    "device": "device total",
 }
 # What each source's own description of its measurement points to, and why.
 MEASURED_AS = {

@@ -711,11 +711,12 @@ def _cache_note(runs: pd.DataFrame, published_gb: float) -> str | None:
     if cache < 0.05 * published_gb * 1e9:
         return None
     return (f"{cache / 1e9:.2f} GB (10^9 B) of it is cached segments the step does not need: with the cache "
-            f"given back on an out-of-memory it runs in {float(least.median()) / 1e9:.2f} GB (docs/memory.md)")
+            f"given back on an out-of-memory the reserve shrinks to {float(least.median()) / 1e9:.2f} GB "
+            "(docs/memory.md)")
 
 
-UNEXPLAINED = ("no compared reading within ±10 %: not explained; not in the prediction: cuDNN workspaces "
-               "(cudnn.benchmark), the paper's PyTorch / CUDA / GPU (docs/published.md)")
+UNEXPLAINED = ("no compared reading within ±10 %: not explained; not in the prediction: cuDNN workspaces, "
+               "the paper's PyTorch / CUDA / GPU (docs/published.md)")
 
 
 def _note_unexplained(rows: list[dict]) -> None:
@@ -766,9 +767,10 @@ def published_memory_table(df: pd.DataFrame) -> Table:
         "published_memory", "The papers' GPU memory beside ours, compared like for like",
         pd.DataFrame(rows, columns=columns),
         "Every published figure is shown beside four of our quantities, each measured on a GPU where a profile "
-        "exists ('from'), else predicted on fake tensors: the allocated peak; the least device memory the "
-        "step runs in (the allocator model giving its cached segments back on an out-of-memory, as PyTorch's "
-        "does, plus the CUDA context); the reserved peak; and the device total a GPU with room shows. The "
+        "exists ('from'), else predicted on fake tensors: the allocated peak (max_memory_allocated); the least "
+        "device memory the step runs in (the allocator model giving its cached segments back on an "
+        "out-of-memory, as PyTorch's does, plus the CUDA context); the reserved peak (max_memory_reserved); "
+        "and the device total a GPU with room shows (reserved + CUDA context, what nvidia-smi shows). The "
         "difference is given only on the quantities marked 'compared', those the paper's own description of "
         "its measurement points to, and for 'GB' read as 10^9 and as 2^30 bytes, since no paper says which "
         "(docs/published.md). " + reasons + " The CUDA context in the predictions is an assumption (512 MiB "
