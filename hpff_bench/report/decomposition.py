@@ -33,8 +33,8 @@ STEPS = {
     "official-hilo": ("+ HiLo, official execution", "base"),
     "official-pff": ("+ PFF, official quadrant decoders", "official-hilo"),
 }
-SHORT = {"base": "base", "hilo": "+HiLo", "pff-batched": "+PFF\nbatched", "pff-streamed": "+PFF\nstreamed",
-         "official-hilo": "+HiLo\nofficial", "official-pff": "+PFF\nofficial"}
+SHORT = {"base": "base", "hilo": "+HiLo", "pff-batched": "+PFF batched", "pff-streamed": "+PFF streamed",
+         "official-hilo": "+HiLo official", "official-pff": "+PFF official"}
 QUANTITIES = ("allocated", "least_device", "reserved", "device")
 COLUMN = {"allocated": "allocated", "least_device": "least device", "reserved": "reserved", "device": "device"}
 WHY = ("no configuration has a plain method and its HiLo step at one setting and module count "
@@ -141,7 +141,7 @@ def decomposition_figure(df: pd.DataFrame) -> Figure | str:
     fams = [f for f in ("DGL", "InfoPro", "PredSim") if f in set(d["method"])]
     names = set(d["name"])
     with style():
-        fig, axes = _facets(len(settings), len(fams), _legend_rows(3 + len(names), len(fams)), panel_h=1.9)
+        fig, axes = _facets(len(settings), len(fams), _legend_rows(3 + len(names), len(fams)), panel_h=2.4)
         for i, s in enumerate(settings):
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
@@ -158,7 +158,9 @@ def decomposition_figure(df: pd.DataFrame) -> Figure | str:
                 ax.bar(x, cache, 0.7, bottom=alloc, color=colours, alpha=0.45, hatch="////",
                        edgecolor="black", linewidth=0.3)
                 ax.bar(x, context, 0.7, bottom=alloc + cache, color="white", edgecolor="#777777", linewidth=0.5)
-                ax.set_xticks(x, [SHORT[k] for k in sub["step_key"]], fontsize="small")
+                # slanted: six steps side by side in a third of the width would run into each other
+                ax.set_xticks(x, [SHORT[k] for k in sub["step_key"]], fontsize="small", rotation=35,
+                              ha="right", rotation_mode="anchor")
                 ax.set_title(f"{fam}\n{s}")
                 ax.set_ylabel("MiB")
                 ax.grid(axis="x", visible=False)
