@@ -70,7 +70,8 @@ SECTIONS = [
             "each PFF execution (batched patches, streamed patches, the official code's quadrant "
             "decoders), each bar split into the allocated peak (live tensors), the allocator's cache "
             "(reserved - allocated, hatched) and the CUDA context (white; assumed in predictions). The "
-            "table gives each step's change against the step it adds to, and which term moved.",
+            "table gives each step's change against the step it adds to, and which term moved; why "
+            "it moves, per method, is in docs/memory.md ('Does HPFF save memory?').",
             [("figure", "decomposition"), ("table", "hpff_decomposition")]),
     Section("Accuracy vs memory", "Test error against peak memory, one point per configuration, "
             "error bars = std over seeds, dashed = Pareto front. Hollow markers: memory predicted. "
