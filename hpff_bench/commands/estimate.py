@@ -56,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.profiling import BATCH_SWEEP, estimate_batches, parse_batch_sizes, parse_bytes
 
     sizes = list(BATCH_SWEEP) if args.batch_sweep else parse_batch_sizes(args.batch_size)
-    budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
-    if budget is not None and budget <= 0:
-        raise ConfigError(f"--budget must be > 0, got {args.budget!r}")
+    budget = parse_bytes(args.budget, "--budget", positive=True) if args.budget is not None else None
     if args.cache_release and budget is None:
         raise ConfigError("--cache-release needs --budget (the device size it releases the cache at)")
     args.batch_size = sizes[0]

@@ -107,9 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.report.published import match
     from hpff_bench.report.timings import read_timings, step_key
 
-    budget = parse_bytes(args.budget, "--budget")
-    if budget <= 0:
-        raise ConfigError(f"--budget must be > 0, got {args.budget!r}")
+    budget = parse_bytes(args.budget, "--budget", positive=True)
     sizes = _ints(args.batch_size, "--batch-size")
     if len(sizes) != 1:
         raise ConfigError(f"--batch-size takes one batch size in plan, got {args.batch_size!r}")

@@ -27,9 +27,11 @@ def add_parser(subparsers) -> None:
 
 
 def default_output(first: str) -> Path:
+    """reports/NAME, NAME a plain file name: the directory's own name (`..` or `.` resolved, so
+    `report ..` never writes into the current directory), a file's without its suffix."""
     p = Path(first)
-    name = p.name if p.is_dir() else p.stem
-    return Path("reports") / (name or "report")
+    name = p.resolve().name if p.is_dir() else p.stem
+    return Path("reports") / (name if name not in ("", ".", "..") else "report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             f"no valid result record or side-by-side speed run in {' '.join(args.results)} ({len(loaded.files)} file(s) read, "
             f"{len(loaded.notes)} note(s){first})"
         )
+    V.create_dir("-o/--output", out)
     report = render_report(loaded, out, args.title or f"hpff-bench report: {out.name}")
     ok = report.records - report.failed
     speed_runs = f", {report.side_by_side_runs} side-by-side speed run(s)" if report.side_by_side_runs else ""

@@ -133,7 +133,7 @@ def _read_one(path: Path, flag: str) -> tuple[list[Measurement], list[str]]:
     if path.suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an int past Python's 4,300-digit limit
             data = None
     bench = as_pytest_benchmark(data)
     for b in bench["benchmarks"] if bench is not None else ():
