@@ -63,8 +63,9 @@ def _config(network, dataset, batch, method, k, split, hpff):
     """A RunConfig built as `estimate` would build it from these flags (paper recipes included)."""
     p = argparse.ArgumentParser()
     add_config_arguments(p)
-    argv = ["--network", network, "--dataset", dataset, "--batch-size", str(batch), "--method", method,
-            "--k", str(k), "--split", split] + (["--hpff"] if hpff else [])
+    # flag=value: a value never reads as an option (a --dataset of '-1e+16' is refused by the check)
+    argv = [f"--network={network}", f"--dataset={dataset}", f"--batch-size={batch}", f"--method={method}",
+            f"--k={k}", f"--split={split}"] + (["--hpff"] if hpff else [])
     return config_from_args(p.parse_args(argv))
 
 

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.report.build import render_report  # matplotlib is imported only when needed
     from hpff_bench.report.load import read_results
 
-    out = Path(args.output) if args.output else default_output(args.results[0])
+    V.string("-o/--output", args.output, allow_none=True)  # '' is no directory
+    out = Path(args.output) if args.output is not None else default_output(args.results[0])
     V.output_dir("-o/--output", out)
     V.string("--title", args.title, allow_none=True)
     loaded = read_results(args.results)

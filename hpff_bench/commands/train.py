@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     ).validate()
     name = config_run_name(cfg)
+    V.string("--results", args.results)  # '' is no directory (Path('') would be the current one)
+    V.string("--checkpoint-dir", args.checkpoint_dir, allow_none=True)
     results = Path(args.results)
     if not (args.no_record and args.checkpoint_dir):  # the record and the default checkpoints go there
         V.output_dir("--results", results)
