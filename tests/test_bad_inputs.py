@@ -8,6 +8,7 @@ there, environment variables, and a phrase the one line must contain.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -271,3 +272,34 @@ def test_bad_input_is_one_line_and_exit_2(name, argv, files, env, phrase, tmp_pa
     assert phrase in err[0], err[0]
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == before, "a refused input must write nothing"
+
+
+def test_report_default_output_is_never_the_current_directory(tmp_path, monkeypatch):
+    """`report ..` without -o: reports/<the directory's own name>, not reports/.. (= the current directory)."""
+    from hpff_bench.commands.report import default_output
+
+    cwd = tmp_path / "results" / "sweep"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    assert default_output("..") == Path("reports/results")
+    assert default_output(".") == Path("reports/sweep")
+    assert default_output("..json") == Path("reports/report")  # a file's stem '.'
+    assert default_output("r.jsonl") == Path("reports/r")
+    assert default_output("/") == Path("reports/report")
+
+
+def test_a_failed_download_leaves_no_directories(tmp_path, monkeypatch):
+    """A download that fails removes the directory chain it created for the data root."""
+    import torchvision
+
+    from hpff_bench.data.datasets import availability
+
+    def offline(url, root, *args, **kwargs):  # as torchvision's: the root first, then a partial file
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+        raise OSError("offline")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", offline)
+    why = availability("cifar10", tmp_path / "a" / "b" / "c", download=True)
+    assert why is not None and "download failed (OSError: offline)" in why
+    assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,7 @@ see docs/robustness.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -118,8 +119,14 @@ PATHS = st.one_of(
 PATH_DESTS = {"results", "data_root", "checkpoint_dir", "snapshot", "output", "timings", "suite"}
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """The CLI's parser, built once, for reading the draws (main() builds its own)."""
+    return build_parser()
+
+
 def _flags(command: str) -> list[argparse.Action]:
-    parser = build_parser().commands[command]
+    parser = _parser().commands[command]
     return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
 
 
@@ -192,9 +199,8 @@ def _snapshot(root: Path) -> dict[str, tuple]:
 
 def _output_dirs(argv: list[str], cwd: Path) -> list[Path]:
     """The output directories the command was given, as its own parser reads them (last wins)."""
-    parser = build_parser()
     try:
-        args, _ = parser.parse_known_args(argv)
+        args, _ = _parser().parse_known_args(argv)
     except SystemExit:
         return []
     dirs = []
@@ -268,7 +274,7 @@ FILES = {"s.toml": toml_text(GOOD_SUITE), "r.jsonl": json.dumps(GOOD_RECORD) + "
 
 def test_the_commands_are_all_covered():
     """A new sub-command needs a base here (and so gets generated inputs)."""
-    assert set(build_parser().commands) == set(BASES)
+    assert set(_parser().commands) == set(BASES)
 
 
 @pytest.mark.parametrize("command", sorted(BASES))
