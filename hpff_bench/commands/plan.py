@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.profiling import estimate_batches, estimate_config, parse_bytes
     from hpff_bench.report.published import match
     from hpff_bench.report.timings import read_timings, step_key
+    from hpff_bench.runner.preflight import check_tensor_sizes
 
     budget = parse_bytes(args.budget, "--budget", positive=True)
     sizes = _ints(args.batch_size, "--batch-size")
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     batch = sizes[0]
     cfgs = configurations(args.network, args.dataset, batch, [m.strip() for m in args.methods.split(",")],
                           _ints(args.k, "--k"))
+    for cfg in cfgs[:1]:  # they share the network, data and batch: the same tensors
+        check_tensor_sizes(cfg)
     timings = read_timings(args.timings) if args.timings else None  # before any trace
     for note in timings.notes if timings else ():
         print(f"hpff-bench plan: note: {note}", file=sys.stderr)

@@ -109,7 +109,12 @@ def check_options(jobs, timeout_s, results, data_root) -> None:
 def preflight(tasks: list[Task]) -> None:
     """Shape, device and host-memory checks of every task (runner.preflight), before any worker
     starts; the first failure is raised with the number of tasks that fail."""
-    from hpff_bench.runner.preflight import check_device, check_host_memory, check_patch_grid
+    from hpff_bench.runner.preflight import (
+        check_device,
+        check_host_memory,
+        check_patch_grid,
+        check_tensor_sizes,
+    )
 
     failures: list[str] = []
     seen: set[tuple] = set()
@@ -119,6 +124,7 @@ def preflight(tasks: list[Task]) -> None:
             continue
         seen.add(key)
         try:
+            check_tensor_sizes(t.config)
             check_patch_grid(t.config)
             if t.kind in ("profile", "train"):
                 what = "a profile" if t.kind == "profile" else "training"
