@@ -13,7 +13,7 @@ a typo (a twenty-digit --steps) is an exit-2 line, not a run that never ends:
   seed x 100,003 + epoch, which must stay within torch's 64-bit generator seed);
 - measured steps and warm-up steps: at most 10**6 (a million steps of 0.1 s is 28 hours);
 - epochs: at most 10**4 (the papers train 160 to 400);
-- image size: at most 2**16 pixels a side (a 65,536 x 65,536 input is 16 GiB per image in fp32);
+- image size: at most 2**16 pixels a side (a 65,536 x 65,536 RGB input is 48 GiB per image in fp32);
 - classes: at most 10**6 (ImageNet-21k has 21,841);
 - images (batch size, training and test subsets): at most 2**31 - 1 (a 32-bit index);
 - DataLoader workers: at most 256;

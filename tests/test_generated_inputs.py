@@ -32,16 +32,14 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from hpff_bench.cli import build_parser, main  # noqa: E402
+from hpff_bench.cli import build_parser, main
 
 LONG = os.environ.get("HPFF_BENCH_HYPOTHESIS_EXAMPLES")
-TESTS = 10  # the tests below that draw
-EXAMPLES = int(LONG) if LONG else 1200
+TESTS = 11  # the tests below that draw
+EXAMPLES = int(LONG) if LONG else 1100
 SETTINGS = settings(
     max_examples=max(1, EXAMPLES // TESTS),
     derandomize=not LONG,  # CI: the same draws every run
@@ -293,6 +291,22 @@ def test_generated_flags(command, data, stubbed):
     if positional is not None:  # sweep's SUITE, report's RESULTS
         base = [base[0], positional, *base[2:]]
     run_draw([*base, *flags], FILES)
+
+
+@SETTINGS
+@given(name=st.sampled_from(["HPFF_BENCH_THREADS", "HPFF_BENCH_INJECT"]),
+       value=st.one_of(VALUES, st.sampled_from(["crash:bp", "oom:resnet20|error:x", "hang:", ":bp", "crash"])))
+def test_generated_environment(name, value, stubbed):
+    """The sweep's environment variables (its workers' threads, fault injection)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        run_draw(BASES["sweep"], FILES)
+    finally:
+        if old is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = old
 
 
 # ----- suite files ---------------------------------------------------------------------------------
