@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from hpff_bench.cli import build_parser, main
 
 LONG = os.environ.get("HPFF_BENCH_HYPOTHESIS_EXAMPLES")
-TESTS = 11  # the tests below that draw
-EXAMPLES = int(LONG) if LONG else 1100
+TESTS = 12  # the tests below that draw
+EXAMPLES = int(LONG) if LONG else 1200
 SETTINGS = settings(
     max_examples=max(1, EXAMPLES // TESTS),
     derandomize=not LONG,  # CI: the same draws every run
@@ -428,6 +428,44 @@ def test_generated_record_fields(path, value, as_json, stubbed):
     assert (len(loaded.frame) == 1) == (problem is None), (problem, loaded.notes)
     if problem and problem != "not a record":
         assert any(problem in n for n in loaded.notes), (problem, loaded.notes)
+
+
+BENCHMARK = {  # pytest --benchmark-json: a record's benchmark and a side-by-side speed run
+    "machine_info": {"cpu": {"brand_raw": "cpu"}, "python_version": "3.11", "node": "h"},
+    "commit_info": {"id": "abc"}, "datetime": "2026-12-06T00:00:00",
+    "benchmarks": [
+        {"name": "t", "stats": {"median": 0.01, "q1": 0.01, "q3": 0.02, "rounds": 3},
+         "extra_info": {"record": {"config": GOOD_RECORD["config"], "label": "BP"}}},
+        {"name": "speed", "stats": {"median": 0.01},
+         "extra_info": {"network": "resnet20", "k": 2, "batch_size": 4, "device": "cpu", "threads": 2,
+                        "configurations": {"bp": {"step_seconds": 0.01, "step_vs_bp": 1.0,
+                                                  "step_vs_bp_per_round": [0.9, 1.1], "flops_vs_bp": 1.0}}}},
+    ],
+}
+
+
+@SETTINGS
+@given(data=st.data(), value=JSON_VALUES)
+def test_generated_benchmark_fields(data, value, stubbed):
+    """A pytest-benchmark file with one field (at any depth) set to a drawn value, read by
+    `report` and by `plan --timings`."""
+    doc = json.loads(json.dumps(BENCHMARK))
+    node = doc
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = data.draw(st.sampled_from(keys)) if keys else None
+        if key is None:
+            break
+        if isinstance(node[key], (dict, list)) and node[key] and data.draw(st.booleans()):
+            node = node[key]
+            continue
+        node[key] = value
+        break
+    files = {"b.json": json.dumps(doc, allow_nan=True)}
+    code, _, err = run_draw(["report", "b.json"], files)
+    if code == 2:
+        assert "no valid result record" in err, err
+    run_draw([*BASES["plan"], "--timings", "b.json"], files)  # plan reads the same files' step times
 
 
 def test_a_string_numeric_field_is_a_note_naming_it(tmp_path):

@@ -19,6 +19,7 @@ network is built on the meta device (no memory, no compute), so a check costs < 
 
 from __future__ import annotations
 
+import functools
 import os
 
 from hpff_bench.config import RunConfig
@@ -61,13 +62,17 @@ def check_patch_grid(cfg: RunConfig) -> None:
 
 def _sample_numels(cfg: RunConfig) -> tuple[int, int]:
     """(one input image's elements, the largest single unit output's per image), by a meta forward."""
+    return _numels(cfg.network, cfg.resolved_image_size, cfg.resolved_num_classes)
+
+
+@functools.lru_cache(maxsize=64)  # a sweep checks many configurations of few shapes
+def _numels(network: str, size: int, num_classes: int) -> tuple[int, int]:
     import torch
 
     from hpff_bench.networks import NETWORKS
 
-    size = cfg.resolved_image_size
     with torch.device("meta"):
-        units = NETWORKS[cfg.network].build(cfg.resolved_num_classes).units
+        units = NETWORKS[network].build(num_classes).units
         h = torch.empty(1, 3, size, size)
         largest = 0
         for u in units:

@@ -36,6 +36,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpff_bench.validation import shown
+
 SCHEMA_VERSION = 1
 KINDS = ("estimate", "profile", "train", "benchmark")
 STATUSES = ("ok", "oom", "diverged", "skipped", "error")
@@ -366,17 +368,9 @@ def record_problem(rec: dict) -> str | None:
     for path, kind in FIELD_TYPES.items():
         v = _field(rec, path)
         if v is not None and not _TYPE_CHECKS[kind](v):
-            what = f"{type(v).__name__} {_short(v)}" if isinstance(v, (str, int, float)) else type(v).__name__
+            what = f"{type(v).__name__} {shown(v, 40)}" if isinstance(v, (str, int, float)) else type(v).__name__
             return f"{path} must be {_TYPE_NAMES[kind]}, got {what}"
     return None
-
-
-def _short(v) -> str:
-    try:
-        text = repr(v)
-    except ValueError:  # an int past Python's 4,300-digit str() limit
-        return f"of {v.bit_length()} bits"
-    return text if len(text) <= 40 else text[:30] + "..."
 
 
 def supersede_key(record: dict) -> tuple:
