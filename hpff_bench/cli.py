@@ -13,6 +13,12 @@ from hpff_bench.errors import ConfigError
 COMMANDS = ("profile", "estimate", "plan", "train", "sweep", "report", "aux_params")
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that is not printable (a newline or carriage return in a path
+    the user gave, a line separator) escaped as Python writes it: an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the CLI's error format, and values that look like negative numbers kept as
     values.
@@ -31,7 +37,7 @@ class Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"hpff-bench {args.command}: error: {e}", file=sys.stderr)
+        print(f"hpff-bench {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before a command's own handling (sweep keeps its summary)
         print(f"hpff-bench {args.command}: interrupted", file=sys.stderr)
