@@ -32,7 +32,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hpff_bench.cli import build_parser, main
@@ -235,6 +235,7 @@ def run_draw(argv: list[str], files: dict[str, str | bytes] | None = None) -> tu
         finally:
             os.chdir(old)
         after = _snapshot(root)
+        event({0: "exit 0", 2: "exit 2 (refused)", "reached": "accepted: reached the work"}.get(code, f"exit {code}"))
         lines = err.getvalue().strip().splitlines()
         why = f"argv={argv!r}\nstderr={err.getvalue()[-3000:]}"
         assert code in (0, 2, "reached"), why
