@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from hpff_bench.cli import build_parser, main
@@ -235,7 +236,8 @@ def run_draw(argv: list[str], files: dict[str, str | bytes] | None = None) -> tu
         finally:
             os.chdir(old)
         after = _snapshot(root)
-        event({0: "exit 0", 2: "exit 2 (refused)", "reached": "accepted: reached the work"}.get(code, f"exit {code}"))
+        if currently_in_test_context():  # the outcomes' shares, in --hypothesis-show-statistics
+            event({0: "exit 0", 2: "exit 2 (refused)", "reached": "accepted: reached the work"}.get(code, f"exit {code}"))
         lines = err.getvalue().strip().splitlines()
         why = f"argv={argv!r}\nstderr={err.getvalue()[-3000:]}"
         assert code in (0, 2, "reached"), why
