@@ -14,6 +14,8 @@ Every net returns its loss, as the official ones do.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,6 +57,39 @@ class QuadrantDecoder(nn.Module):
             patch = F.interpolate(features[:, :, a, b], size=[self.out_size] * 2, mode="bilinear", align_corners=True)
             loss = loss + F.binary_cross_entropy(dec(patch), image[:, :, ai, bi])
         return loss
+
+
+class OfficialDecoder(nn.Module):
+    """InfoPro's CIFAR `Decoder` (also MAN's): always a bilinear upsample (corners aligned) to the
+    image size, even from the image size (a copy), 3x3 conv C -> 12·w with bias, BN, ReLU (not in
+    place), 3x3 conv 12·w -> 3 with bias, sigmoid. Returns the reconstruction; its loss is torch's
+    BCE against the de-normalised image, computed by the caller in float32."""
+
+    def __init__(self, channels: int, image_size: int, widen: int = 1):
+        super().__init__()
+        self.out_size = image_size
+        hidden = 12 * widen
+        self.decoder = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, 1, 1), nn.BatchNorm2d(hidden), nn.ReLU(), nn.Conv2d(hidden, 3, 3, 1, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(features, size=[self.out_size] * 2, mode="bilinear", align_corners=True)
+        return self.decoder(up)
+
+
+def official_init(module: nn.Module) -> None:
+    """The official CIFAR models' init (InfoPro, HPFF, MAN, AugLocal), applied to every conv the
+    module owns: N(0, sqrt(2 / (k·k·C_out))), BatchNorm2d weight 1, bias 0 (linear layers, conv
+    biases and BatchNorm1d keep torch's default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class OfficialClassifier(nn.Module):
