@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from hpff_bench.aux.losses import LOCAL_LOSSES
-from hpff_bench.aux.official import OfficialClassifier, OfficialDecoder, official_init
+from hpff_bench.aux.man import MomentumAux
 from hpff_bench.methods.base import Method, StepOutput, full_precision
 from hpff_bench.networks import NETWORKS
-from hpff_bench.networks.cifar_resnet import BasicBlock
 from hpff_bench.scope import scope
 
 
@@ -41,40 +39,6 @@ def _stage_of(stage_blocks: tuple[int, ...], unit: int) -> int:
             return stage
         u -= blocks
     raise IndexError(unit)
-
-
-def _like(block: BasicBlock) -> BasicBlock:
-    """A new block of `block`'s shape (its own weights)."""
-    conv = block.conv1
-    return BasicBlock(conv.in_channels, conv.out_channels, conv.stride[0])
-
-
-class MomentumAux(nn.Module):
-    """Module j's aux net: EMA block + learnable block, then InfoPro's decoder and classifier."""
-
-    def __init__(self, block: BasicBlock, image_size: int, kind: str, loss: str, num_classes: int):
-        super().__init__()
-        channels = block.conv1.out_channels
-        self.ema = _like(block)
-        self.bias = _like(block)  # the learnable bias ("LB" in the official code)
-        self.decoder = OfficialDecoder(channels, image_size)
-        self.classifier = OfficialClassifier(channels, kind, loss, num_classes)
-        official_init(self)
-        self.ema.requires_grad_(False)
-        self.forward_calls = 0
-
-    def forward(self, x):
-        """(reconstruction, classifier output) of the summed blocks."""
-        self.forward_calls += 1
-        z = self.bias(x) + self.ema(x)
-        return self.decoder(z), self.classifier.head(z)
-
-    @torch.no_grad()
-    def update_ema(self, block: nn.Module, momentum: float) -> None:
-        """EMA <- EMA·m + block·(1-m), parameters only (the EMA's BatchNorm statistics are its
-        own running ones), in the official expression's order of operations."""
-        for ema, p in zip(self.ema.parameters(), block.parameters(), strict=True):
-            ema.mul_(momentum).add_(p * (1 - momentum))
 
 
 class MAN(Method):
