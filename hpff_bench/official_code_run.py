@@ -153,7 +153,7 @@ class OfficialCodeStep:
             raise ConfigError(f"the official {code.name} code has local_module_num 1, "
                               f"{', '.join(map(str, counts[c.network]))} for {c.network}, not {c.k}")
         if not code.hpff and (c.hilo or c.pff_grid > 1 or c.method != code.method):
-            raise ConfigError(f"the official {code.name} code runs {code.method} without HiLo or PFF, "
+            raise ConfigError(f"the official {code.name} code runs {code.name} without HiLo or PFF, "
                               f"not {c.method} with hilo={c.hilo}, pff_grid={c.pff_grid}")
         self.device = torch.device(device)
         self.config = c
