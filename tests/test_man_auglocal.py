@@ -173,3 +173,11 @@ def test_estimate_and_profile_run_both(cli_json):
         assert est["modules"] == prof["modules"] == 4
         assert est["label"] == prof["label"] == {"man": "MAN", "auglocal": "AugLocal"}[method]
         assert "aux/independent/0" in est["predicted"]["per_module_peak_bytes"]
+
+
+def test_plan_candidates_compose_no_hpff_and_keep_auglocal_modules():
+    from hpff_bench.commands.plan import configurations
+
+    got = {(c.method, c.split, c.hilo) for c in configurations("resnet32", "cifar10", 64, ["man", "auglocal"], [16])}
+    assert got == {("man", "infopro", False), ("man", "hpff", False), ("man", "balanced", False),
+                   ("auglocal", "auto", False)}
