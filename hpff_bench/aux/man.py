@@ -32,10 +32,10 @@ class MomentumAux(nn.Module):
         self.forward_calls = 0
 
     def forward(self, x):
-        """(reconstruction, classifier output) of the summed blocks."""
+        """The summed blocks, the input of the decoder and the classifier (the caller runs those
+        and their losses in the official order: see methods/man.py)."""
         self.forward_calls += 1
-        z = self.bias(x) + self.ema(x)
-        return self.decoder(z), self.classifier.head(z)
+        return self.bias(x) + self.ema(x)
 
     @torch.no_grad()
     def update_ema(self, block: nn.Module, momentum: float) -> None:

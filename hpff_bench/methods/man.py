@@ -75,13 +75,21 @@ class MAN(Method):
             aux = self.aux_nets[f"independent{j}"]
             lam1, lam2 = self.lambdas(j)
             with scope("aux", None, f"aux/independent/{j}"):
+                # in the official order, which sets what is live at the aux step's peak: the sum,
+                # the target (made anew at every module, before the decoder runs, as its
+                # `decoder(y, self._image_restore(img))`), decoder and its loss, then classifier
                 with self.autocast():
-                    image, logits = aux(out)
-                # the target is made anew at every module, as the official `_image_restore(img)`
-                loss = lam1 * F.binary_cross_entropy(full_precision(image), self.denormalize(x)) \
-                    + lam2 * loss_fn(full_precision(logits), y)
+                    z = aux(out)
+                target = self.denormalize(x)
+                with self.autocast():
+                    image = aux.decoder(z)
+                loss_ixx = F.binary_cross_entropy(full_precision(image), target)
+                del image, target
+                with self.autocast():
+                    logits = aux.classifier.head(z)
+                loss = lam1 * loss_ixx + lam2 * loss_fn(full_precision(logits), y)
                 (loss * self._scale).backward()
-                del image, logits, loss
+                del z, logits, loss, loss_ixx
             h = out.detach()
             del out
             with scope("aux", None, f"aux/independent/{j}"):
