@@ -50,7 +50,13 @@ import torch
 from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
 from hpff_bench.flops import ScopedFlopCounter
-from hpff_bench.official_code_run import AUGLOCAL_CODE, HPFF_CODE, INFOPRO_CODE, MAN_CODE, OfficialCode
+from hpff_bench.official_code_run import (
+    AUGLOCAL_CODE,
+    HPFF_CODE,
+    INFOPRO_CODE,
+    MAN_CODE,
+    OfficialCode,
+)
 from hpff_bench.scope import ScopeTimer
 from hpff_bench.speed_cases import OFFICIAL_CODE_CASES, speed_config, speed_configs
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from hpff_bench.aux.auglocal import AugLocalAuxNet, pyramid_depths, sampled_layers, unit_widths
+from hpff_bench.aux.man import MomentumAux
 from hpff_bench.config import RunConfig
 from hpff_bench.methods import build_method, synthetic_batch
-from hpff_bench.aux.man import MomentumAux
 from hpff_bench.networks.cifar_resnet import BasicBlock
 
 
