@@ -7,7 +7,7 @@ import json
 import sys
 
 from hpff_bench.cli_options import add_config_arguments, config_from_args
-from hpff_bench.config import LOCAL_METHODS, METHODS
+from hpff_bench.config import HILO_METHODS, LOCAL_METHODS, METHODS
 from hpff_bench.errors import ConfigError
 
 HELP = """\
@@ -89,13 +89,15 @@ def configurations(network, dataset, batch, methods, ks) -> list:
             gc_ks = [k for k in ks if k > 1] if m == "gc" else []
             out.extend(_config(network, dataset, batch, m, k, "auto", False) for k in gc_ks or [1])
             continue
+        # AugLocal's modules are its code's own (no split choice); HPFF composes with HILO_METHODS only
+        splits = ("auto",) if m == "auglocal" else PAPER_SPLITS + ("balanced",)
         for k in ks:
-            for split in PAPER_SPLITS + ("balanced",):
-                for hpff in (False, True):
+            for split in splits:
+                for hpff in (False, True) if m in HILO_METHODS else (False,):
                     try:
                         out.append(_config(network, dataset, batch, m, k, split, hpff))
                     except ConfigError:
-                        if split == "balanced":
+                        if split in ("balanced", "auto"):
                             raise
     return out
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from hpff_bench.config import RunConfig
+from hpff_bench.methods.auglocal import AugLocal
 from hpff_bench.methods.backprop import Backprop, Checkpointed
 from hpff_bench.methods.base import Method, StepOutput, synthetic_batch
 from hpff_bench.methods.local import LocalLearning
+from hpff_bench.methods.man import MAN
 from hpff_bench.methods.official import OfficialHiLo
 
 METHOD_CLASSES: dict[str, type[Method]] = {
@@ -17,6 +19,8 @@ METHOD_CLASSES: dict[str, type[Method]] = {
     "dgl": LocalLearning,
     "infopro": LocalLearning,
     "predsim": LocalLearning,
+    "man": MAN,
+    "auglocal": AugLocal,
 }
 
 

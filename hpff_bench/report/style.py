@@ -3,7 +3,8 @@
 A method is identified by its label (`RunConfig.label`, e.g. "InfoPro+HPFF (n=2)"). The colour
 depends only on the label, never on which other methods a report happens to contain, so the
 same method looks the same in every figure of every report: the base method picks a hue
-(BP black, GC grey, Greedy SL purple, DGL blue, InfoPro orange) and the HPFF variant picks the
+(BP black, GC grey, Greedy SL purple, DGL blue, InfoPro orange, PredSim green, MAN red, AugLocal
+magenta) and the HPFF variant picks the
 shade (plain lightest ... full HPFF darkest).
 """
 
@@ -16,16 +17,18 @@ from matplotlib import colormaps
 
 from hpff_bench.memory.tracker import CATEGORIES
 
-BASES = ("BP", "GC", "Greedy SL", "DGL", "InfoPro", "PredSim")
+BASES = ("BP", "GC", "Greedy SL", "DGL", "InfoPro", "PredSim", "MAN", "AugLocal")
 # variant key -> position (order within a base method, and shade)
 VARIANTS = ("", "PFF", "HiLo (CL)", "HiLo", "HPFF (CL)", "HPFF", "HiLo (official)", "HPFF (official)")
-_BASE_CMAP = {"Greedy SL": "Purples", "DGL": "Blues", "InfoPro": "Oranges", "PredSim": "Greens"}
+_BASE_CMAP = {"Greedy SL": "Purples", "DGL": "Blues", "InfoPro": "Oranges", "PredSim": "Greens",
+              "MAN": "Reds", "AugLocal": "RdPu"}
 _FIXED = {"BP": "#222222", "GC": "#8c8c8c"}
-_MARKERS = {"BP": "*", "GC": "X", "Greedy SL": "v", "DGL": "o", "InfoPro": "s", "PredSim": "^"}
+_MARKERS = {"BP": "*", "GC": "X", "Greedy SL": "v", "DGL": "o", "InfoPro": "s", "PredSim": "^", "MAN": "P",
+            "AugLocal": "D"}
 _EXTRA = ("#2ca02c", "#d62728", "#17becf", "#bcbd22", "#e377c2", "#8c564b")
 
 _LABEL_RE = re.compile(
-    r"^(?P<base>BP|GC|Greedy SL|DGL|InfoPro|PredSim)"
+    r"^(?P<base>BP|GC|Greedy SL|DGL|InfoPro|PredSim|MAN|AugLocal)"
     r"(?:\+(?P<variant>HPFF|HiLo|PFF))?"
     r"(?: \(n=(?P<n>\d+)\))?"
     r"(?P<cl> \(CL\))?"
