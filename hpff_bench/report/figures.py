@@ -57,6 +57,7 @@ COLUMN = 3.5  # inches: one column of a two-column paper
 DOUBLE = 7.0
 PANEL_H = 1.9
 MAX_SERIES = 8  # per panel; tests hold every figure of the full suite to it
+MAX_FAMILY_COLS = 4  # method-family panels side by side; more wrap onto another row
 
 
 @contextlib.contextmanager
@@ -113,9 +114,9 @@ def _panels(values) -> list[str]:
 
 def _title(ax, family: str | None, setting: str) -> None:
     text = f"{family}\n{setting}" if family else setting
-    if ax.get_subplotspec().get_gridspec().ncols >= 5:
-        # five family columns or more (MAN, AugLocal) in two paper columns: a fifth of the width
-        # each, so smaller text, a line per setting part, and long names cut
+    if ax.get_subplotspec().get_gridspec().ncols >= MAX_FAMILY_COLS:
+        # MAX_FAMILY_COLS family columns in two paper columns: a quarter of the width each, so
+        # smaller text, a line per setting part, and long names cut
         lines = [part for line in text.split("\n") for part in (line.split(" · ") if len(line) > 22 else [line])]
         text = "\n".join(x if len(x) <= 22 else x[:21] + "…" for x in lines)
         ax.set_title(text, fontsize="x-small")
@@ -254,6 +255,15 @@ def _family_grid(c: pd.DataFrame, row_key: str):
     return rows, fams
 
 
+def _wrap(rows: list, fams: list) -> tuple[list[tuple], int]:
+    """([(row value, its families)], columns): a row of panels holds at most MAX_FAMILY_COLS
+    families; more (MAN, AugLocal beside the four) continue on the next row of the same setting,
+    so no panel is narrower than a quarter of two paper columns."""
+    n = min(len(fams), MAX_FAMILY_COLS)
+    chunks = [fams[i:i + n] for i in range(0, len(fams), n)]
+    return [(r, chunk) for r in rows for chunk in chunks], n
+
+
 def _panel_rows(c: pd.DataFrame, row_key: str, row: str, family: str | None) -> pd.DataFrame:
     sub = c[c[row_key] == row]
     if family is None:
@@ -267,12 +277,12 @@ def memory_vs_k(cfg: pd.DataFrame) -> Figure | str:
     if c.empty:
         return "no successful run has a measured or predicted peak memory"
     c = compact_settings(c)
-    settings, fams = _family_grid(c, "setting")
+    grid, ncols = _wrap(*_family_grid(c, "setting"))
     handles_n = c["name"].nunique() + 2 + c["shown_source"].nunique()
     with style():
-        fig, axes = _facets(len(settings), len(fams), _legend_rows(handles_n, len(fams)), sharey="row")
+        fig, axes = _facets(len(grid), ncols, _legend_rows(handles_n, ncols), sharey="row")
         drawn: set[str] = set()
-        for i, s in enumerate(settings):
+        for i, (s, fams) in enumerate(grid):
             unit, scale = memory_unit(float(c.loc[c["setting"] == s, "shown_bytes"].max()))
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
@@ -280,7 +290,7 @@ def memory_vs_k(cfg: pd.DataFrame) -> Figure | str:
                 _title(ax, fam, s)
                 ax.set_ylabel(f"peak memory ({unit})")
         _hide_empty(axes)
-        _legend(fig, _method_patches(drawn) + _bp_handles(c, "shown_source") + _source_handles(c["shown_source"]), len(fams))
+        _legend(fig, _method_patches(drawn) + _bp_handles(c, "shown_source") + _source_handles(c["shown_source"]), ncols)
     return fig
 
 
@@ -400,13 +410,13 @@ def accuracy_vs_memory(cfg: pd.DataFrame, pareto: pd.Series) -> Figure | str:
     epochs = [f"{int(e)} epoch{'s' if e != 1 else ''}" if e == e else "epochs ?" for e in c["epochs"]]
     mem = ["" if mb == b else f", memory at batch {int(mb)}" for mb, b in zip(c["acc_memory_batch"], c["batch_size"])]
     c["setting"] = [f"{s}\n{e}{m}" for s, e, m in zip(c["setting"], epochs, mem)]
-    settings, fams = _family_grid(c, "setting")
+    grid, ncols = _wrap(*_family_grid(c, "setting"))
     any_predicted = (c["acc_memory_source"] == "predicted").any()
     names = order_methods(c["name"])
     with style():
-        fig, axes = _facets(len(settings), len(fams), _legend_rows(len(names) + 1 + any_predicted, len(fams)),
+        fig, axes = _facets(len(grid), ncols, _legend_rows(len(names) + 1 + any_predicted, ncols),
                             panel_h=2.1, sharey="row")
-        for i, s in enumerate(settings):
+        for i, (s, fams) in enumerate(grid):
             unit, scale = memory_unit(float(c.loc[c["setting"] == s, "acc_memory_bytes"].max()))
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
@@ -432,7 +442,7 @@ def accuracy_vs_memory(cfg: pd.DataFrame, pareto: pd.Series) -> Figure | str:
         handles.append(Line2D([], [], color="#555555", ls="--", lw=0.8, label="Pareto front"))
         if any_predicted:
             handles.append(Line2D([], [], marker="o", color="#555555", mfc="white", ls="", label="memory predicted"))
-        _legend(fig, handles, len(fams))
+        _legend(fig, handles, ncols)
     return fig
 
 
@@ -510,15 +520,16 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
         f"{s}\n{_short_device(d)}" if isinstance(d, str) and d else s for s, d in zip(c["setting"], c["speed_device"])
     ], step_ms=c["step_seconds"] * 1000, q1_ms=c["step_q1"] * 1000, q3_ms=c["step_q3"] * 1000)
     c = c.assign(flop_eff=flop_efficiency(c))
-    panels, fams = _family_grid(c, "panel")
+    panels, all_fams = _family_grid(c, "panel")
     # per setting the step time, and under it, where the records have FLOPs, the FLOP efficiency
     rows = [(p, "step_ms") for p in panels]
     rows += [(p, "flop_eff") for p in panels if c.loc[c["panel"] == p, "flop_eff"].notna().any()]
     rows.sort(key=lambda r: panels.index(r[0]))
+    grid, ncols = _wrap(rows, all_fams)
     with style():
-        fig, axes = _facets(len(rows), len(fams), _legend_rows(c["name"].nunique() + 2, len(fams)), sharey="row")
+        fig, axes = _facets(len(grid), ncols, _legend_rows(c["name"].nunique() + 2, ncols), sharey="row")
         drawn: set[str] = set()
-        for i, (p, value) in enumerate(rows):
+        for i, ((p, value), fams) in enumerate(grid):
             for j, fam in enumerate(fams):
                 ax = axes[i, j]
                 sub = _panel_rows(c, "panel", p, fam)
@@ -536,7 +547,7 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
         handles.append(Line2D([], [], color="black", lw=0.6, marker="_", label="interquartile range"))
         handles.append(Line2D([], [], ls="none", marker="$n.r.$", markersize=12, color="black",
                               label="not resolved: IQR overlaps the plain method's"))
-        _legend(fig, handles, len(fams))
+        _legend(fig, handles, ncols)
     return fig
 
 
