@@ -195,10 +195,10 @@ class RunConfig:
     # ----- validation -------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
-        from hpff_bench.networks import NETWORKS  # local import: networks import config
+        from hpff_bench.networks import get_network  # local import: networks import config
         from hpff_bench.networks.splits import split_of
 
-        _choice("network", self.network, tuple(NETWORKS))
+        network = get_network(self.network)  # a PKG.MODULE:CALLABLE is imported and probed here
         _choice("method", self.method, METHODS)
         _choice("split", self.split, SPLITS)
         _choice("dataset", self.dataset, tuple(DATASETS))
@@ -232,11 +232,13 @@ class RunConfig:
             V.number(_flag(name), getattr(self.lambdas, name), low=0)
         for name in ("hilo", "independent"):
             V.boolean(name, getattr(self, name))
+        if hasattr(network, "check"):  # a network cut by structure: does it take this input?
+            network.check(self.resolved_num_classes, self.resolved_image_size)
         if self.variant == "official" or self.hilo_exec == "official":
             self._validate_official()
             return self
         if self.split == "balanced" and not self.cuts:  # the search traces: check K only here
-            max_k = NETWORKS[self.network].num_blocks + 1
+            max_k = network.num_blocks + 1
             if not 1 <= self.k <= max_k:
                 raise ConfigError(f"--k {self.k} is out of range for {self.network}: K is 1 to {max_k}")
         else:

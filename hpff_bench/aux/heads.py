@@ -214,6 +214,19 @@ class _SpatialStd(torch.autograd.Function):
         return grad
 
 
+# InfoPro's CIFAR-SVHN-STL10 code trains images up to STL-10's 96²; its ImageNet code 224²
+CIFAR_DESIGN_MAX_IMAGE = 96
+
+
+def design_family(family: str, image_size: int) -> str:
+    """Which of InfoPro's aux-net designs a network gets: its own family's, and for a network cut by
+    structure (family "any") the one InfoPro used at that image size (CIFAR nets up to 96², else
+    the ImageNet nets)."""
+    if family != "any":
+        return family
+    return "cifar" if image_size <= CIFAR_DESIGN_MAX_IMAGE else "imagenet"
+
+
 def infopro_aux_nets(family: str, design: str, channels: int, spatial: int, ratio: int, out_size: int,
                      out_dim: int, kind: str = "1c2f") -> tuple[nn.Module, nn.Module]:
     """InfoPro's (decoder, classifier) for a network `family`: CIFAR ResNets get the CIFAR nets

@@ -71,11 +71,9 @@ def _config(network, dataset, batch, method, k, split, hpff):
 def configurations(network, dataset, batch, methods, ks) -> list:
     """Every candidate RunConfig, validated (ConfigError for bad input); paper splits that have
     no table entry for this network/K are skipped, not errors."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    if network not in NETWORKS:
-        raise ConfigError(f"unknown --network {network!r}; allowed: {', '.join(NETWORKS)}")
-    max_k = NETWORKS[network].num_blocks + 1
+    max_k = get_network(network).num_blocks + 1
     for k in ks:
         if k > max_k:
             raise ConfigError(f"--k {k} is out of range for {network}: K is 1 to {max_k}")

@@ -32,13 +32,15 @@ from hpff_bench.aux.heads import (
     GreedyHead,
     PredSimPrediction,
     PredSimSimilarity,
+    design_family,
     infopro_aux_nets,
 )
+from hpff_bench.aux.layout import map_adapter
 from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
 from hpff_bench.aux.objective import AuxObjective, Term
 from hpff_bench.aux.pff import check_divisible, fold_patches
 from hpff_bench.methods.base import Method, StepOutput
-from hpff_bench.networks import NETWORKS
+from hpff_bench.networks import get_network
 from hpff_bench.scope import scope
 
 
@@ -80,14 +82,15 @@ class LocalLearning(Method):
 
     # ----- construction ------------------------------------------------------------------
     def _module_output_shapes(self) -> list[tuple[int, ...]]:
-        """(C, H, W) after each module (they do not depend on the batch: cached per split)."""
+        """Each module's output shape without the batch ((C, H, W) for a CNN; tokens (N, D), ...);
+        they do not depend on the batch: cached per split."""
         c = self.config
         ranges = tuple((r.start, r.stop) for r in self.unit_ranges)
         return list(_module_output_shapes(c.network, c.resolved_num_classes, c.resolved_image_size, ranges))
 
     def _objective(self, shape, position: int, grid: int, name: str) -> AuxObjective:
         c = self.config
-        channels, height, width = shape
+        adapter, (channels, height, width) = map_adapter(shape, f"the output of module {position}")
         size = c.resolved_image_size
         if grid > 1:
             check_divisible(height, width, grid, f"the output of module {position} ({name})")
@@ -102,8 +105,8 @@ class LocalLearning(Method):
             lam1, lam2 = c.lambdas.at(position, len(self.modules_) - 1)
             out_dim = classes if c.local_loss == "ce" else 128
             decoder, classifier = infopro_aux_nets(
-                NETWORKS[c.network].family, "hpff" if c.hilo else "infopro", channels, spatial,
-                size // height, size // grid, out_dim, c.aux,
+                design_family(get_network(c.network).family, size), "hpff" if c.hilo else "infopro", channels,
+                spatial, size // height, size // grid, out_dim, c.aux,
             )
             terms = [
                 Term(decoder, lam1, "per-patch"),
@@ -118,7 +121,7 @@ class LocalLearning(Method):
             ]
         else:
             raise ValueError(f"not a local method: {c.method}")
-        return AuxObjective(terms, grid, c.pff_exec, name, self.autocast)
+        return AuxObjective(terms, grid, c.pff_exec, name, self.autocast, adapter)
 
     # ----- training step -----------------------------------------------------------------
     def _targets(self, x):
@@ -239,7 +242,7 @@ def _module_output_shapes(network: str, num_classes: int, size: int,
     plan builds the same network and split at many batch sizes (~0.3 s each for resnet110)."""
     # outside any fake-tensor mode: meta tensors need no faking (and it costs seconds)
     with unset_fake_temporarily(), torch.device("meta"):
-        units = list(NETWORKS[network].build(num_classes).units)
+        units = list(get_network(network).build(num_classes).units)
         h = torch.empty(1, 3, size, size)
         shapes = []
         for start, stop in ranges:

@@ -157,9 +157,9 @@ class Split:
 def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
     """`"1.14,2.8"` -> ((1, 14), (2, 8)), checked against `network`'s blocks: ConfigError naming
     the bad cut and the allowed range."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    spec = NETWORKS[network]
+    spec = get_network(network)
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"--cuts must be a string like '1.14,2.8' (STAGE.BLOCK, comma-separated), got {text!r}")
     last_stage = len(spec.stage_blocks)
@@ -192,9 +192,9 @@ def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
 
 
 def _max_k(network: str) -> int:
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    return NETWORKS[network].num_blocks + 1
+    return get_network(network).num_blocks + 1
 
 
 def _entry(network: str, scheme: str, k: int, dataset: str | None) -> TableEntry | None:
@@ -227,9 +227,9 @@ def _missing(network: str, scheme: str, k: int, dataset: str | None) -> ConfigEr
 def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, cuts: str = "") -> Split:
     """The cut points for `network` at K=`k` (or the user's `cuts`); ConfigError naming what is
     allowed otherwise. `auto` takes the InfoPro table, else HPFF's, else uniform, and says which."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    spec = NETWORKS[network]
+    spec = get_network(network)
     max_k = spec.num_blocks + 1
     if split not in SCHEMES:
         raise ConfigError(f"unknown --split {split!r}; allowed: {', '.join(SCHEMES)}")
@@ -305,11 +305,11 @@ def split_of(config) -> Split:
 
 def official_split(network: str, k: int) -> Split:
     """`--variant official`: the official HPFF CIFAR code's modules for local_module_num = k."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
     from hpff_bench.official_code import MODULE_ENDS, SOURCE
 
     where = tuple(MODULE_ENDS[network][k][:-1])
-    spec = NETWORKS[network]
+    spec = get_network(network)
     return Split("official", k, tuple(spec.unit_index(s, b) for s, b in where), SOURCE, where)
 
 

@@ -59,12 +59,12 @@ def min_host_bytes(cfg: RunConfig, batch_size: int | None = None) -> int:
     """Input batch + the largest single unit output, in bytes, from a meta forward (see above)."""
     import torch
 
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
     b = batch_size or cfg.batch_size
     size = cfg.resolved_image_size
     with torch.device("meta"):
-        units = NETWORKS[cfg.network].build(cfg.resolved_num_classes).units
+        units = get_network(cfg.network).build(cfg.resolved_num_classes).units
         h = torch.empty(1, 3, size, size)
         largest = 0
         for u in units:
