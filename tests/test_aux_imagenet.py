@@ -55,7 +55,7 @@ def test_hpff_decoder_takes_the_nearest_of_its_four(ratio, nearest):
     dec = HPFFImageNetDecoder(8, ratio, 64)
     ups = [m.size for m in dec.net if type(m).__name__ == "_Upsample"]
     assert ups == [round(64 * f) for f, _, _ in HPFF_DECODER_STEPS[nearest]]
-    assert dec(torch.randn(1, 8, max(1, 64 // ratio), max(1, 64 // ratio))).shape == (1, 3, 64, 64)
+    assert dec(torch.randn(2, 8, max(1, 64 // ratio), max(1, 64 // ratio))).shape == (2, 3, 64, 64)
 
 
 def _aux_types(cfg):

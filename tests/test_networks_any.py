@@ -150,3 +150,19 @@ def test_estimate_and_plan_run_an_imported_network(cli_json, cli):
                          "--methods", "bp,dgl", "--k", "2")
     assert code == 0, err
     assert "configurations fit" in out and "\ndgl " in out
+
+
+def test_networks_command_lists_the_registry_and_a_networks_units(cli):
+    code, out, _ = cli("networks")
+    assert code == 0
+    assert "resnet110         18x18x18      cifar     hpff_bench.networks.cifar_resnet" in out
+    code, out, _ = cli("networks", "--network", "tiny_models:tiny_vit")
+    assert code == 0
+    assert out.splitlines()[:6] == [
+        "tiny_models:tiny_vit: 5 units (3 blocks in stages [3])",
+        " unit     cut  starts with",
+        "    0     0.0  conv_proj",
+        "    1     1.0  encoder.layers.encoder_layer_0",
+        "    2     1.1  encoder.layers.encoder_layer_1",
+        "    3          encoder.layers.encoder_layer_2",
+    ]

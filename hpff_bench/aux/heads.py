@@ -112,9 +112,6 @@ class Decoder(nn.Module):
         return self.net(x)
 
 
-HEADS = {"greedy": GreedyHead, "dgl": DGLHead}
-
-
 class AvgPoolAsConv(nn.Module):
     """`nn.AvgPool2d(kernel_size, padding=padding)` (count_include_pad, as local-loss's), computed
     as a depthwise convolution with weights 1/(kh·kw): the same windows and divisor and equal

@@ -61,10 +61,15 @@ class CallableNetwork:
         self.fn = fn
 
     @functools.cached_property
-    def _probe(self) -> tuple[NetworkSpec, int | None]:
+    def _probe(self) -> tuple[NetworkSpec, int | None, tuple[str, ...] | None]:
         net = self._cut(self._construct(None, meta=True), None)
         blocks = net.stage_blocks if net.stage_blocks is not None else (len(net.units) - 2,)
-        return NetworkSpec(self.name, tuple(blocks), self.build, "any"), net.head_from
+        return NetworkSpec(self.name, tuple(blocks), self.build, "any"), net.head_from, net.names
+
+    @property
+    def unit_names(self) -> tuple[str, ...] | None:
+        """The module each unit starts with (traced networks; None for given unit lists)."""
+        return self._probe[2]
 
     @property
     def stage_blocks(self) -> tuple[int, ...]:
@@ -149,7 +154,7 @@ def _to_empty(model, device):
     return [m.to_empty(device=device) for m in model]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imported_network(spec: str) -> CallableNetwork:
     """The network named by `PKG.MODULE:CALLABLE`, probed (ConfigError for a bad spec)."""
     net = CallableNetwork(spec, resolve_callable(spec))
