@@ -26,6 +26,7 @@ DATASETS: dict[str, tuple[int, int]] = {
 }
 METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
 LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
+# the built-in --split schemes (for help texts); networks/splits.py SPLIT_SCHEMES registers them
 SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
@@ -196,11 +197,11 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
         from hpff_bench.networks import get_network  # local import: networks import config
-        from hpff_bench.networks.splits import split_of
+        from hpff_bench.networks.splits import scheme_names, split_of
 
         network = get_network(self.network)  # a PKG.MODULE:CALLABLE is imported and probed here
         _choice("method", self.method, METHODS)
-        _choice("split", self.split, SPLITS)
+        _choice("split", self.split, scheme_names())
         _choice("dataset", self.dataset, tuple(DATASETS))
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)

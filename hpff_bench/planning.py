@@ -32,7 +32,7 @@ import torch
 from hpff_bench.errors import ConfigError
 from hpff_bench.memory.tracker import cuda_block_size
 from hpff_bench.networks import get_network
-from hpff_bench.networks.splits import Split, _stage_block, cuts_notation, register_balanced
+from hpff_bench.networks.splits import Split, _stage_block, cuts_notation
 
 
 @dataclass(frozen=True)
@@ -182,5 +182,3 @@ def _refine(cfg, cuts: tuple[int, ...], n: int) -> tuple[tuple[int, ...], int, i
                     best, improved = c, True
     return best, peak(best), len(peaks)
 
-
-register_balanced(balanced_split)

@@ -53,6 +53,14 @@ class Registry(Mapping):
             raise ValueError(f"{self.kind} {name!r} is already registered (from {self._entries[name].source})")
         self._entries[name] = Entry(obj, source)
 
+    def remove(self, name: str) -> None:
+        """Take `name` out (tests that register their own)."""
+        del self._entries[name]
+
+    def rescan(self) -> None:
+        """Read the entry-point group again on the next access (a package installed since)."""
+        self._loaded = self.group is None
+
     def source(self, name: str) -> str:
         return self._load()[name].source
 

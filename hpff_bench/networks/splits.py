@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpff_bench.config import SPLITS as SCHEMES
 from hpff_bench.errors import ConfigError
+from hpff_bench.registry import Registry
 
 Cut = tuple[int, int]
 
@@ -224,15 +224,17 @@ def _missing(network: str, scheme: str, k: int, dataset: str | None) -> ConfigEr
     return ConfigError(f"the {scheme} split table has no K={k} for {network}; it has {has}" + tail)
 
 
-def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, cuts: str = "") -> Split:
+def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, cuts: str = "",
+                 config=None) -> Split:
     """The cut points for `network` at K=`k` (or the user's `cuts`); ConfigError naming what is
     allowed otherwise. `auto` takes the InfoPro table, else HPFF's, else uniform, and says which."""
     from hpff_bench.networks import get_network
 
     spec = get_network(network)
     max_k = spec.num_blocks + 1
-    if split not in SCHEMES:
-        raise ConfigError(f"unknown --split {split!r}; allowed: {', '.join(SCHEMES)}")
+    schemes = scheme_names()
+    if split not in schemes:
+        raise ConfigError(f"unknown --split {split!r}; allowed: {', '.join(schemes)}")
     if cuts:
         where = parse_cuts(cuts, network)
         if split != "auto":
@@ -254,18 +256,70 @@ def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, c
             split, reason = "hpff", f"auto: HPFF's table has {network} K={k} (InfoPro's has not)"
         else:
             split, reason = "uniform", f"auto: neither InfoPro's nor HPFF's table has {network} K={k}"
-    if split == "uniform":
-        # cut positions are "after unit u" for u = stem, blocks but the last; the head rides
-        # with the last block
-        units = tuple(round(i * max_k / k) - 1 for i in range(1, k))
-        where = tuple(_stage_block(spec, u) for u in units)
-        return Split("uniform", k, units, reason or f"{k} modules of about {max_k / k:.1f} units each", where)
-    entry = _entry(network, split, k, dataset)
-    if entry is None:
-        raise _missing(network, split, k, dataset)
-    units = tuple(spec.unit_index(s, b) for s, b in entry.cuts)
-    reason = f"{reason}; " if reason else ""
-    return Split(split, k, units, f"{reason}{entry.source}", entry.cuts)
+    return SPLIT_SCHEMES[split](SplitRequest(network, spec, k, dataset, reason, config))
+
+
+# --split schemes: name -> fn(SplitRequest) -> Split, for K >= 2 (K and --cuts are checked before)
+SPLIT_SCHEMES = Registry("split scheme", "hpff_bench.splits")
+
+
+def register_split(name: str | None = None):
+    """Decorator: `@register_split("mine")` on `fn(request: SplitRequest) -> Split`."""
+    return SPLIT_SCHEMES.register(name)
+
+
+def scheme_names() -> tuple[str, ...]:
+    """What --split takes: auto (which picks a table or uniform) and every registered scheme."""
+    return ("auto", *SPLIT_SCHEMES)
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    network: str
+    spec: object  # the NetworkSpec (stage_blocks, unit_index)
+    k: int
+    dataset: str | None
+    reason: str = ""  # auto's reason for choosing this scheme
+    config: object = None  # the RunConfig, where the scheme is asked for one (balanced searches with it)
+
+
+def _table_scheme(scheme: str):
+    def split(r: SplitRequest) -> Split:
+        entry = _entry(r.network, scheme, r.k, r.dataset)
+        if entry is None:
+            raise _missing(r.network, scheme, r.k, r.dataset)
+        units = tuple(r.spec.unit_index(s, b) for s, b in entry.cuts)
+        reason = f"{r.reason}; " if r.reason else ""
+        return Split(scheme, r.k, units, f"{reason}{entry.source}", entry.cuts)
+
+    split.__doc__ = f"The {scheme} table's cuts (the official code's, each naming its file)."
+    return split
+
+
+for _scheme in ("infopro", "infopro-balanced", "hpff"):
+    SPLIT_SCHEMES.add(_scheme, _table_scheme(_scheme), "hpff_bench.networks.splits (the papers' tables)")
+
+
+@register_split("uniform")
+def uniform(r: SplitRequest) -> Split:
+    """K modules of about equal unit counts: cut positions are "after unit u" for u = stem,
+    blocks but the last; the head rides with the last block."""
+    max_k = r.spec.num_blocks + 1
+    units = tuple(round(i * max_k / r.k) - 1 for i in range(1, r.k))
+    where = tuple(_stage_block(r.spec, u) for u in units)
+    return Split("uniform", r.k, units, r.reason or f"{r.k} modules of about {max_k / r.k:.1f} units each", where)
+
+
+@register_split("balanced")
+def balanced(r: SplitRequest) -> Split:
+    """The cuts of the smallest predicted peak, searched by hpff_bench.planning (it traces: a
+    layer above networks/, imported here when asked for)."""
+    if r.config is None:
+        raise ConfigError("--split balanced searches for one configuration (network, batch, method, K); "
+                          "it needs a run's configuration")
+    from hpff_bench.planning import balanced_split
+
+    return balanced_split(r.config)
 
 
 def cuts_notation(spec, units) -> str:
@@ -284,23 +338,16 @@ def _stage_block(spec, unit: int) -> Cut:
     raise IndexError(unit)
 
 
-_BALANCED_SEARCH = []  # hpff_bench.planning registers its search here (it traces: above memory)
-
-
-def register_balanced(search) -> None:
-    """`--split balanced` needs a search that traces; networks/ cannot import it, so it hooks in."""
-    _BALANCED_SEARCH[:] = [search]
-
-
 def split_of(config) -> Split:
     """The resolved split of a RunConfig."""
     if getattr(config, "variant", "ours") == "official":
         return official_split(config.network, config.k)
-    if config.split == "balanced" and not config.cuts:
-        if not _BALANCED_SEARCH:
-            import hpff_bench.planning  # noqa: F401  (registers the search)
-        return _BALANCED_SEARCH[0](config)
-    return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts)
+    if config.split == "balanced" and not config.cuts:  # the search checks K itself (K = 1 too)
+        from hpff_bench.networks import get_network
+
+        return balanced(SplitRequest(config.network, get_network(config.network), config.k, config.dataset,
+                                     config=config))
+    return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts, config)
 
 
 def official_split(network: str, k: int) -> Split:
