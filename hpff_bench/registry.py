@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hpff_bench.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -72,13 +74,19 @@ class Registry(Mapping):
             for ep in entry_points(group=self.group):
                 if ep.name in self._entries:
                     continue  # a package's module already registered it through the decorator
-                obj = ep.load()
-                if inspect.ismodule(obj):
-                    continue  # importing the module registered what it has
+                before = set(self._entries)
                 dist = f" ({ep.dist.name} {ep.dist.version})" if getattr(ep, "dist", None) else ""
-                if ep.name not in self._entries:
-                    self.add(ep.name, self._adapt(ep.name, obj) if self._adapt else obj,
-                             f"entry point {self.group}:{ep.name} = {ep.value}{dist}")
+                source = f"entry point {self.group}:{ep.name} = {ep.value}{dist}"
+                try:
+                    obj = ep.load()
+                except Exception as e:  # noqa: BLE001  (an installed package's code)
+                    raise ConfigError(f"{source} does not load ({type(e).__name__}: {e}); fix or "
+                                      "uninstall that package") from None
+                if inspect.ismodule(obj):  # importing the module registered what it has
+                    for name in set(self._entries) - before:
+                        self._entries[name] = Entry(self._entries[name].obj, source)
+                elif ep.name not in self._entries:
+                    self.add(ep.name, self._adapt(ep.name, obj) if self._adapt else obj, source)
         return self._entries
 
     def __getitem__(self, name: str):
