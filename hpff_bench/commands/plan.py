@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hpff_bench.cli_options import add_config_arguments, config_from_args
+from hpff_bench.cli_options import NETWORK_HELP, add_config_arguments, config_from_args
 from hpff_bench.config import LOCAL_METHODS, METHODS
 from hpff_bench.errors import ConfigError
 
@@ -27,7 +27,7 @@ PAPER_SPLITS = ("infopro", "infopro-balanced", "hpff")
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plan", help="what fits my GPU: configurations under a memory budget",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", default="resnet110")
+    p.add_argument("--network", default="resnet110", help=NETWORK_HELP + " (default %(default)s)")
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--batch-size", default="1024", help="(default %(default)s)")
     p.add_argument("--budget", required=True, metavar="SIZE", help="GPU memory, e.g. 24GiB or 80GB")
