@@ -24,9 +24,11 @@ test: install
 lint: install
 	$(BIN)/ruff check hpff_bench tests suites
 
+# PRESET=quick (default) | proxy (the seeded accuracy study, docs/accuracy.md: its own results/cifar10-proxy/) | paper
 bench-cifar: install
 	$(BIN)/hpff-bench sweep suites/cifar10.toml --preset $${PRESET:-quick} --resume --data-root $${DATA_ROOT:-data}; rc=$$?; \
-	$(BIN)/hpff-bench report results/cifar10 -o reports/cifar10 && exit $$rc
+	case "$${PRESET:-quick}" in proxy) d=cifar10-proxy;; *) d=cifar10;; esac; \
+	$(BIN)/hpff-bench report results/$$d -o reports/$$d && exit $$rc
 
 # BENCH_PRESET=quick (CPU, ~2-3 min on 2 cores) | paper (GPU); BENCH_ARGS: more pytest options
 bench-suites: install

@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from hpff_bench.report import figures as F
-from hpff_bench.report import tables as T
 from hpff_bench.report import orderings
+from hpff_bench.report import tables as T
 from hpff_bench.report.load import Loaded, read_results
 from hpff_bench.report.ordering_figure import accuracy_ordering
 from hpff_bench.report.render import CSS, slug, to_html, to_latex, to_markdown

@@ -19,7 +19,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from hpff_bench.report.figures import DOUBLE, DPI, style
-from hpff_bench.report.orderings import AS_PUBLISHED, NOT_RESOLVED, REVERSED, comparisons, published_error
+from hpff_bench.report.orderings import (
+    AS_PUBLISHED,
+    NOT_RESOLVED,
+    REVERSED,
+    comparisons,
+    published_error,
+)
 from hpff_bench.report.style import method_color, method_marker
 
 VERDICT_COLORS = {AS_PUBLISHED: "#2a7f3f", REVERSED: "#c0392b", NOT_RESOLVED: "#9a9a9a"}
@@ -37,7 +43,7 @@ def accuracy_ordering(cfg: pd.DataFrame) -> Figure | str:
     heights = [max(len(c[c["setting"] == s]), len(comp[comp["setting"] == s]), 3) for s in settings]
     with style():
         fig = Figure(figsize=(DOUBLE, ROW_H * sum(heights) + 0.75 * len(settings) + 0.5), layout="constrained", dpi=DPI)
-        axes = fig.subplots(len(settings), 2, squeeze=False, height_ratios=heights, width_ratios=[1.0, 1.15])
+        axes = fig.subplots(len(settings), 2, squeeze=False, height_ratios=heights, width_ratios=[1.0, 1.0])
         for i, s in enumerate(settings):
             _errors_panel(axes[i, 0], c[c["setting"] == s].sort_values("error_mean"), s)
             _orderings_panel(axes[i, 1], comp[comp["setting"] == s])
@@ -60,9 +66,10 @@ def _errors_panel(ax, rows: pd.DataFrame, setting: str) -> None:
         if math.isfinite(p):
             ax.annotate(f"paper {p:.2f}", (1.0, yi), xycoords=("axes fraction", "data"), xytext=(3, 0),
                         textcoords="offset points", va="center", fontsize="x-small", color="#555555")
-    ax.set_yticks(y, [f"{n} (n={int(s)})" for n, s in zip(rows["name"], rows["seeds"])], fontsize="x-small")
+    ax.set_yticks(y, [f"{n}, {int(s)} seed{'s' if s != 1 else ''}" for n, s in zip(rows["name"], rows["seeds"])],
+                  fontsize="x-small")
     ax.invert_yaxis()
-    ax.set_xlabel("test error (%), mean ± std over seeds")
+    ax.set_xlabel("test error (%): mean ± std")
     epochs = rows["epochs"].dropna()
     ax.set_title(f"{setting}" + (f", {int(epochs.max())} epochs" if not epochs.empty else ""), fontsize="small")
 
@@ -80,7 +87,6 @@ def _orderings_panel(ax, comp: pd.DataFrame) -> None:
                     color=col, ms=3.5, capsize=2, elinewidth=1.2, zorder=3)
     ax.axvline(0, color="#333333", lw=0.8, zorder=2)
     ax.set_yticks(y, [f"{r['better']} < {r['worse']}" for _, r in comp.iterrows()], fontsize="x-small")
-    ax.yaxis.tick_right()
     ax.invert_yaxis()
-    ax.set_xlabel("error(higher) − error(lower), points (> 0: papers' order)")
-    ax.set_title("published orderings (whisker ± std + std)", fontsize="small")
+    ax.set_xlabel("Δ error, points (> 0: as published)")
+    ax.set_title("the papers' orderings, ± (std + std)", fontsize="small")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 TIMED_STEPS = 2
 
@@ -58,11 +59,12 @@ class TrainCost:
     def lines(self) -> list[str]:
         out = []
         if self.per_config:
+            finish = (datetime.now() + timedelta(seconds=self.wall_s)).strftime("%H:%M")
             out.append(
                 f"training: {self.runs} run(s) of {len(self.per_config)} configuration(s), about "
-                f"{_duration(self.wall_s)} at {self.jobs} job(s) x {self.threads} thread(s) "
-                f"({_duration(self.work_s)} of work; from {TIMED_STEPS} steps of each configuration "
-                "timed here just now)"
+                f"{_duration(self.wall_s)} at {self.jobs} job(s) x {self.threads} thread(s), done around "
+                f"{finish} ({_duration(self.work_s)} of work; from {TIMED_STEPS} steps of each "
+                "configuration timed here just now)"
             )
             for c in sorted(self.per_config, key=lambda c: -c.run_s):
                 out.append(f"  {c.label}: {c.runs} run(s) x {_duration(c.run_s)} "
@@ -85,14 +87,14 @@ def estimate_train_cost(tasks, jobs: int, threads: int, data_root: str | None, d
     on a GPU are not timed here (the sweep's process must not take the device its workers need)."""
     import torch
 
-    from hpff_bench.runner.train import TrainOptions, resolve_device
+    from hpff_bench.runner.train import TrainOptions
 
     cost = TrainCost(jobs=jobs, threads=threads)
     groups: dict[str, list] = {}
     for t in tasks:
         if t.kind != "train":
             continue
-        if resolve_device(t.config.device).type != "cpu":
+        if t.config.device == "cuda" or (t.config.device == "auto" and torch.cuda.is_available()):
             cost.not_estimated.append(t.label)
             cost.reason = "they run on a GPU, which the sweep's own process leaves to its workers"
             continue
