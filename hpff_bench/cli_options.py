@@ -14,7 +14,6 @@ from hpff_bench.config import (
     HPFF_INFOPRO_LAMBDAS,
     INFOPRO_AUX,
     LOCAL_LOSSES,
-    METHODS,
     PFF_EXECS,
     PFF_ON,
     PRECISIONS,
@@ -23,6 +22,7 @@ from hpff_bench.config import (
     InfoProLambdas,
     RunConfig,
 )
+from hpff_bench.method_registry import METHODS
 
 HILO_HELP = """\
 HiLo (hierarchical local learning, HPFF paper). The independent level (IL) is each module's
@@ -59,7 +59,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     d = RunConfig()
     g = parser.add_argument_group("run")
     g.add_argument("--network", default=d.network, help=NETWORK_HELP + " (default %(default)s)")
-    g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)} (default %(default)s)")
+    g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS.registered())}, or a method "
+                   "an installed package registers (docs/extending.md) (default %(default)s)")
     g.add_argument("--k", type=int, default=None, help="number of modules K (default 1; with --cuts: their count + 1)")
     g.add_argument(
         "--split",

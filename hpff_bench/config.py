@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
+from hpff_bench.method_registry import METHODS, hilo_methods, local_methods, method_names
 
 # dataset -> (image size, classes). Profiling and estimation need no data, only these.
 DATASETS: dict[str, tuple[int, int]] = {
@@ -24,8 +25,7 @@ DATASETS: dict[str, tuple[int, int]] = {
     "folder": (32, 10),
     "fake": (32, 10),
 }
-METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim")
-LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim")
+# the methods (names, labels, which are local) are hpff_bench.method_registry's
 # the built-in --split schemes (for help texts); networks/splits.py SPLIT_SCHEMES registers them
 SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
@@ -121,7 +121,8 @@ class RunConfig:
 
     @property
     def is_local(self) -> bool:
-        return self.method in LOCAL_METHODS
+        info = METHODS.get(self.method)
+        return info is not None and info.local
 
     @property
     def ablation(self) -> str | None:
@@ -140,14 +141,7 @@ class RunConfig:
     @property
     def label(self) -> str:
         """Human label used in tables, e.g. `InfoPro+HPFF (n=2)`, `DGL+HiLo (CL)`."""
-        base = {
-            "bp": "BP",
-            "gc": "GC",
-            "greedy": "Greedy SL",
-            "dgl": "DGL",
-            "infopro": "InfoPro",
-            "predsim": "PredSim",
-        }[self.method]
+        base = METHODS[self.method].label if self.method in METHODS else self.method
         if not self.is_local:
             return base
         if self.variant == "official":
@@ -200,7 +194,7 @@ class RunConfig:
         from hpff_bench.networks.splits import scheme_names, split_of
 
         network = get_network(self.network)  # a PKG.MODULE:CALLABLE is imported and probed here
-        _choice("method", self.method, METHODS)
+        _choice("method", self.method, method_names())
         _choice("split", self.split, scheme_names())
         _choice("dataset", self.dataset, tuple(DATASETS))
         _choice("device", self.device, DEVICES)
@@ -247,11 +241,14 @@ class RunConfig:
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
                 raise ConfigError(
-                    f"--hilo/--pff-grid/--hpff need a local method (one of {', '.join(LOCAL_METHODS)}), "
+                    f"--hilo/--pff-grid/--hpff need a local method (one of {', '.join(local_methods())}), "
                     f"got --method {self.method}"
                 )
             if not self.independent:
                 raise ConfigError("--no-independent needs --hilo with a local method")
+        elif (self.hilo or self.pff_grid > 1) and not METHODS[self.method].hilo:
+            raise ConfigError(f"--hilo/--pff-grid/--hpff compose with {', '.join(hilo_methods())} only (an aux net "
+                              f"on a module's output), got --method {self.method}")
         if self.hilo:
             if self.cascade_span < 2:
                 raise ConfigError(f"--cascade-span must be >= 2, got {self.cascade_span}")

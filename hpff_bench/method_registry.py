@@ -5,7 +5,7 @@ label, colour and marker, whether the method is local (gradient-isolated modules
 and whether HiLo and PFF compose with it, and which Method class trains it ("module:Class",
 imported when a method is built). A method of your own is one file (docs/extending.md):
 
-    @register_method("mine", label="Mine", local=True, colormap="Greys", marker="h")
+    @register_method("mine", label="Mine", local=True, colormap="Greys")
     class Mine(Method): ...
 
 or, for a local method that LocalLearning trains, an aux-net builder registered in
@@ -32,7 +32,7 @@ class MethodInfo:
     hilo: bool = False  # --hilo / --pff-grid / --hpff compose with it (an aux net on a module's output)
     colormap: str | None = None  # matplotlib colormap whose shades tell its variants apart (local methods)
     color: str | None = None  # one fixed colour (global methods)
-    marker: str = "o"
+    marker: str = "o"  # a method drawn in its one colour (global); local variants take the variant markers
     doc: str = ""  # one line for --help
 
     def method_class(self):
@@ -72,6 +72,11 @@ def method_names() -> tuple[str, ...]:
     return tuple(METHODS)
 
 
+def global_methods() -> tuple[str, ...]:
+    """One gradient-isolated module (bp, gc): what reports draw as reference lines."""
+    return tuple(n for n, m in METHODS.items() if not m.local)
+
+
 def local_methods() -> tuple[str, ...]:
     return tuple(n for n, m in METHODS.items() if m.local)
 
@@ -81,15 +86,15 @@ def hilo_methods() -> tuple[str, ...]:
 
 
 # the built-in methods, in the order reports list them
-add_method("bp", label="BP", local=False, cls="hpff_bench.methods.backprop:Backprop", color="#222222",
-                marker="*", doc="end-to-end backprop")
-add_method("gc", label="GC", local=False, cls="hpff_bench.methods.backprop:Checkpointed", color="#8c8c8c",
-                marker="X", doc="backprop with gradient checkpointing at the split's cuts")
+add_method("bp", label="BP", local=False, cls="hpff_bench.methods.backprop:Backprop", color="#222222", marker="*",
+           doc="end-to-end backprop")
+add_method("gc", label="GC", local=False, cls="hpff_bench.methods.backprop:Checkpointed", color="#8c8c8c", marker="X",
+           doc="backprop with gradient checkpointing at the split's cuts")
 add_method("greedy", label="Greedy SL", local=True, hilo=True, cls=LOCAL_LEARNING, colormap="Purples",
-                marker="v", doc="Greedy SL: a pooled linear classifier per module")
-add_method("dgl", label="DGL", local=True, hilo=True, cls=LOCAL_LEARNING, colormap="Blues", marker="o",
-                doc="DGL: mlp-sr aux nets")
+           doc="Greedy SL: a pooled linear classifier per module")
+add_method("dgl", label="DGL", local=True, hilo=True, cls=LOCAL_LEARNING, colormap="Blues",
+           doc="DGL: mlp-sr aux nets")
 add_method("infopro", label="InfoPro", local=True, hilo=True, cls=LOCAL_LEARNING, colormap="Oranges",
-                marker="s", doc="InfoPro: decoder + classifier")
+           doc="InfoPro: decoder + classifier")
 add_method("predsim", label="PredSim", local=True, hilo=True, cls=LOCAL_LEARNING, colormap="Greens",
-                marker="^", doc="PredSim: prediction + similarity matching")
+           doc="PredSim: prediction + similarity matching")

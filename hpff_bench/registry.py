@@ -55,6 +55,10 @@ class Registry(Mapping):
             raise ValueError(f"{self.kind} {name!r} is already registered (from {self._entries[name].source})")
         self._entries[name] = Entry(obj, source)
 
+    def registered(self) -> tuple[str, ...]:
+        """The names registered so far, without reading the entry points (for help texts)."""
+        return tuple(self._entries)
+
     def remove(self, name: str) -> None:
         """Take `name` out (tests that register their own)."""
         del self._entries[name]

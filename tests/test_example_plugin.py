@@ -87,9 +87,10 @@ def test_estimate_profile_and_a_one_task_sweep(plugin, cli_json, cli, tmp_path):
         kinds = ["estimate"]
         [base]
         network = "tinynet"
-        method = "fixedrand"
         k = 3
         batch_size = 8
+        [axes]
+        method = ["fixedrand"]
     """))
     code, out, err = cli("sweep", suite, "--results", tmp_path / "results", "--jobs", "1", "--no-progress",
                          "--no-cost-estimate")

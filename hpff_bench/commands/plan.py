@@ -7,8 +7,8 @@ import json
 import sys
 
 from hpff_bench.cli_options import NETWORK_HELP, add_config_arguments, config_from_args
-from hpff_bench.config import LOCAL_METHODS, METHODS
 from hpff_bench.errors import ConfigError
+from hpff_bench.method_registry import METHODS, local_methods, method_names
 
 HELP = """\
 Predict (fake tensors, no GPU) every configuration of --methods x --k x split (the papers'
@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", default="1024", help="(default %(default)s)")
     p.add_argument("--budget", required=True, metavar="SIZE", help="GPU memory, e.g. 24GiB or 80GB")
     p.add_argument("--methods", default="bp,infopro",
-                   help=f"comma-separated, from {', '.join(METHODS)} (default %(default)s)")
+                   help=f"comma-separated, from {', '.join(METHODS.registered())} and those installed packages "
+                   "register (default %(default)s)")
     p.add_argument("--k", default="2,3,4", help="K values for local methods and gc's checkpointed segments, "
                    "comma-separated (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of the table")
@@ -79,9 +80,9 @@ def configurations(network, dataset, batch, methods, ks) -> list:
             raise ConfigError(f"--k {k} is out of range for {network}: K is 1 to {max_k}")
     out = []
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r} in --methods; allowed: {', '.join(METHODS)}")
-        if m not in LOCAL_METHODS:
+        if m not in method_names():
+            raise ConfigError(f"unknown method {m!r} in --methods; allowed: {', '.join(method_names())}")
+        if m not in local_methods():
             # gc checkpoints at K's module boundaries (K=1 would be BP itself); bp has no K
             gc_ks = [k for k in ks if k > 1] if m == "gc" else []
             out.extend(_config(network, dataset, batch, m, k, "auto", False) for k in gc_ks or [1])

@@ -40,4 +40,4 @@ def fixed_random(site: AuxSite) -> list[Term]:
 
 
 add_method("fixedrand", label="FixedRand", local=True, hilo=True, cls=LOCAL_LEARNING,
-           colormap="Greys", marker="h", doc="a fixed random classifier per module")
+           colormap="Greys", doc="a fixed random classifier per module")
