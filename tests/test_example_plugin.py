@@ -56,6 +56,14 @@ def test_entry_points_register_the_network_and_the_method(plugin, cli):
                                        f"hpff_bench_example.network:tinynet ({plugin['name']} {plugin['version']})"]
     info = METHODS["fixedrand"]
     assert (info.label, info.local, info.hilo, info.colormap) == ("FixedRand", True, True, "Greys")
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    from hpff_bench.report.style import method_color, order_methods
+
+    assert method_color("FixedRand") == to_hex(colormaps["Greys"](0.4))  # its colormap, plain = lightest
+    assert method_color("FixedRand+HPFF (n=2)") != method_color("FixedRand")
+    assert order_methods(["FixedRand", "BP", "PredSim"]) == ["BP", "PredSim", "FixedRand"]  # registry order
     assert METHODS.source("fixedrand") == ("entry point hpff_bench.methods:fixedrand = hpff_bench_example.method "
                                            f"({plugin['name']} {plugin['version']})")
 
