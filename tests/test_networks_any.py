@@ -166,3 +166,16 @@ def test_networks_command_lists_the_registry_and_a_networks_units(cli):
         "    2     1.1  encoder.layers.encoder_layer_1",
         "    3          encoder.layers.encoder_layer_2",
     ]
+
+
+def test_pff_on_tokens_streamed_equals_batched():
+    """HPFF's patches on a ViT's token grid: both executions give the same gradients through the
+    token adapter (the patches are cut from the [B, D, g, g] view of the tokens)."""
+    base = RunConfig(network="tiny_models:tiny_vit", method="dgl", k=3, batch_size=4, seed=2, hilo=True, pff_grid=2)
+    got = []
+    for exec_mode in ("batched", "streamed"):
+        m = build_method(base.replace(pff_exec=exec_mode))
+        m.compute_gradients(*synthetic_batch(base))
+        got.append([p.grad.clone() for p in m.modules_.parameters()])
+    for a, b in zip(*got):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
