@@ -293,10 +293,11 @@ class RunConfig:
         if not self.hilo or self.cascade_span != 2 or not self.independent or self.hilo_exec != "official":
             raise no("the official code is HiLo with windows of 2, both levels and its own execution; "
                      "use --hilo (or --hpff) without --cascade-span/--no-independent/--hilo-exec")
-        want_grid = 2 if self.method == "infopro" else 1
-        if self.pff_grid != want_grid or self.pff_on != "both" or self.pff_exec != "batched":
+        grids = (1, 2) if self.method == "infopro" else (1,)
+        if self.pff_grid not in grids or self.pff_on != "both" or self.pff_exec != "batched":
             raise no("PFF is the official code's four quadrant decoders (InfoPro's decoder only, n=2); "
-                     + ("InfoPro needs --hpff (--pff-grid 2)" if want_grid == 2 else
+                     + ("InfoPro runs --hpff (--pff-grid 2) or --hilo (HiLo alone, InfoPro's whole-map "
+                        "decoder in place of the quadrants)" if self.method == "infopro" else
                         f"--method {self.method} has no decoder: use --hilo, not --hpff/--pff-grid")
                      + ", without --pff-on/--pff-exec")
         if self.cuts:

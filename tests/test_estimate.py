@@ -15,6 +15,10 @@ def test_estimate_json_has_prediction_breakdown_and_bound(cli_json):
     p = r["predicted"]
     assert r["modules"] == 2 and r["config"]["batch_size"] == 8 and r["label"] == "DGL"
     assert p["peak_allocated_bytes"] <= p["peak_reserved_bytes"] < p["device_used_bytes"]
+    # the smallest reserve it runs in, cache given back on out-of-memory: 2 MiB segments
+    assert p["peak_allocated_bytes"] <= p["least_reserved_bytes"] <= p["peak_reserved_bytes"]
+    assert p["least_reserved_bytes"] % (2 << 20) == 0
+    assert p["least_device_bytes"] - p["least_reserved_bytes"] == p["terms"]["cuda_context"]["bytes"]
     assert sum(p["breakdown_bytes"].values()) == p["live_peak_bytes"]
     assert p["lower_bound_bytes"] <= p["live_peak_bytes"]
     assert {"module0", "module1", "aux/independent/0"} <= set(p["per_module_peak_bytes"])
@@ -86,3 +90,12 @@ def test_parse_bytes():
     assert profiling.parse_bytes("24 GB", "--budget") == 24 * 10**9
     assert profiling.parse_bytes("1.5e9", "--budget") == 1_500_000_000
     assert profiling.parse_batch_sizes("64, 128,64") == [64, 128]
+
+
+def test_every_batched_pff_estimate_says_why_batched_is_the_default(cli):
+    from hpff_bench.commands.estimate import BATCHED_PFF_NOTE
+
+    code, out, err = cli("estimate", *SMALL, "--hpff", "--batch-size", "4", "--json")
+    assert code == 0 and BATCHED_PFF_NOTE in err
+    code, out, err = cli("estimate", *SMALL, "--hpff", "--pff-exec", "streamed", "--batch-size", "4", "--json")
+    assert code == 0 and "PFF runs batched" not in err

@@ -6,6 +6,7 @@ from hpff_bench.memory.allocator_model import (
     CachingAllocatorModel,
     OutOfMemory,
     allocation_size,
+    least_capacity,
     replay,
     round_size,
 )
@@ -115,3 +116,49 @@ def test_replay_in_a_capacity_runs_or_runs_out_of_memory():
     assert st.peak_reserved_bytes == 14 * MIB and st.reserved_bytes == 14 * MIB and st.alloc_retries == 1
     with pytest.raises(OutOfMemory):
         replay(events, capacity=13 * MIB)
+
+
+def _working_sets(sizes_mib: list[int], tensors: int = 4) -> list[tuple]:
+    """One stage after another: `tensors` blocks of each size live together, then all freed
+    (a checkpointed segment's recompute: its activations are made, used and dropped)."""
+    events, sid = [(MARK, 0, 0)], 0
+    for size in sizes_mib:
+        ids = list(range(sid, sid + tensors))
+        sid += tensors
+        events += [(ALLOC, i, size * MIB) for i in ids] + [(FREE, i, 0) for i in ids]
+    return events
+
+
+def test_stages_recomputed_small_to_large_keep_every_stage_cached():
+    """Gradient checkpointing's backward recomputes the last stage first: 16, then 32, then
+    64 MiB tensors (ResNet-110's stages 3, 2, 1 at batch 1024). Each is a multiple of 2 MiB
+    and >= 10 MiB, so each gets a segment of exactly its size; a cached segment only serves a
+    request that fits in it and segments never merge, so no smaller stage's segments serve the
+    next stage: the reserve is the *sum* of the stages' working sets, the allocated peak only
+    the largest. The step needs no more than the allocated peak: with the cache given back on
+    an out-of-memory it runs in 256 MiB."""
+    up = _working_sets([16, 32, 64])
+    st = replay(up)
+    assert st.peak_allocated_bytes == 4 * 64 * MIB
+    assert st.peak_reserved_bytes == 4 * (16 + 32 + 64) * MIB
+    assert least_capacity(up) == 4 * 64 * MIB
+    assert replay(up, capacity=4 * 64 * MIB).alloc_retries == 1  # the 16 and 32 MiB segments go
+    with pytest.raises(OutOfMemory):
+        replay(up, capacity=4 * 64 * MIB - 2 * MIB)
+    # end-to-end backprop's order (largest first): a freed 64 MiB block is split for the
+    # smaller requests (remainder > 1 MiB), so the one stage's segments serve them all
+    down = _working_sets([64, 32, 16])
+    st = replay(down)
+    assert st.peak_reserved_bytes == st.peak_allocated_bytes == 4 * 64 * MIB
+    assert least_capacity(down) == 4 * 64 * MIB
+
+
+def test_least_capacity_counts_persistent_blocks_and_the_small_pool():
+    events = [(MARK, 0, 0), (ALLOC, 1, 100), (ALLOC, 2, 12 * MIB), (FREE, 2, 0), (ALLOC, 3, 14 * MIB)]
+    # the 100 B block takes a 2 MiB small segment; the 12 MiB segment cannot hold 14 MiB, but
+    # once released the 14 MiB one fits: 2 + 14 MiB
+    assert replay(events).peak_reserved_bytes == (2 + 12 + 14) * MIB
+    assert least_capacity(events) == (2 + 14) * MIB
+    # a 4 MiB workspace held from the start takes a 20 MiB segment, whose free 16 MiB serve
+    # the 12 and then the 14 MiB block: 20 + 2 MiB
+    assert least_capacity(events, persistent_bytes=[4 * MIB]) == (20 + 2) * MIB

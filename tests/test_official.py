@@ -43,7 +43,10 @@ def transcribed_loss(m, x, y, cfg) -> torch.Tensor:
         cl = m.cascade[str(i)]
         bce = 0.0
         half, hi = z.shape[2] // 2, x.shape[2] // 2
-        for q, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        if cfg.pff_grid == 1:  # HiLo alone: InfoPro's whole-map decoder (the official code has no such path)
+            up = F.interpolate(z, size=x.shape[2:], mode="bilinear", align_corners=True)
+            bce = F.binary_cross_entropy(cl.decoder.decoder(up), image)
+        for q, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1)) if cfg.pff_grid == 2 else ()):
             patch = z[:, :, r * half:(r + 1) * half, c * half:(c + 1) * half]
             up = F.interpolate(patch, size=(hi, hi), mode="bilinear", align_corners=True)
             target = image[:, :, r * hi:(r + 1) * hi, c * hi:(c + 1) * hi]
@@ -55,10 +58,11 @@ def transcribed_loss(m, x, y, cfg) -> torch.Tensor:
     return total + wx * F.cross_entropy(last_x, y) + wy * F.cross_entropy(last_y, y)
 
 
-@pytest.mark.parametrize("k", (2, 4, 16))
-def test_official_step_equals_the_transcribed_official_forward(k):
-    # K=16 (15 modules): the λ denominator K-2 = 14 differs from ours (13 local modules - 1)
-    cfg = official(k=k, batch_size=2 if k == 16 else 4)
+@pytest.mark.parametrize("k,pff_grid", ((2, 2), (4, 2), (16, 2), (4, 1)))
+def test_official_step_equals_the_transcribed_official_forward(k, pff_grid):
+    # K=16 (15 modules): the λ denominator K-2 = 14 differs from ours (13 local modules - 1);
+    # pff_grid 1: InfoPro's HiLo without PFF, its whole-map decoder in place of the quadrants
+    cfg = official(k=k, batch_size=2 if k == 16 else 4, pff_grid=pff_grid)
     m = build_method(cfg).double()
     x, y = synthetic_batch(cfg)
     x = x.double()
@@ -95,6 +99,20 @@ def test_official_lambda_uses_the_papers_k():
     assert lam.at_official(1, 2) == (5.0, 0.5)
     # ours: position 13 of 14 local modules is the last: ratio 1, λ = (ixx_2, ixy_2) = (0, 0)
     assert lam.at(13, 14) == (0.0, 0.0)
+
+
+def test_official_infopro_hilo_alone_swaps_in_infopro_s_whole_map_decoder():
+    """The official HPFF code always runs PFF's quadrant decoders; for HiLo alone InfoPro's own
+    decoder (C -> 12 -> 3, biases, BN) takes their place, one instead of four."""
+    m = build_method(official(pff_grid=1, k=4), device="meta")
+    dec = m.cascade["1"].decoder
+    ch = m.cascade["1"].classifier.head[0].in_channels
+    assert sum(p.numel() for p in dec.parameters()) == (ch * 12 * 9 + 12) + 2 * 12 + (12 * 3 * 9 + 3)
+    quads = build_method(official(k=4), device="meta").cascade["1"].decoder
+    assert sum(p.numel() for p in quads.parameters()) == 4 * sum(p.numel() for p in dec.parameters())
+    assert official(pff_grid=1).validate().label == "InfoPro+HiLo (official code)"
+    with pytest.raises(ConfigError, match="InfoPro runs --hpff .* or --hilo"):
+        official(pff_grid=4).validate()
 
 
 def test_label_and_record_say_which_variant_ran():

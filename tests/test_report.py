@@ -26,10 +26,12 @@ FAILED = FIXTURES / "results_failed_only.jsonl"
 BENCH = FIXTURES / "benchmark_small.json"
 MiB = 2**20
 
-FIGURES = ("memory_vs_k", "breakdown", "accuracy_vs_memory", "accuracy_ordering", "prediction_parity", "speed")
+FIGURES = ("memory_vs_k", "breakdown", "accuracy_vs_memory", "accuracy_ordering", "prediction_parity", "speed",
+           "decomposition")
 TABLES = (
     "memory_vs_k", "breakdown", "accuracy", "accuracy_orderings", "hpff_ablation", "patch_grid", "prediction_error",
     "speed", "published_comparison", "published_reference", "published_memory", "environment", "failed_runs",
+    "hpff_decomposition",
 )
 
 

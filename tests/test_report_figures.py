@@ -14,6 +14,7 @@ MAX_SERIES series of local methods per panel, and every drawn series findable in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.colors as mcolors
@@ -24,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+from hpff_bench.report import decomposition as D
 from hpff_bench.report import figures as F
 from hpff_bench.report import tables as T
 from hpff_bench.report.load import read_results
@@ -39,7 +41,7 @@ _NOT_SERIES = {mcolors.to_hex(c) for c in (method_color("BP"), method_color("GC"
 
 SAMPLE = Path(__file__).resolve().parents[1] / "results" / "cifar10-sample"  # real quick-preset records
 SPEED_RUNS = sorted((Path(__file__).resolve().parents[1] / "results" / "benchmarks").glob("method-speed-*.json"))
-ALL_FIGURES = (*F.FIGURES, F.SIDE_BY_SIDE)
+ALL_FIGURES = (*F.FIGURES, F.SIDE_BY_SIDE, "decomposition")
 
 
 @pytest.fixture(scope="module", params=["full-suite fixture", "sample results"])
@@ -54,6 +56,7 @@ def drawn(request, tmp_path_factory):
     figs = F.all_figures(cfg, T.pareto_mask(cfg))
     assert len(SPEED_RUNS) >= 2
     figs[F.SIDE_BY_SIDE] = F.side_by_side(read_results(SPEED_RUNS).side_by_side)
+    figs["decomposition"] = D.decomposition_figure(df)
     out = {}
     for name, fig in figs.items():
         assert isinstance(fig, Figure), f"{name} not drawn from the full-suite fixture: {fig}"
@@ -128,6 +131,19 @@ def test_every_panel_keeps_a_minimum_plot_size(drawn, name):
         assert pw >= MIN_W and ph >= MIN_H, f"{name}: panel {ax.get_title()!r} is {pw:.2f} x {ph:.2f} in"
 
 
+_UNIT = re.compile(r"MiB|GiB|\(ms\)|\(%\)|\(x\b")
+
+
+@pytest.mark.parametrize("name", ALL_FIGURES)
+def test_every_panel_names_the_unit_of_its_values(drawn, name):
+    """Not only the first column of a row: a panel read alone must say what its numbers are."""
+    fig, _, _ = drawn[name]
+    horizontal = name in ("breakdown", F.SIDE_BY_SIDE)  # values on x, methods on y
+    for ax in _shown_axes(fig):
+        label = ax.get_xlabel() if horizontal else ax.get_ylabel()
+        assert _UNIT.search(label), f"{name}: panel {ax.get_title()!r} has value axis label {label!r}"
+
+
 def _series(ax) -> set[str]:
     colours = {mcolors.to_hex(p.get_facecolor()) for p in ax.patches if isinstance(p, Rectangle) and p.get_height()}
     colours |= {mcolors.to_hex(ln.get_color()) for ln in ax.lines if len(ln.get_xdata())}
@@ -136,7 +152,7 @@ def _series(ax) -> set[str]:
 
 # the side-by-side figure names every bar on its axis (one configuration per bar), so its
 # colours are no series a legend must key; its own test checks the bars against the data
-@pytest.mark.parametrize("name", F.FIGURES)
+@pytest.mark.parametrize("name", (*F.FIGURES, "decomposition"))
 def test_at_most_a_handful_of_series_per_panel(drawn, name):
     fig, _, _ = drawn[name]
     limit = len(BREAKDOWN_COLORS) if name == "breakdown" else F.MAX_SERIES
@@ -145,7 +161,7 @@ def test_at_most_a_handful_of_series_per_panel(drawn, name):
         assert n <= limit, f"{name}: panel {ax.get_title()!r} has {n} series (at most {limit})"
 
 
-@pytest.mark.parametrize("name", F.FIGURES)
+@pytest.mark.parametrize("name", (*F.FIGURES, "decomposition"))
 def test_every_series_is_in_the_legend(drawn, name):
     fig, _, _ = drawn[name]
     assert fig.legends, f"{name} has no legend"

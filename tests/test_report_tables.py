@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.report import figures as F
 from hpff_bench.report import published as pub
 from hpff_bench.report import tables as T
 from hpff_bench.report.browser_check import problems
@@ -28,30 +29,69 @@ def _frame(tmp_path, records) -> pd.DataFrame:
 def test_published_memory_rows_ours_beside_theirs_and_why_not(tmp_path):
     bp = RunConfig(network="resnet110", method="bp", dataset="cifar10", batch_size=1024)
     rec = make_record("estimate", "ok", config=bp, predicted={
-        "peak_allocated_bytes": 8 * GiB, "device_used_bytes": 9 * GiB})
+        "peak_allocated_bytes": 8 * GiB, "peak_reserved_bytes": 10 * GiB, "device_used_bytes": 11 * GiB,
+        "least_reserved_bytes": 8 * GiB, "least_device_bytes": 9 * GiB})
     prof = make_record("profile", "ok", config=bp.replace(device="cuda"), memory={
-        "source": "cuda-allocator", "peak_allocated_bytes": int(9.4 * GiB), "nvml_peak_used_bytes": 10 * GiB})
+        "source": "cuda-allocator", "peak_allocated_bytes": int(9.4e9), "nvml_peak_used_bytes": 12 * GiB})
     t = T.published_memory_table(_frame(tmp_path, [rec, prof])).data
-    assert len(t) == len(pub.PUBLISHED_MEMORY) == 16
-    e2e = t[(t["data"] == "cifar10, 1024 / GPU") & (t["method"] == "E2E")].iloc[0]
-    assert e2e["published (GB)"] == 9.40
-    assert e2e["ours: predicted allocator peak (GiB)"] == pytest.approx(8.0)
-    assert e2e["ours: measured allocator peak (GiB)"] == pytest.approx(9.4)
-    assert e2e["ours: NVML device used (GiB)"] == pytest.approx(10.0)
-    assert e2e["difference (%)"] == pytest.approx(0.0, abs=1e-6)  # the measurement is compared
-    assert pd.isna(e2e["not run because"])
-    stl = t[(t["data"] == "stl10, 128 / GPU") & (t["method"] == "E2E")].iloc[0]
-    assert "not run yet" in stl["not run because"] and pd.isna(stl["difference (%)"])
+    # one row per published figure not run, four (one per quantity) per figure run
+    run = t[t["our quantity"].notna()]
+    assert len(t) - len(run) + len(run) // 4 == len(pub.PUBLISHED_MEMORY) == 20
+    e2e = run[(run["data"] == "cifar10, 1024 / GPU") & (run["published as"] == "E2E") & (run["source"] == "InfoPro Table 3")]
+    q = {pub_key: e2e[e2e["our quantity"] == name].iloc[0] for pub_key, name in pub.QUANTITIES.items()}
+    # the measurement wins where a GPU profile has the quantity, else the prediction
+    assert (q["allocated"]["from"], q["allocated"]["ours, GB = 10^9 B"]) == ("measured", pytest.approx(9.4))
+    assert (q["device"]["from"], q["device"]["ours, GB = 2^30 B"]) == ("measured", pytest.approx(12.0))
+    assert (q["reserved"]["from"], q["reserved"]["ours, GB = 2^30 B"]) == ("predicted", pytest.approx(10.0))
+    assert q["least_device"]["ours, GB = 10^9 B"] == pytest.approx(9 * GiB / 1e9)
+    # InfoPro's 'minimally required ... not what nvidia-smi shows': allocated and least device
+    # memory are compared, the reserved peak and the device total are not
+    assert [q[k]["compared"] for k in ("allocated", "least_device", "reserved", "device")] == [True, True, False, False]
+    assert q["allocated"]["difference, GB = 10^9 B (%)"] == pytest.approx(0.0, abs=1e-9)
+    assert q["allocated"]["difference, GB = 2^30 B (%)"] == pytest.approx(100 * (9.4e9 / GiB - 9.4) / 9.4)
+    assert pd.isna(q["reserved"]["difference, GB = 10^9 B (%)"]) and pd.isna(q["device"]["difference, GB = 2^30 B (%)"])
+    # the reserved row names the cache the step does not need: 10 - 8 GiB = 2.15 GB
+    assert "2.15 GB (10^9 B) of it is cached segments" in q["reserved"]["note"]
+    assert pd.isna(q["allocated"]["note"])
+    stl = t[(t["data"] == "stl10, 128 / GPU") & (t["published as"] == "E2E")].iloc[0]
+    assert "not run yet" in stl["note"] and pd.isna(stl["our quantity"])
     # InfoPro* runs on CIFAR (the memory-balanced split) and on ImageNet (InfoPro's ImageNet aux
     # nets): with no record of them the rows say which suite to run, not that they cannot run
-    balanced = t[t["method"].str.startswith("InfoPro*")]
+    balanced = t[t["published as"].str.startswith("InfoPro*")]
     assert set(balanced["source"]) == {"InfoPro Table 3", "InfoPro Table 4"}
-    assert balanced["not run because"].str.startswith("not run yet").all()
+    assert balanced["note"].str.startswith("not run yet").all()
+    # the HPFF paper's BP figure is matched with the same run; no description: all compared
+    hpff_bp = run[(run["source"] == "HPFF (approx.)") & (run["published as"] == "BP")]
+    assert len(hpff_bp) == 4 and hpff_bp["compared"].all()
+
+
+def test_hpff_memory_rows_show_our_default_and_the_official_execution(tmp_path):
+    base = dict(network="resnet110", dataset="cifar10", batch_size=1024, k=55)
+    ours = RunConfig(method="dgl", split="hpff", hilo=True, pff_grid=2, **base)
+    official = RunConfig(method="dgl", variant="official", hilo_exec="official", hilo=True, **base)
+    pred = {"peak_allocated_bytes": 2 * 10**9, "peak_reserved_bytes": 2 * 10**9, "device_used_bytes": 3 * 10**9,
+            "least_reserved_bytes": 2 * 10**9, "least_device_bytes": 3 * 10**9}
+    recs = [make_record("estimate", "ok", config=c, modules=54, predicted=pred) for c in (ours, official)]
+    t = T.published_memory_table(_frame(tmp_path, recs)).data
+    dgl = t[t["published as"] == "DGL+HPFF"]
+    assert list(dict.fromkeys(dgl["our run"])) == ["ours (batched PFF)", "official code (HiLo; no PFF path)"]
+    alloc = dgl[dgl["our quantity"] == pub.QUANTITIES["allocated"]].iloc[0]
+    assert alloc["difference, GB = 10^9 B (%)"] == pytest.approx(100 * (2.0 - 2.44) / 2.44)
+    # no reading within ±10 % (2.0 or 3.0 GB, 1.86 or 2.79 GiB against 2.44): said, not explained
+    assert alloc["note"] == T.UNEXPLAINED
+
+
+def test_paper_units_read_both_ways():
+    assert pub.in_paper_unit(10**9, "10^9") == 1.0 and pub.in_paper_unit(2**30, "2^30") == 1.0
+    assert pub.in_paper_unit(2**30, "10^9") == pytest.approx(1.073741824)
+    assert pub.difference_pct(2**30, 1.0, "10^9") == pytest.approx(7.3741824)
+    with pytest.raises(KeyError):
+        pub.in_paper_unit(1, "GB")
 
 
 def test_published_memory_table_renders_without_any_record():
     t = T.published_memory_table(pd.DataFrame()).data
-    assert len(t) == 16 and t["not run because"].notna().all()
+    assert len(t) == 20 and t["note"].notna().all() and "compared" in t.columns
 
 
 def _timed(cfg, times):
@@ -69,11 +109,32 @@ def test_speed_table_marks_differences_inside_the_noise(tmp_path):
     df = _frame(tmp_path, [bp, dgl, hp, few])
     t = T.speed_table(T.configs(df)).data.set_index("method")
     assert t.loc["DGL", "vs BP"] == "slower"
-    assert t.loc["DGL+HPFF (n=2)", "vs plain method"] == "within noise"
+    assert t.loc["DGL+HPFF (n=2)", "vs plain method"] == "not resolved"
     assert t.loc["Greedy SL", "vs BP"] == "no spread to tell"
     assert t.loc["DGL", "IQR low (ms)"] == pytest.approx(1000 * pd.Series([2.0, 2.0, 2.1, 2.1, 2.2]).quantile(0.25))
     assert t.loc["DGL", "timed steps"] == 5
     assert "GFLOP / step" not in t.columns  # only where records have FLOPs
+
+
+def test_runs_timed_while_sharing_the_host_are_not_results(tmp_path):
+    base = dict(network="resnet20", dataset="cifar10", batch_size=64)
+    def at(rec, end, seconds, host="h1"):
+        rec["env"] = {**rec["env"], "time": end, "seconds": seconds, "hostname": host}
+        return rec
+    bp = at(_timed(RunConfig(method="bp", **base), [1.0, 1.0, 1.1, 1.1]), "2026-01-01T10:00:10+00:00", 10)
+    # DGL ran from 10:00:05 to 10:00:30: overlaps BP's 10:00:00-10:00:10 on the same host
+    dgl = at(_timed(RunConfig(method="dgl", k=2, **base), [2.0, 2.0, 2.1, 2.1]), "2026-01-01T10:00:30+00:00", 25)
+    # greedy ran after both, alone; an estimate on another host at the same time does not count
+    greedy = at(_timed(RunConfig(method="greedy", k=2, **base), [0.5, 0.5, 0.6, 0.6]), "2026-01-01T10:01:00+00:00", 20)
+    other = at(make_record("estimate", "ok", config=RunConfig(method="dgl", k=4, **base), env={}),
+               "2026-01-01T10:01:00+00:00", 60, host="h2")
+    cfg = T.configs(_frame(tmp_path, [bp, dgl, greedy, other]))
+    t = T.speed_table(cfg).data.set_index("method")
+    assert list(t["timed alone"]) == [False, True, False]  # BP, Greedy SL, DGL in report order
+    assert t.loc["Greedy SL", "vs BP"] == "not a result: timed while sharing the machine"
+    # the figure leaves shared runs out: only Greedy SL is drawn, with no BP line
+    fig = F.speed(cfg)
+    assert {p.get_label() for p in fig.legends[0].get_patches()} == {"Greedy SL"}
 
 
 def test_speed_table_adds_flops_where_records_have_them(tmp_path):
@@ -113,9 +174,9 @@ def test_browser_check_names_each_problem():
 
 
 def test_accuracy_takes_memory_from_the_same_configuration_when_names_differ(tmp_path):
-    # at batch 1024 two InfoPro configurations need "[...]" names; the one trained at batch 64
-    # is plain "InfoPro" there. Its memory must be the same configuration's at 1024, not the
-    # other one's, and not a smaller batch's because the name only matches there.
+    # two InfoPro configurations need "[...]" names; the one trained at batch 64 keeps its name
+    # there too (one configuration, one name in the whole report). Its memory must be the same
+    # configuration's at 1024, not the other one's, and not a smaller batch's.
     paper = RunConfig(network="resnet32", method="infopro", k=16, dataset="cifar10").validate()
     other = paper.replace(aux="2c2f", lambdas=HPFF_INFOPRO_LAMBDAS).validate()  # names: [paper's λ], [aux 2c2f, HPFF's λ]
     records = [
@@ -127,6 +188,6 @@ def test_accuracy_takes_memory_from_the_same_configuration_when_names_differ(tmp
     ]
     t = T.accuracy_table(T.configs(_frame(tmp_path, records))).data
     row = t[t["test error (%)"] == 20.0].iloc[0]
-    assert row["method"] == "InfoPro"
+    assert row["method"] == "InfoPro [paper's λ]"
     assert row["memory at batch"] == 1024 and row["memory from"] == "predicted"
     assert row["peak memory (GiB)"] == pytest.approx(3.0)

@@ -77,7 +77,8 @@ def test_cifar10_quick_preset_is_cpu_sized():
     est = [t for t in plan.tasks if t.kind == "estimate"]
     prof = [t for t in plan.tasks if t.kind == "profile"]
     train = [t for t in plan.tasks if t.kind == "train"]
-    # estimates: all of resnet32; resnet110's bp and K=55 (the HPFF headline); streamed patches at n=2
+    # estimates: all of resnet32; resnet110's bp and K=55 (the HPFF headline); streamed patches at n=2;
+    # the decomposition's resnet110 K=55 steps but its streamed patches
     full = load_suite(SUITES / "cifar10.toml").plan("paper")
     r32 = {r.name for r in full.runs if r.config.network == "resnet32" and r.config.pff_grid != 4 or
            r.config.network == "resnet32" and r.config.pff_exec == "batched"}
@@ -85,7 +86,10 @@ def test_cifar10_quick_preset_is_cpu_sized():
     assert {t.run.name for t in est if t.config.network == "resnet110"} == {
         "resnet110-bp-k1", "resnet110-gc-k55", *(f"resnet110-{m}-k55{v}" for m in ("greedy", "dgl", "infopro")
                                                  for v in ("", "-hpff-n2")),
-        "resnet110-infopro-k55-hpff-n2-official"}
+        "resnet110-infopro-k55-hpff-n2-official",
+        "resnet110-dgl-k55-hilo", *(f"resnet110-{m}-k55-r110-{step}" for m in ("infopro", "predsim")
+                                          for step in ("base", "hilo", "pff-batched")),
+        *(f"resnet110-{m}-k55-hilo-official" for m in ("dgl", "infopro", "predsim"))}
     assert 0 < len(prof) <= 10 and all(t.config.batch_size == 16 and t.config.device == "cpu" for t in prof)
     assert 0 < len(train) <= 10 and all(t.options["epochs"] == 1 and t.options["train_subset"] for t in train)
     assert plan.sweep_options["jobs"] == 2

@@ -7,6 +7,7 @@ They differ from ours (aux/heads.py) in ways that change parameters, gradients a
   each quadrant of the feature map is upsampled to half the image and decoded against the
   matching quadrant of the image; the four BCE losses are summed (not averaged). Both convs
   have a bias, the ReLU is not in-place.
+- WholeDecoder: InfoPro's own whole-map decoder, for the HiLo-only path the official code lacks.
 - OfficialClassifier: InfoPro's `AuxClassifier`; the convs' width follows the input (16 -> 32,
   32 -> 64, 64 -> 64), the conv ReLUs are not in-place, the loss is computed inside.
 Every net returns its loss, as the official ones do.
@@ -55,6 +56,30 @@ class QuadrantDecoder(nn.Module):
             patch = F.interpolate(features[:, :, a, b], size=[self.out_size] * 2, mode="bilinear", align_corners=True)
             loss = loss + F.binary_cross_entropy(dec(patch), image[:, :, ai, bi])
         return loss
+
+
+class WholeDecoder(nn.Module):
+    """InfoPro's own decoder (blackfeather-wang/InfoPro-Pytorch, `networks/auxiliary_nets.py`
+    `Decoder`): the whole feature map upsampled (bilinear, corners aligned) to the image size,
+    3x3 conv C -> 12, BN, ReLU, 3x3 conv 12 -> 3, sigmoid, one BCE. The official HPFF code has no
+    HiLo-without-PFF path; `--variant official --hilo` for InfoPro swaps this in for its
+    QuadrantDecoder (the only change), so the paper's IL+CL row runs on the official execution."""
+
+    def __init__(self, channels: int, image_size: int, widen: int = 1):
+        super().__init__()
+        self.out_size = image_size
+        hidden = 12 * widen
+        self.decoder = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, 1, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 3, 3, 1, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(features, size=[self.out_size] * 2, mode="bilinear", align_corners=True)
+        return F.binary_cross_entropy(self.decoder(up), image)
 
 
 class OfficialClassifier(nn.Module):

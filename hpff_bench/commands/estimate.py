@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             on_note=note_line if budget is not None else None, release_cache=args.cache_release, **options,
         )
     wall = time.perf_counter() - t0
+    if cfg.pff_grid > 1 and cfg.pff_exec == "batched" and cfg.variant == "ours":
+        print(BATCHED_PFF_NOTE, file=sys.stderr)
     split = split_of(cfg)
     for r in result["estimates"]:
         r["split"] = split.summary()
@@ -94,6 +96,17 @@ def run(args: argparse.Namespace) -> int:
             "Breakdown columns: live tensors at the peak. eff = bound / live peak."
         )
     return 0
+
+
+# Printed on every estimate of PFF with the default (batched) execution: why it is the default,
+# and what it does and does not save (the report's "Does HPFF save memory?" section measures it).
+BATCHED_PFF_NOTE = (
+    "note: PFF runs batched (the default): the n x n patches are folded into the batch, all live at "
+    "once, so PFF does not shrink the aux nets' activations; --pff-exec streamed (same gradients) keeps "
+    "one patch live at a time, which shrinks the allocator's cache where an aux net's activations are "
+    "large (InfoPro's decoder), not DGL's or PredSim's, and costs n^2 sequential aux passes "
+    "(docs/memory.md, 'Does HPFF save memory?')"
+)
 
 
 def probe_line(budget: int | None):

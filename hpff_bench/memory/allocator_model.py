@@ -261,3 +261,34 @@ def replay(events, persistent_bytes: list[int] | tuple[int, ...] = (), capacity:
         elif i == last_mark:
             model.reset_peak()
     return model.stats()
+
+
+def least_capacity(events, persistent_bytes: list[int] | tuple[int, ...] = ()) -> int:
+    """The smallest capacity (bytes cudaMalloc may hand out) in which the log runs when the
+    allocator gives its wholly free cached segments back on an out-of-memory and retries.
+
+    Why: a GPU with room keeps every segment it ever took (the reserved peak), but the step
+    needs only this much: the cache of segments sized for other tensors is released when a
+    new one would not fit. Segments are multiples of 2 MiB, so the answer is searched on a
+    2 MiB grid by bisection between the allocated peak (it never runs below) and the reserved
+    peak (it always runs there). Bisection assumes that a log that runs in a capacity also
+    runs in every larger one; by its invariants the answer runs and 2 MiB less does not."""
+    grid = ROUND_LARGE
+    free = replay(events, persistent_bytes)
+    lo = max(free.peak_allocated_bytes // grid - 1, 0)  # lo never runs (or is 0), hi always runs
+    hi = -(-free.peak_reserved_bytes // grid)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _runs_in(events, persistent_bytes, mid * grid):
+            hi = mid
+        else:
+            lo = mid
+    return hi * grid
+
+
+def _runs_in(events, persistent_bytes, capacity: int) -> bool:
+    try:
+        replay(events, persistent_bytes, capacity=capacity)
+    except OutOfMemory:
+        return False
+    return True

@@ -27,6 +27,11 @@ Every number is the sum of labelled terms, each from a mechanism we can name:
   counts but the allocator does not; docs/memory.md gives ~0.3-0.6 GB; override it with a
   value measured on your GPU (hpff_bench.gpu_check measures one).
   => device_used_bytes = peak_reserved_bytes + cuda_context (NVML's per-process use)
+- least_reserved_bytes (modelled): the smallest reserve the step runs in when the allocator
+  gives its wholly free cached segments back on an out-of-memory and retries, as PyTorch's
+  does on a full GPU (allocator_model.least_capacity); between the allocated and the
+  reserved peak. A roomy GPU keeps the whole reserved peak; this is what the step needs.
+  => least_device_bytes = least_reserved_bytes + cuda_context (the smallest GPU it runs on)
 Not modelled: cuDNN convolution workspaces (transient allocations whose size cuDNN's
 heuristics pick at run time), cuDNN batch-norm reserve space, other processes on the GPU.
 """
@@ -37,7 +42,7 @@ import time
 from collections.abc import Callable
 
 from hpff_bench.errors import ConfigError
-from hpff_bench.memory.allocator_model import OutOfMemory, replay
+from hpff_bench.memory.allocator_model import OutOfMemory, least_capacity, replay
 from hpff_bench.memory.bound import lower_bound
 from hpff_bench.memory.trace import trace_training
 from hpff_bench.memory.tracker import cuda_block_size
@@ -97,6 +102,7 @@ def predict(
     ws_each = CUBLAS_WORKSPACE_BYTES[cuda_arch]
     ws_total = ws_each * cublas_workspaces
     stats = allocator_stats(tr.events, cuda_arch=cuda_arch, cublas_workspaces=cublas_workspaces)
+    least = least_capacity(tr.events, persistent_bytes=[ws_each] * cublas_workspaces)
     bound = lower_bound(tr)
     live = tr.peak
     terms = {
@@ -127,6 +133,8 @@ def predict(
         "peak_allocated_bytes": stats.peak_allocated_bytes,
         "peak_reserved_bytes": stats.peak_reserved_bytes,
         "device_used_bytes": _device_used(stats, context),
+        "least_reserved_bytes": least,
+        "least_device_bytes": least + context,
         "peak_requested_bytes": stats.peak_requested_bytes,
         "live_peak_bytes": live,
         "breakdown_bytes": dict(tr.peak_breakdown),

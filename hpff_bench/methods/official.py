@@ -10,7 +10,8 @@ One step, for modules 0 … n-1 (n = len(module ends); the paper's K is `local_m
 - at every position i = 1 … n-2: the x path runs module i on the detached output of module
   i-1 and feeds the independent aux net (InfoPro: the classifier alone); the y path recomputes
   module i-1 from its own detached input, then module i, and feeds the cascade aux nets
-  (InfoPro: the quadrant decoders against the de-normalised image and a second classifier).
+  (InfoPro: the quadrant decoders against the de-normalised image and a second classifier;
+  with HiLo alone, InfoPro's own whole-map decoder in their place: aux/official.WholeDecoder).
   One backward of `w_IL·IL + w_CL·(λ1·decoder + λ2·classifier)` per position, with
   λ ratio i/(K-2) for the paper's K. Until it, every graph of the position is alive.
 - the last module: x path through module n-1, y path through n-2 and n-1, both closed by the
@@ -37,7 +38,7 @@ from torch import nn
 
 from hpff_bench.aux.heads import DGLHead, GreedyHead, PredSimPrediction, PredSimSimilarity
 from hpff_bench.aux.losses import cross_entropy, similarity_matching
-from hpff_bench.aux.official import OfficialClassifier, QuadrantDecoder
+from hpff_bench.aux.official import OfficialClassifier, QuadrantDecoder, WholeDecoder
 from hpff_bench.methods.base import Method, StepOutput
 from hpff_bench.networks.cifar_resnet import WIDTHS
 from hpff_bench.official_code import MODULE_ENDS
@@ -57,12 +58,18 @@ class HeadLoss(nn.Module):
         return sum(c * loss(net(x), y) for net, c, loss in zip(self.nets, self.coefs, self.losses))
 
 
-class InfoProCascade(nn.Module):
-    """The cascade level's InfoPro aux: quadrant decoders + classifier, λ applied by the caller."""
+def _decoder(channels: int, image_size: int, pff_grid: int) -> nn.Module:
+    """The official code's PFF (quadrant decoders) at n=2; InfoPro's whole-map decoder swapped in
+    for HiLo without PFF (n=1), a path the official code does not have."""
+    return QuadrantDecoder(channels, image_size) if pff_grid == 2 else WholeDecoder(channels, image_size)
 
-    def __init__(self, channels: int, image_size: int, kind: str, loss: str, classes: int):
+
+class InfoProCascade(nn.Module):
+    """The cascade level's InfoPro aux: decoder (quadrants with PFF) + classifier, λ applied by the caller."""
+
+    def __init__(self, channels: int, image_size: int, kind: str, loss: str, classes: int, pff_grid: int = 2):
         super().__init__()
-        self.decoder = QuadrantDecoder(channels, image_size)
+        self.decoder = _decoder(channels, image_size, pff_grid)
         self.classifier = OfficialClassifier(channels, kind, loss, classes)
 
 
@@ -90,10 +97,10 @@ class OfficialHiLo(Method):
                 loss = c.local_loss
                 for j, end in enumerate(ends):
                     ch = WIDTHS[end[0] - 1]
-                    self.unused[f"net_decoder{j}"] = QuadrantDecoder(ch, size)
+                    self.unused[f"net_decoder{j}"] = _decoder(ch, size, c.pff_grid)
                     if j in (0, n - 1):
                         self.unused[f"net_classifier{j}"] = OfficialClassifier(ch, c.aux, loss, classes)
-                        self.unused[f"aux{j}"] = InfoProCascade(ch, size, c.aux, loss, classes)
+                        self.unused[f"aux{j}"] = InfoProCascade(ch, size, c.aux, loss, classes, c.pff_grid)
                 self.unused["fc"] = nn.Linear(WIDTHS[-1], classes)
         for m in [*self.aux_nets.values(), self.unused]:
             _official_init(m)
@@ -126,7 +133,7 @@ class OfficialHiLo(Method):
         c = self.config
         ch, sp, classes = WIDTHS[end[0] - 1], self._spatial(end[0]), c.resolved_num_classes
         if c.method == "infopro":
-            return InfoProCascade(ch, c.resolved_image_size, c.aux, c.local_loss, classes)
+            return InfoProCascade(ch, c.resolved_image_size, c.aux, c.local_loss, classes, c.pff_grid)
         if c.method == "predsim":
             b = c.predsim_beta
             return HeadLoss([

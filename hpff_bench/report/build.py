@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hpff_bench.report import decomposition as D
 from hpff_bench.report import figures as F
 from hpff_bench.report import orderings
 from hpff_bench.report import tables as T
@@ -67,6 +68,14 @@ SECTIONS = [
             "are streamed (InfoPro's decoder works at image size); Greedy SL and DGL pool first, so "
             "the patch copies cost more than they save.",
             [("figure", "pff"), ("table", "patch_grid")]),
+    Section("Does HPFF save memory?", "For DGL, InfoPro (on HPFF's loss settings) and PredSim at the HPFF "
+            "paper's ResNet-32 \"K=16\" and ResNet-110 \"K=55\": the base method, + HiLo, then + PFF for "
+            "each PFF execution (batched patches, streamed patches, the official code's quadrant "
+            "decoders), each bar split into the allocated peak (live tensors), the allocator's cache "
+            "(reserved - allocated, hatched) and the CUDA context (white; assumed in predictions). The "
+            "table gives each step's change against the step it adds to, and which term moved; why "
+            "it moves, per method, is in docs/memory.md ('Does HPFF save memory?').",
+            [("figure", "decomposition"), ("table", "hpff_decomposition")]),
     Section("Accuracy vs memory", "Test error against peak memory, one point per configuration, "
             "error bars = std over seeds, dashed = Pareto front. Hollow markers: memory predicted. "
             "A panel title says the batch of the memory where it is not the training batch.",
@@ -85,8 +94,9 @@ SECTIONS = [
             "has both: one panel per method family, one point per configuration (named in the table).",
             [("figure", "prediction_parity"), ("table", "prediction_error")]),
     Section("Speed", "Median step time with its interquartile range over the timed steps, per method "
-            "family as in section 1. '≈' over a bar: its IQR overlaps the plain method's at the same "
-            "K, so the difference is inside the noise. A bar without an IQR has no per-step times "
+            "family as in section 1. 'n.r.' (not resolved) over a bar: its IQR overlaps the plain "
+            "method's at the same K, so the difference is inside the noise. Runs timed while another "
+            "run shared the machine (their records overlap in time on one host) are left out. A bar without an IQR has no per-step times "
             "(training records keep only the median), so nothing can be said of its noise. Where "
             "the records have FLOPs per step, a 'per FLOP' row under each setting gives the FLOP "
             "efficiency relative to BP: step time ÷ BP's over FLOPs ÷ BP's (1 = BP's FLOP "
@@ -161,6 +171,7 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
     tables["side_by_side"] = T.side_by_side_table(loaded.side_by_side)
     tables["published_reference"] = T.published_reference_table()
     tables["published_memory"] = T.published_memory_table(df)
+    tables["hpff_decomposition"] = D.decomposition_table(df) if not df.empty else "no records"
 
     if cfg.empty:
         reason = "no successful runs" if not df.empty else "no records"
@@ -169,6 +180,7 @@ def render_report(loaded: Loaded, out: Path, title: str) -> Report:
         figs = F.all_figures(cfg, T.pareto_mask(cfg))
     figs[ACCURACY_ORDERING] = accuracy_ordering(cfg) if not cfg.empty else figs[F.FIGURES[0]]
     figs[F.SIDE_BY_SIDE] = F.side_by_side(loaded.side_by_side)
+    figs["decomposition"] = D.decomposition_figure(df) if not df.empty else "no records"
 
     report = Report(out, out / "index.html", out / "report.md", out / "manifest.json",
                     records=len(df), failed=int((df["status"] != "ok").sum()) if not df.empty else 0,

@@ -148,9 +148,26 @@ def _x_groups(rows: pd.DataFrame) -> list[tuple[int, int | None]]:
     return sorted(pairs, key=lambda g: (g[0], g[1] if g[1] is not None else -1))
 
 
+def _cut_modules(r) -> int | None:
+    """The modules a row's cuts make: gc records count one gradient-isolated module, but its
+    checkpoint segments are cut as the split's K modules, so its bar belongs to that group
+    (e.g. InfoPro's 16 at K=16, not HPFF's 15)."""
+    m = r["modules"]
+    if r["method"] != "gc" or str(r.get("split")) == "balanced":  # balanced: a search, not a table
+        return None if m != m or m is None else int(m)
+    from hpff_bench.errors import ConfigError
+    from hpff_bench.networks.splits import resolve_cuts
+
+    try:
+        split = resolve_cuts(str(r["network"]), str(r.get("split") or "auto"), int(r["k"]), str(r["dataset"]))
+    except (ConfigError, KeyError):
+        return None
+    return split.modules
+
+
 def _group_of(r, groups) -> int | None:
-    k, m = int(r["k"]), r["modules"]
-    exact = (k, None if m != m or m is None else int(m))
+    k = int(r["k"])
+    exact = (k, _cut_modules(r))
     if exact in groups:
         return groups.index(exact)
     same_k = [i for i, g in enumerate(groups) if g[0] == k]
@@ -162,7 +179,8 @@ def _bars(ax, sub: pd.DataFrame, value: str, scale: float, *, source: str | None
     """Bars per method at each (K, modules) of one panel; BP (K=1) as a dashed reference line.
 
     err: (low, high) columns drawn as an error bar (the IQR); noise_ref: {(k, modules): row} of
-    the plain method each bar is compared with, a bar whose IQR overlaps it gets a '≈'."""
+    the plain method each bar is compared with, a bar whose IQR overlaps it is marked 'n.r.' (not
+    resolved: the difference is inside the noise)."""
     bp = sub[sub["method"] == "bp"]
     others = sub[sub["method"] != "bp"]
     drawn: list[str] = []
@@ -191,8 +209,8 @@ def _bars(ax, sub: pd.DataFrame, value: str, scale: float, *, source: str | None
             if noise_ref is not None:
                 ref = noise_ref.get((int(r["k"]), r["modules"]))
                 if ref is not None and ref["name"] != r["name"] and noise_overlap(r, ref) is True:
-                    ax.annotate("≈", (x, v), xytext=(0, 2), textcoords="offset points",
-                                ha="center", va="bottom", fontsize="x-small")
+                    ax.annotate("n.r.", (x, v), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize="small", fontweight="bold")
             drawn.append(r["name"])
     if not bp.empty:
         r = bp.iloc[0]
@@ -252,8 +270,7 @@ def memory_vs_k(cfg: pd.DataFrame) -> Figure | str:
                 ax = axes[i, j]
                 drawn |= set(_bars(ax, _panel_rows(c, "setting", s, fam), "shown_bytes", scale, source="shown_source"))
                 _title(ax, fam, s)
-                if j == 0:
-                    ax.set_ylabel(f"peak memory ({unit})")
+                ax.set_ylabel(f"peak memory ({unit})")
         _hide_empty(axes)
         _legend(fig, _method_patches(drawn) + _bp_handles(c, "shown_source") + _source_handles(c["shown_source"]), len(fams))
     return fig
@@ -352,8 +369,7 @@ def pff(cfg: pd.DataFrame) -> Figure | str:
                     ax.minorticks_off()
                     ax.set_ylim(bottom=0)
                     ax.set_title(f"{fam}: {what}\n{row}")
-                    if j == 0:
-                        ax.set_ylabel(unit)
+                    ax.set_ylabel(unit)
         _hide_empty(axes)
         handles = [
             Line2D([], [], color=method_color(f"{fam}+HPFF (n=2)" if "HiLo" in text else f"{fam}+PFF (n=2)"),
@@ -401,8 +417,7 @@ def accuracy_vs_memory(cfg: pd.DataFrame, pareto: pd.Series) -> Figure | str:
                     ax.step(front["acc_memory_bytes"] / scale, front["error_mean"], where="post",
                             color="#555555", ls="--", lw=0.8, zorder=2)
                 ax.set_xlabel(f"peak memory ({unit})")
-                if j == 0:
-                    ax.set_ylabel("test error (%)")
+                ax.set_ylabel("test error (%)")
                 _title(ax, fam, s)
         _hide_empty(axes, zero_floor=False)
         handles = [Line2D([], [], marker=method_marker(m), color=method_color(m), ls="", label=m) for m in names]
@@ -477,6 +492,11 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
     c = main_variants(c) if not c.empty else c
     if c.empty:
         return "no run has timings (timing.step_seconds)"
+    if "speed_shared" in c:  # timed while another run shared the machine: not a result
+        c = c[~c["speed_shared"].fillna(False).astype(bool)]
+        if c.empty:
+            return ("every timed run shared the machine with another run (their records overlap in time "
+                    "on one host; see the speed table): run the profiles one at a time (sweep --jobs 1)")
     c = compact_settings(c)
     c = c.assign(panel=[
         f"{s}\n{_short_device(d)}" if isinstance(d, str) and d else s for s, d in zip(c["setting"], c["speed_device"])
@@ -502,11 +522,12 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
                 else:
                     drawn |= set(_bars(ax, sub[sub["flop_eff"].notna()], "flop_eff", 1.0))
                     _title(ax, fam, f"{p.splitlines()[0]}: per FLOP")
-                if j == 0:
-                    ax.set_ylabel("step time (ms)" if value == "step_ms" else "time ÷ FLOP ratio\nvs BP (x)")
+                ax.set_ylabel("step time (ms)" if value == "step_ms" else "time ÷ FLOP ratio\nvs BP (x)")
         _hide_empty(axes)
         handles = _method_patches(drawn) + _bp_handles(c, None)
         handles.append(Line2D([], [], color="black", lw=0.6, marker="_", label="interquartile range"))
+        handles.append(Line2D([], [], ls="none", marker="$n.r.$", markersize=12, color="black",
+                              label="not resolved: IQR overlaps the plain method's"))
         _legend(fig, handles, len(fams))
     return fig
 
@@ -578,7 +599,7 @@ def side_by_side(sb: pd.DataFrame) -> Figure | str:
                 right.text(v * 1.01 + 0.02, yy, f"{v:.2f}", va="center", fontsize="x-small")
             right.axvline(1, color="black", lw=0.6, ls="--")
             right.set_xlim(0, max(eff.max() if eff.notna().any() else 1, 1) * 1.2)
-            right.set_xlabel("time ratio ÷ FLOP ratio (1 = BP's rate)")
+            right.set_xlabel("time ratio ÷ FLOP ratio (x, 1 = BP's rate)")
             right.set_title("per FLOP", loc="left")
             right.tick_params(labelleft=False)
         handles = [

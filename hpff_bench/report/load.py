@@ -321,6 +321,9 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["reserved_bytes"] = _num(col(df, "memory.peak_reserved_bytes"))
     d["predicted_bytes"] = _num(col(df, "predicted.peak_allocated_bytes"))
     d["predicted_device_bytes"] = _num(col(df, "predicted.device_used_bytes"))
+    d["predicted_reserved_bytes"] = _num(col(df, "predicted.peak_reserved_bytes"))
+    d["predicted_least_reserved_bytes"] = _num(col(df, "predicted.least_reserved_bytes"))
+    d["predicted_least_device_bytes"] = _num(col(df, "predicted.least_device_bytes"))
     d["nvml_used_bytes"] = _num(col(df, "memory.nvml_peak_used_bytes"))
     # the prediction's live-tensor bytes: the quantity the CPU tracker measures
     d["predicted_live_bytes"] = _first(
@@ -351,6 +354,8 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     d["train_images"] = _num(col(df, "options.train_subset"))  # NaN: the whole training set
     for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device"):
         d[f"env.{f}"] = col(df, f"env.{f}")
+    d["timed_shared"] = shared_machine(d["env.hostname"], d["env.time"], _num(col(df, "env.seconds")),
+                                       d["step_seconds"].notna())
     # the setting a memory number belongs to: same network, data shape and batch
     d["setting"] = [
         _setting(n, ds, b, s) for n, ds, b, s in zip(d["network"], d["dataset"], d["batch_size"], d["image_size"])
@@ -365,6 +370,22 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     else:
         d["config_key"] = "label=" + d["label"].astype(str)
     return d[DERIVED]
+
+
+def shared_machine(hosts: pd.Series, ends: pd.Series, seconds: pd.Series, timed: pd.Series) -> pd.Series:
+    """Per record: a timed record whose run overlapped another record's run on the same host
+    (each run lasts env.seconds and ends at env.time), so its step times measured two jobs at
+    once (e.g. `sweep --jobs 2` on two cores). Runs without both fields are never counted."""
+    end = pd.to_datetime(ends, errors="coerce", utc=True)
+    start = end - pd.to_timedelta(seconds, unit="s")
+    known = end.notna() & start.notna() & hosts.notna()
+    out = pd.Series(False, index=hosts.index, dtype=bool)
+    for i in hosts.index[timed & known]:
+        other = known & (hosts == hosts[i]) & (hosts.index != i)
+        # one second of slack: env.time is written to the second
+        out[i] = bool((other & (start < end[i] - pd.Timedelta(seconds=1))
+                       & (end > start[i] + pd.Timedelta(seconds=1))).any())
+    return out
 
 
 def _quartiles(v) -> tuple[float, float, float]:
@@ -402,12 +423,13 @@ DERIVED = [
     "batch_size", "image_size", "seed", "split", "device", "hilo", "independent", "pff_grid",
     "pff_on", "pff_exec", "variant", "local_loss", "label", "ablation", "modules", "params", "forward_calls",
     "measured_bytes", "measured_source", "reserved_bytes", "predicted_bytes", "predicted_live_bytes",
-    "predicted_device_bytes", "nvml_used_bytes",
+    "predicted_device_bytes", "predicted_reserved_bytes", "predicted_least_reserved_bytes",
+    "predicted_least_device_bytes", "nvml_used_bytes",
     *[f"{w}.{c}" for c in ("parameters", "gradients", "optimizer", "inputs", "backbone_activations", "aux_activations", "other") for w in ("measured", "predicted")],
     "step_seconds", "step_q1", "step_q3", "timed_steps", "flops", "images_per_second",
     "measured_aux_step_bytes", "predicted_aux_step_bytes", "aux", "test_error_pct", "epochs", "train_images",
     *[f"env.{f}" for f in ("device_name", "torch", "cuda", "cudnn", "driver", "cpu", "python", "git_commit", "hostname", "time", "device")],
-    "setting", "config_key",
+    "timed_shared", "setting", "config_key",
 ]
 
 

@@ -137,7 +137,47 @@ MEMORY_SOURCES = {
         "Wang et al., ICLR 2021, Table 4: ImageNet on 8 Tesla V100s, memory per GPU (the batch is "
         "split over the 8 GPUs); InfoPro* = the memory-balanced split."
     ),
+    "hpff-mem": (
+        "Su et al., ECCV 2024: ResNet-110 \"K=55\" (54 modules), CIFAR-10 batch 1024, GPU memory as "
+        "quoted by a secondary summary of the paper; approximate until checked against the paper's "
+        "table, whose GPU and way of reading memory we do not have."
+    ),
 }
+MEMORY_TABLES = {"infopro-t3": "InfoPro Table 3", "infopro-t4": "InfoPro Table 4", "hpff-mem": "HPFF (approx.)"}
+
+# Our memory quantities, as the report names them (docs/published.md "Which of our numbers").
+# (the table's caption and docs/published.md say what each is)
+QUANTITIES = {
+    "allocated": "allocated peak",
+    "least_device": "least device memory",
+    "reserved": "reserved peak",
+    "device": "device total",
+}
+# What each source's own description of its measurement points to, and why.
+MEASURED_AS = {
+    "infopro-t3": (("allocated", "least_device"), (
+        "InfoPro reports the 'minimally required GPU memory' and says it differs from what "
+        "nvidia-smi shows: that rules out the reserved peak and the device total (the cache a GPU "
+        "with room keeps). 'Minimally required' fits both the allocated peak and the least device "
+        "memory the step runs in; the paper does not say which it read, so both are compared.")),
+    "hpff-mem": (tuple(QUANTITIES), (
+        "Our source does not say how the HPFF paper read memory, so no reading can be preferred: "
+        "every quantity is compared.")),
+}
+MEASURED_AS["infopro-t4"] = (MEASURED_AS["infopro-t3"][0], "Same paper and wording as its Table 3. "
+                             + MEASURED_AS["infopro-t3"][1])
+# "GB" in the papers: neither says 10^9 or 2^30 bytes, so every difference is given both ways.
+GB_READINGS = {"10^9": 10**9, "2^30": 2**30}
+
+
+def in_paper_unit(nbytes: float, reading: str) -> float:
+    """Our bytes in the paper's "GB", read as 10^9 or 2^30 bytes."""
+    return nbytes / GB_READINGS[reading]
+
+
+def difference_pct(nbytes: float, published_gb: float, reading: str) -> float:
+    """(ours - published) / published, in %, with the paper's GB read as `reading`."""
+    return 100.0 * (in_paper_unit(nbytes, reading) - published_gb) / published_gb
 
 
 @dataclass(frozen=True)
@@ -146,15 +186,22 @@ class PublishedMemory:
     network: str
     dataset: str
     batch_per_gpu: int
-    method: str  # bp | gc | infopro
+    method: str  # bp | gc | infopro | dgl | predsim
     paper_name: str  # as the paper writes it
     k: int  # the paper's K (= real modules for InfoPro)
     split: str  # our split that reproduces the paper's cuts
     gb: float  # the published number ("GB" in the paper)
+    hpff: bool = False  # HiLo + PFF (n=2)
+    modules: int | None = None  # the real module count where it differs from k (HPFF's "K=55")
 
     @property
     def table(self) -> str:
-        return {"infopro-t3": "InfoPro Table 3", "infopro-t4": "InfoPro Table 4"}[self.source]
+        return MEMORY_TABLES[self.source]
+
+    @property
+    def compared_with(self) -> tuple[str, ...]:
+        """The quantities (keys of QUANTITIES) the source's description of its measurement points to."""
+        return MEASURED_AS[self.source][0]
 
 
 def _memory_rows() -> list[PublishedMemory]:
@@ -174,6 +221,12 @@ def _memory_rows() -> list[PublishedMemory]:
             PublishedMemory("infopro-t4", network, "imagenet", batch // 8, "bp", "E2E", 1, "auto", e2e),
             PublishedMemory("infopro-t4", network, "imagenet", batch // 8, "infopro", "InfoPro* K=2", 2, "auto", k2),
         ]
+    hpff = dict(source="hpff-mem", network="resnet110", dataset="cifar10", batch_per_gpu=1024)
+    rows += [
+        PublishedMemory(method="bp", paper_name="BP", k=1, split="auto", gb=9.26, **hpff),
+        *(PublishedMemory(method=m, paper_name=f"{name}+HPFF", k=55, split="hpff", gb=gb, hpff=True, modules=54, **hpff)
+          for m, name, gb in (("dgl", "DGL", 2.44), ("infopro", "InfoPro", 2.38), ("predsim", "PredSim", 1.90))),
+    ]
     return rows
 
 

@@ -69,16 +69,17 @@ def _fmt(v, decimals: int) -> str:
 def add_method_names(df: pd.DataFrame) -> pd.DataFrame:
     """Column `name`: the label, plus a short `[...]` where runs with one label differ otherwise.
 
-    E.g. two `DGL+HPFF (n=2)` configurations of one setting that differ only in pff_exec become
+    E.g. two `DGL+HPFF (n=2)` configurations that differ only in pff_exec become
     `DGL+HPFF (n=2)` and `DGL+HPFF (n=2) [streamed]`: a value equal to the default says
     nothing, the others are written as short phrases (`_phrase`). K, batch, network and the
-    like are the report's axes and never part of a name.
+    like are the report's axes and never part of a name. The fields that tell a label's
+    configurations apart are found over the whole report, not per setting, so one
+    configuration has one name (and so one colour) in every figure and table.
     """
     df = df.copy()
     df["name"] = df["label"].astype(str)
     keys = df["config_key"].astype(str)
-    # only where two configurations would share a name in one setting (a panel, a table block)
-    for _, idx in df.groupby(["setting", "label"]).groups.items():
+    for _, idx in df.groupby("label").groups.items():
         label = df.loc[idx[0], "label"]
         sub = keys.loc[idx]
         if sub.nunique() <= 1:
@@ -220,8 +221,11 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
         else:
             row["error_mean"], row["error_std"], row["seeds"], row["epochs"] = np.nan, np.nan, 0, np.nan
             row["seed_list"], row["seed_errors"], row["train_images"] = "", [], np.nan
-        # speed, per device
+        # speed, per device: from runs timed alone where there are any (load.shared_machine)
         sp = g[g["step_seconds"].notna()]
+        alone = sp[~sp["timed_shared"].fillna(False).astype(bool)] if "timed_shared" in sp else sp
+        row["speed_shared"] = bool(alone.empty and not sp.empty)
+        sp = sp if alone.empty else alone
         row["step_seconds"] = float(sp["step_seconds"].median()) if not sp.empty else np.nan
         # the spread of one record (the one with the most timed steps): quartiles of its steps
         spread = sp[sp["step_q1"].notna()].sort_values("timed_steps", na_position="first")
@@ -571,6 +575,7 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "timed steps": c["timed_steps"].values,
         "images/s": c["images_per_second"].values, "step time vs BP (x)": rel,
         "vs BP": vs_bp, "vs plain method": vs_plain,
+        "timed alone": (~c["speed_shared"].fillna(False).astype(bool)).values if "speed_shared" in c else True,
     })
     decimals = {"K": 0, "modules": 0, "images/s": 1, "step time (ms)": 1, "IQR low (ms)": 1,
                 "IQR high (ms)": 1, "timed steps": 0}
@@ -586,10 +591,13 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         "speed", "Training speed", data,
         "Median time of one full training step over the timed steps, with the interquartile range "
         "(IQR) of those steps; 'vs BP' divides by BP's median on the same device and setting. "
-        "'faster' / 'slower' only where the two IQRs do not overlap, else 'within noise'; 'no "
+        "'faster' / 'slower' only where the two IQRs do not overlap, else 'not resolved'; 'no "
         "spread to tell' where either has fewer than 4 timed steps or no per-step times (training "
         "records keep only the median); 'vs plain method' compares a variant with "
-        "its plain method at the same K.",
+        "its plain method at the same K. 'timed alone' is unticked where every timing of the "
+        "configuration ran while another run of the results ran on the same host (their env.time and "
+        "env.seconds overlap): such a time measures two jobs at once and is compared with nothing; "
+        "the speed figure leaves it out.",
         decimals,
     )
 
@@ -633,11 +641,13 @@ def flop_efficiency(c: pd.DataFrame) -> pd.Series:
 
 
 def _noise_word(r, ref) -> str:
+    if any(v is not None and v == v and bool(v) for v in (r.get("speed_shared"), ref.get("speed_shared"))):
+        return "not a result: timed while sharing the machine"
     overlap = noise_overlap(r, ref)
     if overlap is None:
         return "no spread to tell"
     if overlap:
-        return "within noise"
+        return "not resolved"
     return "faster" if r["step_seconds"] < ref["step_seconds"] else "slower"
 
 
@@ -663,48 +673,130 @@ def published_table(cfg: pd.DataFrame) -> Table | str:
     )
 
 
+# Where each of our memory quantities comes from: the GPU measurement, else the prediction.
+_MEMORY_COLUMNS = {
+    "allocated": ("measured_bytes", "predicted_bytes"),  # measured only from the CUDA allocator
+    "least_device": (None, "predicted_least_device_bytes"),  # the model's; not measured
+    "reserved": ("reserved_bytes", "predicted_reserved_bytes"),
+    "device": ("nvml_used_bytes", "predicted_device_bytes"),
+}
+
+
+def _memory_runs(ok: pd.DataFrame, p: pub.PublishedMemory) -> list[tuple[str, pd.DataFrame]]:
+    """Our runs of a published memory row, one group per way we run it (ours / official code)."""
+    if ok.empty:
+        return []
+    same = ok[(ok["network"] == p.network) & (ok["dataset"] == p.dataset) & (ok["method"] == p.method)
+              & (ok["batch_size"] == p.batch_per_gpu)]
+    if not p.hpff:
+        same = same[~same["hilo"] & (same["pff_grid"] == 1) & (same["variant"] == "ours")]
+        if p.method != "bp":
+            same = same[same["k"] == p.k]
+        if p.method == "infopro" and p.split != "auto":
+            same = same[same["split"].astype(str) == p.split]
+        return [("ours", same)] if not same.empty else []
+    same = same[same["hilo"] & (same["modules"] == p.modules)]
+    groups = []
+    ours = same[(same["variant"] == "ours") & (same["pff_grid"] == 2)]
+    for exec_, g in ours.groupby(ours["pff_exec"].fillna("batched").astype(str), sort=True):
+        groups.append((f"ours ({exec_} PFF)", g))
+    official = same[same["variant"] == "official"]
+    if not official.empty:
+        only_hilo = p.method != "infopro"  # the official code's PFF is InfoPro's decoder only
+        groups.append(("official code" + (" (HiLo; no PFF path)" if only_hilo else ""), official))
+    return groups
+
+
+def memory_value(runs: pd.DataFrame, quantity: str) -> tuple[float, str | None]:
+    """(bytes, 'measured' | 'predicted') of one quantity: the median over runs."""
+    measured, predicted = _MEMORY_COLUMNS[quantity]
+    gpu = runs[_col(runs, "measured_source", keep_na=True) == "cuda-allocator"] if measured else runs.iloc[0:0]
+    for source, frame, column in (("measured", gpu, measured), ("predicted", runs, predicted)):
+        values = _col(frame, column) if column else pd.Series(dtype="float64")
+        if not values.empty:
+            return float(values.median()), source
+    return np.nan, None
+
+
+def _cache_note(runs: pd.DataFrame, published_gb: float) -> str | None:
+    """On the reserved/device rows: the cached segments a GPU with room keeps and the step does
+    not need (reserved peak - least reserve it runs in), where they are 5 % of the figure or more."""
+    reserved, least = (_col(runs, c) for c in ("predicted_reserved_bytes", "predicted_least_reserved_bytes"))
+    if reserved.empty or least.empty:
+        return None
+    cache = float(reserved.median() - least.median())
+    if cache < 0.05 * published_gb * 1e9:
+        return None
+    return (f"{cache / 1e9:.2f} GB (10^9 B) of it is cached segments the step does not need: with the cache "
+            f"given back on an out-of-memory the reserve shrinks to {float(least.median()) / 1e9:.2f} GB "
+            "(docs/memory.md)")
+
+
+UNEXPLAINED = ("no compared reading within ±10 %: not explained; not in the prediction: cuDNN workspaces, "
+               "the paper's PyTorch / CUDA / GPU (docs/published.md)")
+
+
+def _note_unexplained(rows: list[dict]) -> None:
+    """Where no compared quantity, in either reading of GB, is within ±10 % of the figure, its
+    compared rows say so: the difference is not one we found a mechanism for."""
+    diffs = [r[f"difference, GB = {g} B (%)"] for r in rows if r["compared"] for g in pub.GB_READINGS]
+    diffs = [d for d in diffs if d == d]
+    if diffs and min(abs(d) for d in diffs) > 10.0:
+        for r in rows:
+            if r["compared"]:
+                r["note"] = UNEXPLAINED
+
+
 def published_memory_table(df: pd.DataFrame) -> Table:
-    """The papers' GPU-memory tables, each row beside our prediction and measurement of it."""
+    """The papers' GPU-memory figures, each beside every one of our quantities, in the paper's unit
+    read both ways; the difference only on the quantities the paper's own description points to."""
     ok = ok_rows(df) if not df.empty else df
     rows = []
     for p in pub.PUBLISHED_MEMORY:
+        head = {"source": p.table, "network": p.network, "data": f"{p.dataset}, {p.batch_per_gpu} / GPU",
+                "published as": p.paper_name, "published (GB)": p.gb}
         why = pub.cannot_run(p)
-        ours = ok.iloc[0:0] if not ok.empty else pd.DataFrame(columns=list(df.columns) or ["predicted_bytes"])
-        if why is None and not ok.empty:
-            ours = ok[(ok["network"] == p.network) & (ok["dataset"] == p.dataset) & (ok["method"] == p.method)
-                      & (ok["batch_size"] == p.batch_per_gpu) & ~ok["hilo"] & (ok["pff_grid"] == 1)]
-            if p.method != "bp":
-                ours = ours[ours["k"] == p.k]
-            if p.method == "infopro":
-                ours = ours[ours["split"].astype(str) == p.split] if p.split != "auto" else ours
-        pred, dev, nvml = (_col(ours, c) for c in ("predicted_bytes", "predicted_device_bytes", "nvml_used_bytes"))
-        meas = _col(ours[_col(ours, "measured_source", keep_na=True) == "cuda-allocator"], "measured_bytes")
-        compared = float(meas.median()) if not meas.empty else (float(pred.median()) if not pred.empty else np.nan)
-        if why is None and ours.empty:
-            why = "not run yet: hpff-bench sweep suites/papers.toml (--preset quick for the prediction)"
-        rows.append({
-            "source": p.table, "network": p.network, "data": f"{p.dataset}, {p.batch_per_gpu} / GPU",
-            "method": p.paper_name,
-            "published (GB)": p.gb,
-            "ours: predicted allocator peak (GiB)": float(pred.median()) / 2**30 if not pred.empty else np.nan,
-            "ours: measured allocator peak (GiB)": float(meas.median()) / 2**30 if not meas.empty else np.nan,
-            "ours: predicted device total (GiB)": float(dev.median()) / 2**30 if not dev.empty else np.nan,
-            "ours: NVML device used (GiB)": float(nvml.median()) / 2**30 if not nvml.empty else np.nan,
-            "difference (%)": 100.0 * (compared / 2**30 - p.gb) / p.gb if compared == compared else np.nan,
-            "not run because": why,
-        })
+        groups = _memory_runs(ok, p) if why is None else []
+        if not groups:
+            why = why or "not run yet: hpff-bench sweep suites/papers.toml (--preset quick for the prediction)"
+            rows.append({**head, "our run": None, "our quantity": None, "from": None, "note": why})
+            continue
+        for run, runs in groups:
+            first = len(rows)
+            for q in pub.QUANTITIES:
+                nbytes, source = memory_value(runs, q)
+                compared = q in p.compared_with
+                row = {**head, "our run": run, "our quantity": pub.QUANTITIES[q], "from": source,
+                       "compared": compared}
+                for reading in pub.GB_READINGS:
+                    row[f"ours, GB = {reading} B"] = pub.in_paper_unit(nbytes, reading)
+                for reading in pub.GB_READINGS:
+                    row[f"difference, GB = {reading} B (%)"] = (
+                        pub.difference_pct(nbytes, p.gb, reading) if compared else np.nan)
+                row["note"] = _cache_note(runs, p.gb) if q in ("reserved", "device") else None
+                rows.append(row)
+            _note_unexplained(rows[first:])
+    reasons = " ".join(f"[{pub.MEMORY_TABLES[k]}] {why}" for k, (_, why) in pub.MEASURED_AS.items())
+    columns = ["source", "network", "data", "published as", "published (GB)", "our run", "our quantity", "from",
+               "compared", *(f"ours, GB = {r} B" for r in pub.GB_READINGS),
+               *(f"difference, GB = {r} B (%)" for r in pub.GB_READINGS), "note"]
     return Table(
-        "published_memory", "The papers' GPU memory beside ours", pd.DataFrame(rows),
-        "difference = (ours - published) / published, ours = the measured CUDA allocator peak "
-        "(max_memory_allocated) where a GPU profile exists, else its fake-tensor prediction; "
-        "'GB' in the paper is read as 2^30 bytes (the paper does not say; 10^9 would move every "
-        "difference by 7 %). The allocator peak is the memory tensors need, the closest of our "
-        "quantities to InfoPro's 'minimally required GPU memory'; the device total adds the "
-        "allocator's cache and an assumed CUDA context, which the paper's number may or may not "
-        "include. Our runs use cudnn.benchmark off; its workspaces are not in our prediction. "
-        "InfoPro* rows are InfoPro on the memory-balanced split with its default loss settings. "
-        "Sources: " + " ".join(f"[{k}] {v}" for k, v in pub.MEMORY_SOURCES.items()),
-        {c: 2 for c in ("published (GB)",)} | {"difference (%)": 1},
+        "published_memory", "The papers' GPU memory beside ours, compared like for like",
+        pd.DataFrame(rows, columns=columns),
+        "Every published figure is shown beside four of our quantities, each measured on a GPU where a profile "
+        "exists ('from'), else predicted on fake tensors: the allocated peak (max_memory_allocated); the least "
+        "device memory the step runs in (the allocator model giving its cached segments back on an "
+        "out-of-memory, as PyTorch's does, plus the CUDA context); the reserved peak (max_memory_reserved); "
+        "and the device total a GPU with room shows (reserved + CUDA context, what nvidia-smi shows). The "
+        "difference is given only on the quantities marked 'compared', those the paper's own description of "
+        "its measurement points to, and for 'GB' read as 10^9 and as 2^30 bytes, since no paper says which "
+        "(docs/published.md). " + reasons + " The CUDA context in the predictions is an assumption (512 MiB "
+        "unless --cuda-context-bytes is given); cuDNN workspaces (the InfoPro paper ran cudnn.benchmark on, "
+        "our runs leave it off) are not in the prediction. InfoPro* rows are InfoPro on the memory-balanced "
+        "split with its default loss settings; HPFF rows are matched on the real module count (54 for "
+        "\"K=55\") and shown for each way we run them. Sources: "
+        + " ".join(f"[{pub.MEMORY_TABLES[k]}] {v}" for k, v in pub.MEMORY_SOURCES.items()),
+        {"published (GB)": 2} | {c: 1 for c in (f"difference, GB = {r} B (%)" for r in pub.GB_READINGS)},
     )
 
 
