@@ -179,3 +179,12 @@ def test_pff_on_tokens_streamed_equals_batched():
         got.append([p.grad.clone() for p in m.modules_.parameters()])
     for a, b in zip(*got):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_one_pixel_maps_under_batchnorm_build_and_train():
+    """The meta forwards that find unit and module shapes run a batch of 2: training-mode
+    BatchNorm refuses a batch of one 1x1 map."""
+    cfg = RunConfig(network="tiny_models:to_one_pixel", method="dgl", k=4, image_size=8, batch_size=4)
+    m = build_method(cfg)
+    assert [tuple(s) for s in m._module_output_shapes()] == [(4, 4, 4), (4, 2, 2), (4, 1, 1), (10,)]
+    m.train_step(*synthetic_batch(cfg))

@@ -215,7 +215,7 @@ def _module_output_shapes(network: str, num_classes: int, size: int,
     # outside any fake-tensor mode: meta tensors need no faking (and it costs seconds)
     with unset_fake_temporarily(), torch.device("meta"):
         units = list(get_network(network).build(num_classes).units)
-        h = torch.empty(1, 3, size, size)
+        h = torch.empty(2, 3, size, size)  # 2: training-mode BatchNorm refuses one value per channel (1x1 maps)
         shapes = []
         for start, stop in ranges:
             for u in range(start, stop):

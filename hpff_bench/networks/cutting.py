@@ -33,8 +33,9 @@ from hpff_bench.networks.units import UnitNetwork
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
-# the probe sizes for the head's boundary: ImageNet's, else CIFAR's (a meta forward, no memory)
-PROBE_SIZES = (224, 32)
+# the image sizes a model is probed at for the head's boundary (a meta forward, no memory): the
+# datasets' (ImageNet first, as torchvision's models expect), then the smallest --image-size
+PROBE_SIZES = (224, 32, 96, 8)
 
 HOW = ("return an nn.Sequential of blocks, or give the model a units() method returning its "
        "modules in order (stem first, head last)")
@@ -194,11 +195,11 @@ def _flat_from(model: nn.Module, units: list[nn.Module], name: str) -> int:
 
 
 def unit_input_ranks(units: list[nn.Module], size: int) -> list[int]:
-    """The rank of each unit's input on a [1, 3, size, size] meta image (no memory, no compute)."""
+    """The rank of each unit's input on a [2, 3, size, size] meta batch (no memory, no compute)."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
     with unset_fake_temporarily(), torch.device("meta"):
-        h = torch.empty(1, 3, size, size)
+        h = torch.empty(2, 3, size, size)  # 2: training-mode BatchNorm refuses one value per channel (1x1 maps)
         ranks = []
         for u in units:
             ranks.append(h.dim())

@@ -65,11 +65,11 @@ def min_host_bytes(cfg: RunConfig, batch_size: int | None = None) -> int:
     size = cfg.resolved_image_size
     with torch.device("meta"):
         units = get_network(cfg.network).build(cfg.resolved_num_classes).units
-        h = torch.empty(1, 3, size, size)
+        h = torch.empty(2, 3, size, size)  # 2: training-mode BatchNorm refuses one value per channel (1x1 maps)
         largest = 0
         for u in units:
             h = u(h)
-            largest = max(largest, h.numel())
+            largest = max(largest, h[0].numel())
     return b * (3 * size * size + largest) * FLOAT32_BYTES
 
 
