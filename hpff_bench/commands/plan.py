@@ -120,7 +120,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"hpff-bench plan: note: {note}", file=sys.stderr)
     rows, seen = [], set()
     for cfg in tqdm(cfgs, desc="plan", unit="config", disable=None):
-        split = split_of(cfg)
+        try:
+            split = split_of(cfg)
+        except ConfigError as e:
+            if cfg.split != "balanced" or cfg.pff_grid == 1:
+                raise
+            # the search cuts after every unit to cost it; PFF cannot split some units' maps into its
+            # grid (odd or 1x1 maps of a network cut by structure): this configuration is left out
+            print(f"hpff-bench plan: note: left out {cfg.label} K={cfg.k} --split balanced: {e}", file=sys.stderr)
+            continue
         key = (cfg.method, cfg.hilo, cfg.pff_grid, split.cuts)
         if key in seen:  # a paper table and the search can give the same cuts
             continue
