@@ -206,14 +206,15 @@ class RunConfig:
         _choice("pff-grid", self.pff_grid, PFF_GRIDS)
         _choice("pff-on", self.pff_on, PFF_ON)
         _choice("pff-exec", self.pff_exec, PFF_EXECS)
-        for name in ("batch_size", "steps", "k"):
+        for name, high in (("batch_size", V.MAX_IMAGES), ("steps", V.MAX_STEPS), ("k", None)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
-        V.integer("--warmup", self.warmup, low=0)
-        V.integer("--seed", self.seed, low=0)
-        V.integer("--image-size", self.image_size, low=8, allow_none=True)
-        V.integer("--num-classes", self.num_classes, low=2, allow_none=True)
+            V.integer(_flag(name), value, low=1, high=high)
+        V.integer("--warmup", self.warmup, low=0, high=V.MAX_STEPS)
+        V.integer("--seed", self.seed, low=0, high=V.MAX_SEED)
+        V.integer("--image-size", self.image_size, low=8, high=V.MAX_IMAGE_SIZE, allow_none=True)
+        V.integer("--num-classes", self.num_classes, low=2, high=V.MAX_CLASSES, allow_none=True)
         V.integer("--cascade-span", self.cascade_span, low=1)
         V.number("--lr", self.lr, low=0, low_open=True)
         V.number("--momentum", self.momentum, low=0, high=1)  # torch rejects < 0; >= 1 diverges

@@ -522,32 +522,39 @@ def _largest_fit(used, budget: int, known: list[int], max_probes: int) -> tuple[
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+    "p": 1000**5, "pb": 1000**5, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4, "pib": 1024**5,
 }
 
 
-def parse_bytes(text: str, flag: str) -> int:
-    """'24GiB', '24 GB', '600MiB', '1.5e9' -> bytes (GB = 10^9, GiB = 2^30)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+def parse_bytes(text: str, flag: str, *, positive: bool = False) -> int:
+    """'24GiB', '24 GB', '600MiB', '1.5e9' -> bytes (GB = 10^9, GiB = 2^30); at most 1 PiB
+    (validation.MAX_BYTES), and > 0 where `positive` (a budget), else >= 0."""
+    from hpff_bench.validation import MAX_BYTES, shown
+
+    m = re.fullmatch(r"\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
-        raise ConfigError(f"{flag} {text!r} is not a size; use e.g. 24GiB, 24GB, 600MiB or a number of bytes")
+        raise ConfigError(f"{flag} {shown(text)} is not a size; use e.g. 24GiB, 24GB, 600MiB or a number of bytes")
     value = float(m.group(1)) * _UNITS[unit]
-    if value < 0:
-        raise ConfigError(f"{flag} must be >= 0, got {text!r}")
+    if not (value > 0 if positive else value >= 0) or value > MAX_BYTES:
+        raise ConfigError(f"{flag} must be {'> 0' if positive else '>= 0'} and at most 1 PiB (2^50 B, a size such "
+                          f"as 24GiB or 80GB), got {shown(text)}")
     return int(value)
 
 
 def parse_batch_sizes(text: str) -> list[int]:
-    """'64,128,256' -> [64, 128, 256]; each a positive integer."""
+    """'64,128,256' -> [64, 128, 256]; each a positive integer (at most validation.MAX_IMAGES)."""
+    from hpff_bench.validation import MAX_IMAGES, natural
+
     sizes = []
     for part in str(text).split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        n = natural(part)
+        if n is None or not 1 <= n <= MAX_IMAGES:
             raise ConfigError(
                 f"--batch-size must be a positive integer or a comma-separated list of them, got {text!r}"
             )
-        sizes.append(int(part))
+        sizes.append(n)
     return list(dict.fromkeys(sizes))
 
 

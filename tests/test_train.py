@@ -189,14 +189,11 @@ def test_train_command_without_data_says_how_to_point_data_root(tmp_path, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "CIFAR-10 is not available" in err and "--data-root" in err
-    recs = store.read_records(tmp_path / "res").records
-    assert [r["status"] for r in recs] == ["skipped"] and "--data-root" in recs[0]["message"]
+    assert list(tmp_path.iterdir()) == []  # bad input: no record, no directory, no "train ..." line
 
 
 @pytest.mark.parametrize("flag", ["--steps", "--warmup"])
 def test_train_has_no_step_count_flags(flag, capsys):
     """Training counts epochs; profile's step counts would be silently ignored there."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", flag, "3"])
-    assert exit_info.value.code == 2
+    assert main(["train", flag, "3"]) == 2
     assert f"unrecognized arguments: {flag} 3" in capsys.readouterr().err

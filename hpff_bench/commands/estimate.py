@@ -54,16 +54,16 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpff_bench.profiling import BATCH_SWEEP, estimate_batches, parse_batch_sizes, parse_bytes
+    from hpff_bench.runner.preflight import check_tensor_sizes
 
     sizes = list(BATCH_SWEEP) if args.batch_sweep else parse_batch_sizes(args.batch_size)
-    budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
-    if budget is not None and budget <= 0:
-        raise ConfigError(f"--budget must be > 0, got {args.budget!r}")
+    budget = parse_bytes(args.budget, "--budget", positive=True) if args.budget is not None else None
     if args.cache_release and budget is None:
         raise ConfigError("--cache-release needs --budget (the device size it releases the cache at)")
     args.batch_size = sizes[0]
     cfg = config_from_args(args)  # validates everything before any model is built
     options = prediction_options(args)
+    check_tensor_sizes(cfg, max(sizes))
     t0 = time.perf_counter()
     with progress_bar("estimate") as progress:
         result = estimate_batches(

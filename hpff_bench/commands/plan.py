@@ -64,8 +64,9 @@ def _config(network, dataset, batch, method, k, split, hpff):
     """A RunConfig built as `estimate` would build it from these flags (paper recipes included)."""
     p = argparse.ArgumentParser()
     add_config_arguments(p)
-    argv = ["--network", network, "--dataset", dataset, "--batch-size", str(batch), "--method", method,
-            "--k", str(k), "--split", split] + (["--hpff"] if hpff else [])
+    # flag=value: a value never reads as an option (a --dataset of '-1e+16' is refused by the check)
+    argv = [f"--network={network}", f"--dataset={dataset}", f"--batch-size={batch}", f"--method={method}",
+            f"--k={k}", f"--split={split}"] + (["--hpff"] if hpff else [])
     return config_from_args(p.parse_args(argv))
 
 
@@ -105,16 +106,17 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.profiling import estimate_batches, estimate_config, parse_bytes
     from hpff_bench.report.published import match
     from hpff_bench.report.timings import read_timings, step_key
+    from hpff_bench.runner.preflight import check_tensor_sizes
 
-    budget = parse_bytes(args.budget, "--budget")
-    if budget <= 0:
-        raise ConfigError(f"--budget must be > 0, got {args.budget!r}")
+    budget = parse_bytes(args.budget, "--budget", positive=True)
     sizes = _ints(args.batch_size, "--batch-size")
     if len(sizes) != 1:
         raise ConfigError(f"--batch-size takes one batch size in plan, got {args.batch_size!r}")
     batch = sizes[0]
     cfgs = configurations(args.network, args.dataset, batch, [m.strip() for m in args.methods.split(",")],
                           _ints(args.k, "--k"))
+    for cfg in cfgs[:1]:  # they share the network, data and batch: the same tensors
+        check_tensor_sizes(cfg)
     timings = read_timings(args.timings) if args.timings else None  # before any trace
     for note in timings.notes if timings else ():
         print(f"hpff-bench plan: note: {note}", file=sys.stderr)

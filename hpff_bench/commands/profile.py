@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     options = prediction_options(args)
-    V.number("--nvml-interval-ms", args.nvml_interval_ms, low=0, low_open=True)
+    V.number("--nvml-interval-ms", args.nvml_interval_ms, low=0, low_open=True, high=60_000)
     if args.snapshot is not None:
         V.output_dir("--snapshot's directory", Path(args.snapshot).absolute().parent)
     check_measured_run(cfg, "a profile")

@@ -27,9 +27,11 @@ def add_parser(subparsers) -> None:
 
 
 def default_output(first: str) -> Path:
+    """reports/NAME, NAME a plain file name: the directory's own name (`..` or `.` resolved, so
+    `report ..` never writes into the current directory), a file's without its suffix."""
     p = Path(first)
-    name = p.name if p.is_dir() else p.stem
-    return Path("reports") / (name or "report")
+    name = p.resolve().name if p.is_dir() else p.stem
+    return Path("reports") / (name if name not in ("", ".", "..") else "report")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from hpff_bench.report.build import render_report  # matplotlib is imported only when needed
     from hpff_bench.report.load import read_results
 
-    out = Path(args.output) if args.output else default_output(args.results[0])
+    V.string("-o/--output", args.output, allow_none=True)  # '' is no directory
+    out = Path(args.output) if args.output is not None else default_output(args.results[0])
     V.output_dir("-o/--output", out)
     V.string("--title", args.title, allow_none=True)
     loaded = read_results(args.results)
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             f"no valid result record or side-by-side speed run in {' '.join(args.results)} ({len(loaded.files)} file(s) read, "
             f"{len(loaded.notes)} note(s){first})"
         )
+    V.create_dir("-o/--output", out)
     report = render_report(loaded, out, args.title or f"hpff-bench report: {out.name}")
     ok = report.records - report.failed
     speed_runs = f", {report.side_by_side_runs} side-by-side speed run(s)" if report.side_by_side_runs else ""

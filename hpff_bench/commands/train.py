@@ -73,7 +73,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpff_bench import validation as V
-    from hpff_bench.data.datasets import DataUnavailable
+    from hpff_bench.data.datasets import DataUnavailable, availability
     from hpff_bench.runner import store
     from hpff_bench.runner.env import capture_env
     from hpff_bench.runner.preflight import check_measured_run
@@ -104,15 +104,24 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     ).validate()
     name = config_run_name(cfg)
+    V.string("--results", args.results)  # '' is no directory (Path('') would be the current one)
+    V.string("--checkpoint-dir", args.checkpoint_dir, allow_none=True)
     results = Path(args.results)
     if not (args.no_record and args.checkpoint_dir):  # the record and the default checkpoints go there
         V.output_dir("--results", results)
     if args.checkpoint_dir:
         V.output_dir("--checkpoint-dir", args.checkpoint_dir)
     check_measured_run(cfg, "training", batch_size=max(cfg.batch_size, opts.resolved_eval_batch_size(cfg.batch_size)))
+    # the data last (it may download): missing data is bad input, refused before anything is written
+    missing = availability(cfg.dataset, opts.data_root, download=opts.download)
+    if missing:
+        raise ConfigError(missing)
     key = hashlib.sha256(json.dumps([cfg.config_id(), opts.result_options()], sort_keys=True).encode()).hexdigest()[:10]
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else results / "checkpoints" / f"{name}-{key}"
     opts = dataclasses.replace(opts, checkpoint_dir=str(ckpt))
+    if not args.no_record:
+        V.create_dir("--results", results)
+    V.create_dir("--checkpoint-dir" if args.checkpoint_dir else "--results", ckpt)
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     say(
         f"train {cfg.label} ({cfg.network}, K={cfg.k}) on {cfg.dataset}: batch {cfg.batch_size}, "
@@ -120,14 +129,9 @@ def run(args: argparse.Namespace) -> int:
         f"warm-up {opts.resolved_warmup_epochs}, device {cfg.device}"
         + (f", {opts.train_subset} training images" if opts.train_subset else "")
     )
-    options = opts.result_options()
     try:
         result = train(cfg, opts, log=say if args.no_progress else None)
-    except DataUnavailable as e:
-        if not args.no_record:
-            rec = store.make_record("train", "skipped", config=cfg, run_name=name, suite="train", message=str(e),
-                                    env=capture_env(), options=options)
-            store.append_record(store.run_file(results, name), rec)
+    except DataUnavailable as e:  # the data went away since it was checked
         raise ConfigError(str(e)) from e
     import torch
 

@@ -17,6 +17,7 @@ directories directly, in which case every 10th image is held out for testing).
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,13 +191,25 @@ def _load(dataset: str, root: Path, image_size: int, num_classes: int, augment: 
         return _image_folder(dataset, root, image_size, augment)
     errors.append("no ImageFolder copy (train/<class>/ and test/<class>/)")
     if download:  # 3. download
+        created = _first_missing(root)
         try:
             return _torchvision_splits(dataset, root, image_size, augment, download=True)
         except Exception as e:  # URLError, HTTPError, socket errors, bad checksums, ...
             errors.append(f"download failed ({type(e).__name__}: {_one_line(e)})")
+            if created is not None:  # a failed download leaves no directories (or partial files) behind
+                shutil.rmtree(created, ignore_errors=True)
     else:
         errors.append("downloads are off (--no-download)")
     raise DataUnavailable(dataset, root, "; ".join(errors))
+
+
+def _first_missing(root: Path) -> Path | None:
+    """The outermost directory of `root`'s chain that does not exist yet (None: root exists)."""
+    first = None
+    p = root.absolute()
+    while not p.exists() and p != p.parent:
+        first, p = p, p.parent
+    return first
 
 
 def _one_line(e: BaseException) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 from hpff_bench.registry import Registry
 
@@ -167,7 +168,7 @@ def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
     for part in text.split(","):
         part = part.strip()
         stage_s, dot, block_s = part.partition(".")
-        if not dot or not stage_s.isdigit() or not block_s.isdigit():
+        if not dot or V.natural(stage_s) is None or V.natural(block_s) is None:
             raise ConfigError(
                 f"--cuts {part!r}: each cut is STAGE.BLOCK with non-negative integers, e.g. 1.14 "
                 f"(after block 14 of stage 1; 0.0 = after the stem)"

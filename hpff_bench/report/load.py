@@ -26,6 +26,7 @@ import pandas as pd
 from hpff_bench.config import DATASETS
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner import store
+from hpff_bench.validation import shown
 
 STATUSES = ("ok", "oom", "diverged", "skipped", "error")
 
@@ -121,7 +122,7 @@ def _pytest_benchmark(path: Path) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON, or an int past 4,300 digits
         return None
     return as_pytest_benchmark(data)
 
@@ -162,16 +163,16 @@ def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str
         rec.setdefault("suite", f"pytest-benchmark:{path.stem}")
         median = stats.get("median")
         batch = ((rec.get("config") or {}).get("batch_size")) or extra.get("batch_size")
-        if median:
+        if median is not None:  # a median that is not a number is named by record_problem
             rec["timing"] = {
                 "step_seconds": median,
                 "step_seconds_q1": stats.get("q1"),
                 "step_seconds_q3": stats.get("q3"),
-                "images_per_second": (batch / median) if batch else None,
+                "images_per_second": (batch / median) if positive_number(batch) and positive_number(median) else None,
                 "steps": stats.get("rounds"),
             }
         env = rec.get("env") or {}
-        env.setdefault("cpu", (machine.get("cpu") or {}).get("brand_raw"))
+        env.setdefault("cpu", dig(machine, "cpu", "brand_raw"))
         env.setdefault("python", machine.get("python_version"))
         env.setdefault("hostname", machine.get("node"))
         env.setdefault("git_commit", commit.get("id"))
@@ -186,7 +187,16 @@ def _from_pytest_benchmark(path: Path, data: dict) -> tuple[list[dict], list[str
 # ----- suites/test_method_speed.py ------------------------------------------------------------
 def is_side_by_side(b) -> bool:
     """A suites/test_method_speed.py entry: every configuration's step beside BP's, no record."""
-    return isinstance(b, dict) and isinstance((b.get("extra_info") or {}).get("configurations"), dict)
+    return isinstance(dig(b, "extra_info", "configurations"), dict)
+
+
+def dig(obj, *keys):
+    """obj[k1][k2]... where every level is an object, else None (a file's fields can be anything)."""
+    for k in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(k)
+    return obj
 
 
 def speed_device(extra: dict, data: dict) -> str:
@@ -195,7 +205,7 @@ def speed_device(extra: dict, data: dict) -> str:
     if dev.startswith("cuda"):
         return extra.get("device_name") or dev
     threads = extra.get("threads") if isinstance(extra.get("threads"), int) else None
-    cpu = ((data.get("machine_info") or {}).get("cpu") or {}).get("brand_raw")
+    cpu = dig(data, "machine_info", "cpu", "brand_raw")
     return "cpu" + (f", {threads} threads" if threads else "") + (f" ({cpu})" if cpu else "")
 
 
@@ -213,11 +223,13 @@ def side_by_side_rows(path: Path, data: dict) -> tuple[list[dict], list[str]]:
             continue
         extra = b["extra_info"]
         where = f"{path}: {b.get('name') or 'benchmark'}"
-        try:
-            setting = f"{extra['network']} K={int(extra['k'])} batch {int(extra['batch_size'])}"
-        except (KeyError, TypeError, ValueError) as e:
-            notes.append(f"{where}: no valid {e} in extra_info; left out")
+        k, batch = extra.get("k"), extra.get("batch_size")
+        if not isinstance(extra.get("network"), str) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in (k, batch)):
+            notes.append(f"{where}: extra_info needs network (text), k and batch_size (integers), got network="
+                         f"{shown(extra.get('network'))}, k={shown(k)}, batch_size={shown(batch)}; left out")
             continue
+        setting = f"{extra['network']} K={k} batch {batch}"
         run = f"{setting}, {speed_device(extra, data)}" + (", heap retained" if extra.get("retain_heap") is True else "")
         official = extra.get("official_code") if isinstance(extra.get("official_code"), dict) else {}
         tables = [("ours", extra["configurations"]), ("official", official.get("configurations") or {})]
@@ -235,7 +247,7 @@ def side_by_side_rows(path: Path, data: dict) -> tuple[list[dict], list[str]]:
                 eff = row.get("flop_efficiency_vs_bp")
                 rows.append({
                     "file": str(path), "run": run, "setting": setting, "network": extra["network"],
-                    "k": int(extra["k"]), "batch_size": int(extra["batch_size"]), "code": code, "configuration": case,
+                    "k": k, "batch_size": batch, "code": code, "configuration": case,
                     "step_seconds": float(step), "step_vs_bp": float(ratio),
                     "round_low": low, "round_high": high,
                     "flops_vs_bp": float(flops) if positive_number(flops) else None,

@@ -26,6 +26,7 @@ from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
 from hpff_bench.report.load import (
     as_pytest_benchmark,
+    dig,
     is_side_by_side,
     positive_number,
     read_file,
@@ -133,7 +134,7 @@ def _read_one(path: Path, flag: str) -> tuple[list[Measurement], list[str]]:
     if path.suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an int past Python's 4,300-digit limit
             data = None
     bench = as_pytest_benchmark(data)
     for b in bench["benchmarks"] if bench is not None else ():
@@ -177,7 +178,7 @@ def _from_speed_benchmark(path: Path, data: dict, b: dict) -> tuple[list[Measure
         except ConfigError as e:
             notes.append(f"{where}: case {case!r} cannot be rebuilt ({e}); left out")
             continue
-        step, ratio = (row or {}).get("step_seconds"), (row or {}).get("step_vs_bp")
+        step, ratio = dig(row, "step_seconds"), dig(row, "step_vs_bp")
         if not (positive_number(step) and positive_number(ratio)):
             notes.append(f"{where}: case {case!r} has no positive step_seconds and step_vs_bp; left out")
             continue

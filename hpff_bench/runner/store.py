@@ -36,6 +36,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpff_bench.validation import shown
+
 SCHEMA_VERSION = 1
 KINDS = ("estimate", "profile", "train", "benchmark")
 STATUSES = ("ok", "oom", "diverged", "skipped", "error")
@@ -282,28 +284,92 @@ def upgrade(record: dict) -> dict:
 
 
 # ----- checking ------------------------------------------------------------------------------
-_OBJECT_KEYS = ("config", "env", "memory", "predicted", "timing", "accuracy", "options")
-_TEXT_KEYS = ("run_id", "config_id", "suite", "run_name", "message", "label", "ablation", "preset", "traceback")
-_NUMBER_KEYS = ("modules", "params", "forward_calls")
+# The type of every field a reader uses (INTERFACES.md "Result record"), by dotted path; parents
+# before their fields. null is always allowed (objects not produced by a kind are null).
+_MEMORY_NUMBERS = ("peak_allocated_bytes", "peak_memory_bytes", "tracked_peak_bytes", "peak_reserved_bytes",
+                   "peak_active_bytes", "peak_requested_bytes", "nvml_peak_used_bytes", "nvml_process_peak_bytes",
+                   "lower_bound_bytes", "efficiency")
+FIELD_TYPES: dict[str, str] = {
+    **dict.fromkeys(("config", "env", "memory", "predicted", "timing", "accuracy", "options", "split"), "object"),
+    **dict.fromkeys(("run_id", "config_id", "suite", "run_name", "message", "label", "ablation", "preset",
+                     "traceback", "memory_source"), "text"),
+    **dict.fromkeys(("modules", "params", "forward_calls", "peak_memory_bytes"), "number"),
+    **dict.fromkeys((f"config.{k}" for k in ("network", "method", "split", "cuts", "dataset", "device", "precision",
+                                             "aux", "local_loss", "hilo_exec", "variant", "pff_on", "pff_exec")), "text"),
+    **dict.fromkeys((f"config.{k}" for k in ("k", "batch_size", "steps", "warmup", "seed", "image_size",
+                                             "num_classes", "cascade_span", "pff_grid")), "integer"),
+    **dict.fromkeys((f"config.{k}" for k in ("lr", "momentum", "weight_decay", "predsim_beta", "w_independent",
+                                             "w_cascade")), "number"),
+    **dict.fromkeys(("config.hilo", "config.independent"), "boolean"),
+    "config.lambdas": "numbers",
+    **dict.fromkeys((f"env.{k}" for k in ("torch", "cuda", "cudnn", "driver", "device_name", "cpu", "python",
+                                          "git_commit", "time", "hostname", "device", "job_id", "pid")), "scalar"),
+    "memory.source": "text",
+    **dict.fromkeys((f"memory.{k}" for k in _MEMORY_NUMBERS), "number"),
+    **dict.fromkeys((f"predicted.{k}" for k in ("peak_allocated_bytes", "peak_reserved_bytes", "device_used_bytes",
+                                                "live_peak_bytes", "lower_bound_bytes", "efficiency", "seconds")),
+                    "number"),
+    **dict.fromkeys(("memory.breakdown_bytes", "predicted.breakdown_bytes", "memory.aux_scope_peak_bytes",
+                     "predicted.aux_scope_peak_bytes", "memory.per_module_peak_bytes"), "numbers"),
+    **dict.fromkeys(("predicted.terms", "predicted.terms.live_tensors"), "object"),
+    "predicted.terms.live_tensors.bytes": "number",
+    **dict.fromkeys((f"timing.{k}" for k in ("step_seconds", "step_seconds_q1", "step_seconds_q3",
+                                             "images_per_second")), "number"),
+    "timing.steps": "integer",
+    "timing.step_seconds_all": "list of numbers",
+    **dict.fromkeys(("accuracy.top1", "accuracy.test_error_pct"), "number"),
+    "accuracy.epochs": "integer",
+    "flops": "number or object",
+    "flops.total": "number",
+}
+INT64 = 2**63
+
+
+def _is_number(v) -> bool:
+    """A JSON number a reader can use: not a bool, an int within 64 bits (json.loads makes ints
+    of any size, which pandas cannot hold), a float (non-finite ones are null in records)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return -INT64 <= v < INT64 if isinstance(v, int) else True
+
+
+_TYPE_CHECKS = {
+    "object": lambda v: isinstance(v, dict),
+    "text": lambda v: isinstance(v, str),
+    "number": _is_number,
+    "integer": lambda v: isinstance(v, int) and _is_number(v),
+    "boolean": lambda v: isinstance(v, bool),
+    "scalar": lambda v: isinstance(v, str) or _is_number(v),
+    "numbers": lambda v: isinstance(v, dict) and all(x is None or _is_number(x) for x in v.values()),
+    "list of numbers": lambda v: isinstance(v, list) and all(x is None or _is_number(x) for x in v),
+    "number or object": lambda v: isinstance(v, dict) or _is_number(v),
+}
+_TYPE_NAMES = {"object": "an object", "text": "text", "number": "a number", "integer": "an integer",
+               "boolean": "true or false", "scalar": "text or a number", "numbers": "an object of numbers",
+               "list of numbers": "a list of numbers", "number or object": "a number or an object"}
+
+
+def _field(rec: dict, path: str):
+    v = rec
+    for part in path.split("."):
+        if not isinstance(v, dict):
+            return None
+        v = v.get(part)
+    return v
 
 
 def record_problem(rec: dict) -> str | None:
-    """Why an (upgraded) record cannot be a row, or None: an unknown kind or status, or a field of
-    the wrong type (objects must be objects, names text, counts numbers; null is always allowed)."""
+    """Why an (upgraded) record cannot be a row, or None: an unknown kind or status, or a field
+    whose type is not the schema's (FIELD_TYPES; null is always allowed), named by its path."""
     if rec.get("kind") not in KINDS:
         return f"unknown kind {rec.get('kind')!r} (allowed: {', '.join(KINDS)})"
     if rec.get("status") not in STATUSES:
         return f"unknown status {rec.get('status')!r} (allowed: {', '.join(STATUSES)})"
-    for k in _OBJECT_KEYS:
-        if rec.get(k) is not None and not isinstance(rec[k], dict):
-            return f"{k} must be an object, got {type(rec[k]).__name__}"
-    for k in _TEXT_KEYS:
-        if rec.get(k) is not None and not isinstance(rec[k], str):
-            return f"{k} must be text, got {type(rec[k]).__name__}"
-    for k in _NUMBER_KEYS:
-        v = rec.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            return f"{k} must be a number, got {type(v).__name__}"
+    for path, kind in FIELD_TYPES.items():
+        v = _field(rec, path)
+        if v is not None and not _TYPE_CHECKS[kind](v):
+            what = f"{type(v).__name__} {shown(v, 40)}" if isinstance(v, (str, int, float)) else type(v).__name__
+            return f"{path} must be {_TYPE_NAMES[kind]}, got {what}"
     return None
 
 
@@ -361,7 +427,7 @@ def _iter_file(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     if path.suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or an int past Python's 4,300-digit limit
             data = None
         if isinstance(data, dict) and "benchmarks" not in data:
             yield 1, data, None
@@ -380,6 +446,9 @@ def _iter_file(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
             r = json.loads(line)
         except json.JSONDecodeError as e:
             yield n, None, f"not valid JSON ({e.msg}; a partly written line?)"
+            continue
+        except ValueError as e:  # an int past Python's 4,300-digit limit
+            yield n, None, f"not readable JSON ({str(e)[:100]})"
             continue
         yield (n, r, None) if isinstance(r, dict) else (n, None, "not an object")
 

@@ -306,29 +306,114 @@ def _fact_text(v) -> str:
     return str(v)
 
 
+# ----- the file's shape ------------------------------------------------------------------------
+def _shown(value) -> str:
+    return V.shown(value, 40)
+
+
+def _table(where: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where} must be a table, got {_shown(value)}")
+    return value
+
+
+def _tables(where: str, value) -> list[dict]:
+    """A table or an array of tables (`[[exclude]]`, `only = [{...}]`)."""
+    for v in _as_list(value):
+        if not isinstance(v, dict):
+            raise SuiteError(f"{where} must be a table or an array of tables, got {_shown(value)}")
+    return _as_list(value)
+
+
+def _texts(where: str, value) -> None:
+    """A string or an array of strings (`kinds`, `grids`)."""
+    if not all(isinstance(v, str) for v in _as_list(value)):
+        raise SuiteError(f"{where} must be a string or an array of strings, got {_shown(value)}")
+
+
+def _text(where: str, value) -> None:
+    if not isinstance(value, str):
+        raise SuiteError(f"{where} must be a string, got {_shown(value)}")
+
+
+def _check_axes(where: str, axes) -> None:
+    """An axes table: axis -> a value or an array of values; a bundle value's `name` is text."""
+    for axis, values in _table(where, axes).items():
+        for v in _as_list(values):
+            if isinstance(v, dict) and "name" in v:
+                _text(f"{where} {axis}: a bundle's name", v["name"])
+
+
+def _check_kinds(where: str, kinds) -> None:
+    for kind, table in _table(where, kinds).items():
+        table = _table(f"{where}.{kind}", table)
+        for key in ("only", "skip"):
+            if key in table:
+                _tables(f"{where}.{kind} {key}", table[key])
+
+
+def _check_rules(where: str, data: dict) -> None:
+    """`exclude` (tables) and `set` (tables with a `where` table) of the top level, a grid or a preset."""
+    if "exclude" in data:
+        _tables(f"{where}exclude", data["exclude"])
+    for rule in _tables(f"{where}set", data["set"]) if "set" in data else ():
+        if "where" in rule:
+            _table(f"{where}set where", rule["where"])
+
+
+def check_shape(data: dict, path: Path) -> None:
+    """Every table of the file is a table, every name text, before any field is read: a file
+    of the wrong shape (`suite = 5`) is one SuiteError line naming the key, never a TypeError."""
+    w = f"{path}: "
+    top = set(data) - {"suite", "base", "axes", "grid", "exclude", "set", "kind", "preset"}
+    if top:
+        raise SuiteError(f"{w}unknown table(s) {sorted(top)}; allowed: suite, base, axes, grid, exclude, set, kind, preset")
+    meta = _table(f"{w}[suite]", data.get("suite", {}))
+    unknown_meta = set(meta) - {"name", "description", "kinds", "on_invalid", "jobs", "timeout_s"}
+    if unknown_meta:
+        raise SuiteError(f"{w}[suite]: unknown key(s) {sorted(unknown_meta)}")
+    if "kinds" in meta:
+        _texts(f"{w}[suite] kinds", meta["kinds"])
+    for key in ("base", "axes", "kind", "preset"):
+        if key in data:
+            _table(f"{w}[{key}]", data[key])
+    if "axes" in data:
+        _check_axes(f"{w}[axes]", data["axes"])
+    _check_kinds(f"{w}[kind]", data.get("kind", {}))
+    _check_rules(w, data)
+    for i, g in enumerate(_tables(f"{w}[[grid]]", data["grid"]) if "grid" in data else ()):
+        gw = f"{w}[[grid]] #{i + 1}"
+        if "name" in g:
+            _text(f"{gw} name", g["name"])
+        for key in ("axes", "base"):
+            if key in g:
+                _table(f"{gw} {key}", g[key])
+        if "axes" in g:
+            _check_axes(f"{gw} axes", g["axes"])
+        _check_rules(f"{gw} ", g)
+    for name, p in data.get("preset", {}).items():
+        pw = f"{w}[preset.{name}]"
+        p = _table(pw, p)
+        if "kinds" in p:
+            _texts(f"{pw} kinds", p["kinds"])
+        if "grids" in p:
+            _texts(f"{pw} grids", p["grids"])
+        for key in ("axes", "base", "kind"):
+            if key in p:
+                _table(f"{pw} {key}", p[key])
+        if "axes" in p:
+            _check_axes(f"{pw} axes", p["axes"])
+        _check_kinds(f"{pw} kind", p.get("kind", {}))
+        _check_rules(f"{pw} ", p)
+
+
 # ----- the suite -------------------------------------------------------------------------------
 class Suite:
     def __init__(self, data: dict, path: str | Path = "<suite>"):
         self.path = Path(path)
         self.data = data
+        check_shape(data, self.path)
         meta = data.get("suite", {})
-        top = set(data) - {"suite", "base", "axes", "grid", "exclude", "set", "kind", "preset"}
-        if top:
-            raise SuiteError(f"{self.path}: unknown table(s) {sorted(top)}; allowed: suite, base, axes, grid, exclude, set, kind, preset")
-        unknown_meta = set(meta) - {"name", "description", "kinds", "on_invalid", "jobs", "timeout_s"}
-        if unknown_meta:
-            raise SuiteError(f"{self.path}: [suite]: unknown key(s) {sorted(unknown_meta)}")
-        for key in ("base", "axes", "kind", "preset"):
-            if key in data and not isinstance(data[key], dict):
-                raise SuiteError(f"{self.path}: [{key}] must be a table, got {data[key]!r}")
-        for key, value in data.get("kind", {}).items():
-            if not isinstance(value, dict):
-                raise SuiteError(f"{self.path}: [kind.{key}] must be a table, got {value!r}")
-        for key, value in data.get("preset", {}).items():
-            if not isinstance(value, dict):
-                raise SuiteError(f"{self.path}: [preset.{key}] must be a table, got {value!r}")
-        if "grid" in data and not all(isinstance(g, dict) for g in _as_list(data["grid"])):
-            raise SuiteError(f"{self.path}: every [[grid]] must be a table")
         from hpff_bench.runner.store import safe_name
 
         name = meta.get("name", self.path.stem)
@@ -467,7 +552,7 @@ class Suite:
             raise SuiteError(f"{where0}: unknown kind(s) {bad}; allowed: {', '.join(KIND_ORDER)}")
         try:
             V.integer("[suite] jobs", meta.get("jobs"), low=1, allow_none=True)
-            V.number("[suite] timeout_s", meta.get("timeout_s"), low=0, low_open=True, allow_none=True)
+            V.number("[suite] timeout_s", meta.get("timeout_s"), low=0, low_open=True, high=V.MAX_SECONDS, allow_none=True)
         except ConfigError as e:
             raise SuiteError(f"{where0}: {e}") from None
         on_invalid = meta.get("on_invalid", "error")
@@ -651,7 +736,7 @@ class Suite:
             skip = [Matcher(t, f"{kw} skip", known) for t in _as_list(table.pop("skip", []))]
             timeout = table.pop("timeout_s", None)
             try:
-                V.number("timeout_s", timeout, low=0, low_open=True, allow_none=True)
+                V.number("timeout_s", timeout, low=0, low_open=True, high=V.MAX_SECONDS, allow_none=True)
             except ConfigError as e:
                 raise SuiteError(f"{kw}: {e}") from None
             overrides, options = {}, {}

@@ -100,7 +100,7 @@ def _check_injection(tasks) -> None:
 def check_options(jobs, timeout_s, results, data_root) -> None:
     """The sweep's own options and environment (ConfigError before anything runs)."""
     V.integer("--jobs", jobs, low=1, allow_none=True)
-    V.number("--timeout", timeout_s, low=0, low_open=True, allow_none=True)
+    V.number("--timeout", timeout_s, low=0, low_open=True, high=V.MAX_SECONDS, allow_none=True)
     V.output_dir("--results", results)
     V.string("--data-root", data_root, allow_none=True)
     V.env_int(THREADS_ENV)
@@ -109,7 +109,12 @@ def check_options(jobs, timeout_s, results, data_root) -> None:
 def preflight(tasks: list[Task]) -> None:
     """Shape, device and host-memory checks of every task (runner.preflight), before any worker
     starts; the first failure is raised with the number of tasks that fail."""
-    from hpff_bench.runner.preflight import check_device, check_host_memory, check_patch_grid
+    from hpff_bench.runner.preflight import (
+        check_device,
+        check_host_memory,
+        check_patch_grid,
+        check_tensor_sizes,
+    )
 
     failures: list[str] = []
     seen: set[tuple] = set()
@@ -119,6 +124,7 @@ def preflight(tasks: list[Task]) -> None:
             continue
         seen.add(key)
         try:
+            check_tensor_sizes(t.config)
             check_patch_grid(t.config)
             if t.kind in ("profile", "train"):
                 what = "a profile" if t.kind == "profile" else "training"
@@ -183,6 +189,7 @@ def run_sweep(
     runner = make_launcher(launcher, jobs=jobs, default_jobs=plan.sweep_options.get("jobs", 1), isolate=isolate,
                            timeout_s=timeout_s, gpus=gpus, slurm_options=slurm_options, tasks=plan.tasks, log=log)
     results_dir = Path(results) / plan.suite  # plan.suite is sanitised (suite.py): never outside `results`
+    V.create_dir("--results", results_dir)  # the input is good: the first write, one line if it fails
     res = SweepResult(plan.suite, preset, results_dir, len(plan.tasks), notes=list(plan.notes))
     t_start = time.monotonic()
 

@@ -97,11 +97,11 @@ class TrainOptions:
         return self.eval_batch_size or min(1024, max(batch_size, 256))
 
     def validate(self) -> TrainOptions:
-        V.integer("--epochs", self.epochs, low=1)
+        V.integer("--epochs", self.epochs, low=1, high=V.MAX_EPOCHS)
         V.integer("--warmup-epochs", self.warmup_epochs, low=0, high=self.epochs, allow_none=True)
         for name in ("train_subset", "test_subset", "eval_batch_size"):
-            V.integer(f"--{name.replace('_', '-')}", getattr(self, name), low=1, allow_none=True)
-        V.integer("--num-workers", self.num_workers, low=0, allow_none=True)
+            V.integer(f"--{name.replace('_', '-')}", getattr(self, name), low=1, high=V.MAX_IMAGES, allow_none=True)
+        V.integer("--num-workers", self.num_workers, low=0, high=V.MAX_WORKERS, allow_none=True)
         V.number("warmup_start_lr", self.warmup_start_lr, low=0, low_open=True)
         V.string("--data-root", self.data_root)
         V.string("--checkpoint-dir", self.checkpoint_dir, allow_none=True)

@@ -15,6 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 
 GPU_ENV = "HPFF_BENCH_GPU"  # the slot's device, as JSON, for the worker's record
@@ -80,7 +81,7 @@ def select_gpus(spec: str, available: list[Gpu] | None = None) -> list[Gpu]:
     chosen: list[Gpu] = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit():
+        if V.natural(part) is None:
             raise ConfigError(f"--gpus {text}: {part!r} is not a GPU index; use `all` or indices like 0,1,2,3")
         i = int(part)
         if i not in by_index:

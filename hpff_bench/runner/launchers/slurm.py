@@ -28,6 +28,7 @@ import socket
 import time
 from pathlib import Path
 
+from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
 from hpff_bench.runner.launchers import Dispatch, Launcher, Outcome, claim_next, ledger, stopping
 
@@ -60,7 +61,7 @@ def parse_time(text: str) -> int:
 
 def _positive_int(flag: str, value, minimum: int) -> int:
     text = str(value).strip()
-    if not text.isdigit() or int(text) < minimum:
+    if V.natural(text) is None or int(text) < minimum:
         raise ConfigError(f"{flag} {value!r}: must be an integer >= {minimum}")
     return int(text)
 
