@@ -107,6 +107,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
         )
     i.add_argument("--predsim-beta", type=float, default=d.predsim_beta,
                    help="PredSim: (1-beta)*prediction + beta*similarity (default %(default)s)")
+    m = parser.add_argument_group("MAN and AugLocal")
+    m.add_argument("--man-momentum", type=float, default=None,
+                   help="MAN: momentum of the aux block's moving average of the next block (default: its "
+                   "README command's 0.995, hpff_bench/recipes.toml)")
+    m.add_argument("--aux-net-depth", type=int, default=None,
+                   help="AugLocal: layers each aux net samples from the later backbone; its K counts the "
+                   "last this-many units as one module (default: its command's, 2 for resnet32 K=16, 3 for "
+                   "resnet110 K=55; else 2)")
+    m.add_argument("--no-pyramid", action="store_true",
+                   help="AugLocal: the same depth for every aux net (default: its pyramidal schedule)")
+    m.add_argument("--pyramid-coeff", type=float, default=None,
+                   help="AugLocal: how far the pyramid lowers the depth towards the last module (default 0.5)")
     h = parser.add_argument_group("HiLo", HILO_HELP)
     h.add_argument("--hilo", action="store_true", help="add the cascade level")
     h.add_argument("--cascade-span", type=int, default=d.cascade_span, help="modules per cascade window (default %(default)s)")
@@ -147,11 +159,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Resolve flags (and the --hpff shortcut) into a validated RunConfig (raises ConfigError)."""
-    from hpff_bench.recipes import infopro_defaults
+    from hpff_bench.recipes import auglocal_defaults, infopro_defaults, man_momentum
 
     hpff = getattr(args, "hpff", False)
     # what the user leaves unset comes from the paper's recipe (hpff_bench/recipes.toml)
-    recipe = infopro_defaults(args.dataset, args.network, args.k, hpff)
+    recipe = infopro_defaults(args.dataset, args.network, args.k, hpff, args.method)
+    aug = auglocal_defaults(args.dataset, args.network, args.k)
     lambdas = InfoProLambdas(
         **{
             n: (getattr(args, n) if getattr(args, n) is not None else getattr(recipe["lambdas"], n))
@@ -183,6 +196,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         local_loss=args.local_loss or recipe["local_loss"],
         lambdas=lambdas,
         predsim_beta=args.predsim_beta,
+        man_momentum=args.man_momentum if args.man_momentum is not None else man_momentum(),
+        aux_net_depth=args.aux_net_depth if args.aux_net_depth is not None else aug["aux_net_depth"],
+        pyramid=aug["pyramid"] and not args.no_pyramid,
+        pyramid_coeff=args.pyramid_coeff if args.pyramid_coeff is not None else aug["pyramid_coeff"],
         hilo=args.hilo or hpff,
         cascade_span=args.cascade_span,
         independent=not args.no_independent,

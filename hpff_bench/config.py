@@ -95,6 +95,13 @@ class RunConfig:
     lambdas: InfoProLambdas = field(default_factory=InfoProLambdas)
     # PredSim: (1 - beta) * prediction loss + beta * similarity-matching loss
     predsim_beta: float = 0.99
+    # MAN (Su et al., ECCV 2024): momentum of the auxiliary block's moving average (its --momentum)
+    man_momentum: float = 0.995
+    # AugLocal (Ma et al., ICLR 2024): aux-net depth (--aux_net_depth) and the pyramidal schedule
+    # (--pyramid --pyramid_coeff); its K counts the last aux_net_depth units as one module
+    aux_net_depth: int = 2
+    pyramid: bool = True
+    pyramid_coeff: float = 0.5
     # HiLo
     hilo: bool = False
     cascade_span: int = 2
@@ -184,6 +191,9 @@ class RunConfig:
             del d["cuts"]
         if d["variant"] == "ours":
             del d["variant"]
+        for name in _LATER_FIELDS:
+            if d[name] == getattr(RunConfig, name):
+                del d[name]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -226,8 +236,13 @@ class RunConfig:
             raise ConfigError(f"lambdas must be a table of ixx_1, ixy_1, ixx_2, ixy_2, got {self.lambdas!r}")
         for name in ("ixx_1", "ixy_1", "ixx_2", "ixy_2"):
             V.number(_flag(name), getattr(self.lambdas, name), low=0)
-        for name in ("hilo", "independent"):
+        for name in ("hilo", "independent", "pyramid"):
             V.boolean(name, getattr(self, name))
+        V.number("--man-momentum", self.man_momentum, low=0, high=1)
+        V.integer("--aux-net-depth", self.aux_net_depth, low=1)
+        V.number("--pyramid-coeff", self.pyramid_coeff, low=0)
+        if self.method in ("man", "auglocal"):
+            self._validate_2024()
         if hasattr(network, "check"):  # a network cut by structure: does it take this input?
             network.check(self.resolved_num_classes, self.resolved_image_size)
         if self.variant == "official" or self.hilo_exec == "official":
@@ -265,6 +280,33 @@ class RunConfig:
                 raise ConfigError("--pff-on cascade needs --hilo (without it there is no cascade level)")
         return self
 
+
+    def _validate_2024(self) -> None:
+        """MAN and AugLocal run what their official CIFAR code runs: CIFAR ResNets, no HiLo/PFF."""
+        from hpff_bench.networks import get_network
+
+        spec = get_network(self.network)
+        label = METHODS[self.method].label
+        if spec.family != "cifar":
+            raise ConfigError(f"--method {self.method}: {label}'s code builds CIFAR ResNets (basic blocks) only, "
+                              f"got --network {self.network}")
+        if self.hilo or self.pff_grid > 1 or self.variant != "ours":
+            raise ConfigError(f"--method {self.method}: --hilo/--pff-grid/--hpff/--variant official compose with "
+                              f"{', '.join(hilo_methods())} only ({label} has its own aux nets and no windowed or "
+                              "patched form)")
+        if self.method == "auglocal":
+            if self.split != "auto" or self.cuts:
+                raise ConfigError("--method auglocal: its modules are its code's (one per unit from the stem, "
+                                  "K - aux-net-depth in all); leave --split and --cuts out")
+            n = self.k - self.aux_net_depth  # the official code's local_module_num
+            low = 3 if self.pyramid else 2
+            if not low <= n <= spec.num_blocks + 1:
+                raise ConfigError(
+                    f"--method auglocal: --k {self.k} minus --aux-net-depth {self.aux_net_depth} is {n} modules; "
+                    f"allowed {low} to {spec.num_blocks + 1} for {self.network}"
+                    + (" (the pyramid schedule divides by modules - 2)" if self.pyramid else ""))
+        elif self.k < 2:
+            raise ConfigError(f"--method man needs --k >= 2 (an aux net needs a next block), got --k {self.k}")
 
     def _validate_official(self) -> None:
         """--variant official runs only what the official HPFF CIFAR code has a path for."""
@@ -307,6 +349,10 @@ class RunConfig:
             raise no(f"the official code trains in fp32, got --precision {self.precision}")
         if self.method == "infopro" and self.aux not in ("1c2f", "2c2f"):
             raise no(f"--aux must be 1c2f or 2c2f, got {self.aux}")
+
+
+# fields added after result ids were first written: left out of config_id at their default
+_LATER_FIELDS = ("man_momentum", "aux_net_depth", "pyramid", "pyramid_coeff")
 
 
 def _flag(name: str) -> str:

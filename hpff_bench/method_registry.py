@@ -98,3 +98,9 @@ add_method("infopro", label="InfoPro", local=True, hilo=True, cls=LOCAL_LEARNING
            doc="InfoPro: decoder + classifier")
 add_method("predsim", label="PredSim", local=True, hilo=True, cls=LOCAL_LEARNING, colormap="Greens",
            doc="PredSim: prediction + similarity matching")
+# MAN's aux net is the next block's moving average and AugLocal's the sampled later layers: no
+# window or patch form of either exists in their papers or code (hilo=False)
+add_method("man", label="MAN", local=True, cls="hpff_bench.methods.man:MAN", colormap="Reds",
+           doc="MAN: the next block's moving average + a learnable copy, then InfoPro's heads")
+add_method("auglocal", label="AugLocal", local=True, cls="hpff_bench.methods.auglocal:AugLocal", colormap="RdPu",
+           doc="AugLocal: aux nets of layers sampled from the later backbone")

@@ -1,5 +1,5 @@
 """The papers' recipes (hpff_bench/recipes.toml): InfoPro's λ / loss / aux per dataset, network
-and K, and HPFF's settings and 400-epoch schedule, each naming its source file.
+and K, HPFF's, MAN's and AugLocal's settings and schedules, each naming its source file.
 
 Why data: the published errors belong to these exact settings; a run that compares itself with
 them must use them, and a reader must be able to check where each number came from.
@@ -51,17 +51,38 @@ def infopro_recipe(dataset: str, network: str, k: int, hpff: bool) -> Recipe | N
 
 
 def recipe_epochs(config) -> int:
-    """Training epochs of the paper a run reproduces: HPFF's 400 for HiLo/HPFF runs, else InfoPro's 160."""
+    """Training epochs of the paper a run reproduces: MAN's and AugLocal's 400 for theirs, HPFF's
+    400 for HiLo/HPFF runs, else InfoPro's 160."""
     t = _tables()
+    if config.method in ("man", "auglocal"):
+        return t[config.method]["epochs"]
     return t["hpff"]["epochs"] if config.hilo else t["infopro"]["epochs"]
 
 
-def infopro_defaults(dataset: str, network: str, k: int, hpff: bool) -> dict:
-    """aux / local_loss / lambdas for an InfoPro run that sets none of them: the paper's recipe
-    where it has one, else hpff-bench's defaults (1c2f, ce, the resnet32 K=16 λ)."""
+def man_recipe() -> Recipe:
+    """MAN's loss settings (its README command's), for every network and K."""
+    m = _tables()["man"]
+    return Recipe(m["aux"], m["local_loss"], InfoProLambdas(*m["lambdas"]), m["epochs"], m["source"], m["epochs_source"])
+
+
+def man_momentum() -> float:
+    return _tables()["man"]["momentum"]
+
+
+def auglocal_defaults(dataset: str, network: str, k: int) -> dict:
+    """aux_net_depth / pyramid / pyramid_coeff of AugLocal's command for this dataset, network and
+    K, else the resnet32 command's depth with the same schedule."""
+    a = _tables()["auglocal"]
+    depth = next((d for ds, n, kk, d in a["depths"] if (ds, n, kk) == (dataset, network, k)), a["default_depth"])
+    return {"aux_net_depth": depth, "pyramid": a["pyramid"], "pyramid_coeff": a["pyramid_coeff"]}
+
+
+def infopro_defaults(dataset: str, network: str, k: int, hpff: bool, method: str = "infopro") -> dict:
+    """aux / local_loss / lambdas for an InfoPro (or MAN) run that sets none of them: the paper's
+    recipe where it has one, else hpff-bench's defaults (1c2f, ce, the resnet32 K=16 λ)."""
     from hpff_bench.config import RunConfig
 
-    r = infopro_recipe(dataset, network, k, hpff)
+    r = man_recipe() if method == "man" else infopro_recipe(dataset, network, k, hpff)
     if r is None:
         d = RunConfig()
         return {"aux": d.aux, "local_loss": d.local_loss, "lambdas": d.lambdas}

@@ -78,6 +78,12 @@ def pytest_addoption(parser):
     g.addoption("--hpff-official-infopro", default=None, metavar="DIR",
                 help="a blackfeather-wang/InfoPro-Pytorch checkout's 'Experiments on CIFAR-SVHN-STL10' directory: "
                      "the method-speed benchmark then times the official InfoPro code's InfoPro step beside ours")
+    g.addoption("--hpff-official-man", default=None, metavar="DIR",
+                help="a JunhaoSu0/MAN checkout's 'Exp on CIFAR-SVHN-STL' directory: the method-speed benchmark "
+                     "then times the official MAN step beside our man case")
+    g.addoption("--hpff-official-auglocal", default=None, metavar="DIR",
+                help="a ChenxiangMA/AugLocal checkout (its top directory): the method-speed benchmark then "
+                     "times the official AugLocal step beside our auglocal case")
     g.addoption("--hpff-official-dgl", default=None, metavar="DIR",
                 help="a eugenium/DGL checkout: suites/test_aux_speed.py times its CIFAR aux net beside our DGL head")
     g.addoption("--hpff-retain-heap", action="store_true",
@@ -121,9 +127,17 @@ def pytest_configure(config):
 
         torch.set_num_threads(threads)
     from hpff_bench.errors import ConfigError
-    from hpff_bench.official_code_run import DGL_CODE, HPFF_CODE, INFOPRO_CODE, check_official_dir
+    from hpff_bench.official_code_run import (
+        AUGLOCAL_CODE,
+        DGL_CODE,
+        HPFF_CODE,
+        INFOPRO_CODE,
+        MAN_CODE,
+        check_official_dir,
+    )
 
     for flag, code in (("--hpff-official-code", HPFF_CODE), ("--hpff-official-infopro", INFOPRO_CODE),
+                       ("--hpff-official-man", MAN_CODE), ("--hpff-official-auglocal", AUGLOCAL_CODE),
                        ("--hpff-official-dgl", DGL_CODE)):
         directory = config.getoption(flag.lstrip("-").replace("-", "_"), None)
         if directory is not None:
@@ -208,6 +222,13 @@ def hpff_official_code(request):
 def hpff_official_infopro(request):
     """--hpff-official-infopro's directory (checked at start-up), or None."""
     return request.config.getoption("hpff_official_infopro")
+
+
+@pytest.fixture(scope="session")
+def hpff_official_2024(request) -> dict:
+    """{"man": --hpff-official-man's directory, "auglocal": --hpff-official-auglocal's} (None where
+    not given; checked at start-up)."""
+    return {m: request.config.getoption(f"hpff_official_{m}") for m in ("man", "auglocal")}
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,9 @@ run. On a GPU (--hpff-device cuda, or auto with one) the same cases run on it.
 With --hpff-official-code DIR the official HPFF code's own steps (hpff_bench/official_code_run.py:
 its E2E path, local_module_num=1, and its InfoPro+HPFF at K) run in the rounds with ours, where it has the
 network and K; with --hpff-official-infopro DIR the official InfoPro code's InfoPro step at K (our
-"infopro" case's recipe) does too; their ratios are to our BP, in extra_info["official_code"].
+"infopro" case's recipe) does too; with --hpff-official-man / --hpff-official-auglocal DIR the
+official MAN / AugLocal step (our "man" / "auglocal" case's recipe); their ratios are to our BP,
+in extra_info["official_code"].
 No assertion on times here: a benchmark reports, it does not judge.
 """
 
@@ -46,8 +48,15 @@ import time
 import torch
 
 from hpff_bench.config import RunConfig
+from hpff_bench.errors import ConfigError
 from hpff_bench.flops import ScopedFlopCounter
-from hpff_bench.official_code_run import HPFF_CODE, INFOPRO_CODE, OfficialCode
+from hpff_bench.official_code_run import (
+    AUGLOCAL_CODE,
+    HPFF_CODE,
+    INFOPRO_CODE,
+    MAN_CODE,
+    OfficialCode,
+)
 from hpff_bench.scope import ScopeTimer
 from hpff_bench.speed_cases import OFFICIAL_CODE_CASES, speed_config, speed_configs
 
@@ -61,10 +70,12 @@ def _sync(device: torch.device) -> None:
 
 
 def official_code_configs(network: str, k: int, batch_size: int, device: str, hpff_dir: str | None,
-                          infopro_dir: str | None) -> dict[str, tuple[OfficialCode, str, RunConfig]]:
+                          infopro_dir: str | None, man_dir: str | None = None,
+                          auglocal_dir: str | None = None) -> dict[str, tuple[OfficialCode, str, RunConfig]]:
     """The official code's own steps worth timing at this size, {name: (code, its directory, the
-    recipe)}: HPFF's E2E path and InfoPro+HPFF (our "infopro+hpff official" case's recipe), and
-    InfoPro's InfoPro (our "infopro" case's), where that code has the network and K."""
+    recipe)}: HPFF's E2E path and InfoPro+HPFF (our "infopro+hpff official" case's recipe),
+    InfoPro's InfoPro (our "infopro" case's), MAN's and AugLocal's (our "man" / "auglocal"
+    case's), where that code has the network and K."""
     base = RunConfig(network=network, k=k, batch_size=batch_size, device=device)
     steps = {}
     if hpff_dir is not None and k in HPFF_CODE.module_counts.get(network, ()):
@@ -74,6 +85,14 @@ def official_code_configs(network: str, k: int, batch_size: int, device: str, hp
                       for name in ("official code bp", "official code infopro+hpff")})
     if infopro_dir is not None and k in INFOPRO_CODE.module_counts.get(network, ()):
         steps["official infopro code infopro"] = (INFOPRO_CODE, infopro_dir, speed_config("infopro", base))
+    for code, path in ((MAN_CODE, man_dir), (AUGLOCAL_CODE, auglocal_dir)):
+        counts = code.module_counts.get(network)
+        if path is not None and counts is not None and (not counts or k in counts):
+            case = code.method
+            try:
+                steps[f"official {case} code {case}"] = (code, path, speed_config(case, base))
+            except ConfigError:  # this size cannot run the case (e.g. AugLocal's K - depth too small)
+                pass
     return steps
 
 
@@ -179,17 +198,20 @@ def _rate(gflops_per_second: float | None) -> str:
     return f"{gflops_per_second:5.0f}" if gflops_per_second is not None else f"{'-':>5}"
 
 
-def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpff_official_infopro, hpff_rounds,
-                                 request):
+def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpff_official_infopro,
+                                 hpff_official_2024, hpff_rounds, request):
     disabled = request.config.getoption("benchmark_disable", False)
     size = SMOKE if disabled else FULL
     if hpff_rounds is not None and not disabled:
         size = {**size, "rounds": hpff_rounds}
     configs = speed_configs(size["network"], size["k"], size["batch_size"], hpff_device.type, size.get("split"))
     official = official_code_configs(size["network"], size["k"], size["batch_size"], hpff_device.type,
-                                     hpff_official_code, hpff_official_infopro)
+                                     hpff_official_code, hpff_official_infopro, hpff_official_2024["man"],
+                                     hpff_official_2024["auglocal"])
     for flag, given, code in (("--hpff-official-code", hpff_official_code, HPFF_CODE),
-                              ("--hpff-official-infopro", hpff_official_infopro, INFOPRO_CODE)):
+                              ("--hpff-official-infopro", hpff_official_infopro, INFOPRO_CODE),
+                              ("--hpff-official-man", hpff_official_2024["man"], MAN_CODE),
+                              ("--hpff-official-auglocal", hpff_official_2024["auglocal"], AUGLOCAL_CODE)):
         if given is not None and not any(c is code for c, _, _ in official.values()):
             print(f"\n{flag}: the official {code.name} code has no {size['network']} K={size['k']}; not timed")
     state = {}
@@ -218,6 +240,8 @@ def test_method_speed_against_bp(benchmark, hpff_device, hpff_official_code, hpf
         benchmark.extra_info["official_code"] = {
             "path": hpff_official_code and str(hpff_official_code),  # HPFF's, as before InfoPro's was added
             "infopro_path": hpff_official_infopro and str(hpff_official_infopro),
+            "man_path": hpff_official_2024["man"] and str(hpff_official_2024["man"]),
+            "auglocal_path": hpff_official_2024["auglocal"] and str(hpff_official_2024["auglocal"]),
             "configurations": theirs,
         }
     lines = [f"{'configuration':29} {'step s':>8} {'x BP':>6} {'rounds':>11} {'paired':>6} {'FLOPs x BP':>10} {'eff':>5}"

@@ -21,8 +21,10 @@ import torch
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
 from hpff_bench.errors import ConfigError
 from hpff_bench.official_code_run import (
+    AUGLOCAL_CODE,
     DGL_CODE,
     INFOPRO_CODE,
+    MAN_CODE,
     OfficialCodeStep,
     check_official_dir,
     load_official_model_module,
@@ -261,3 +263,62 @@ def test_the_paired_ratio_comes_with_a_bootstrap_interval_of_its_median():
     assert 1.10 <= low < 1.20 < high <= 1.35  # around the median, 1.20; the one slow round barely moves it
     assert median_ci(rounds) == [low, high]  # seeded
     assert median_ci(rounds, level=0.5)[0] >= low and median_ci(rounds, level=0.5)[1] <= high
+
+
+def man_checkout(root: Path) -> Path:
+    net = root / "Exp on CIFAR-SVHN-STL" / "networks"
+    net.mkdir(parents=True)
+    (net / "config.py").write_text("SEEN = {}\n")
+    (net / "resnetInfoPro_MAN.py").write_text(textwrap.dedent(MODEL.replace("return logits, logits, loss",
+                                                                            "return logits, loss")))
+    return net.parent
+
+
+def auglocal_checkout(root: Path) -> Path:
+    net = root / "networks"
+    net.mkdir(parents=True)
+    (net / "configs.py").write_text("SEEN = {}\n")
+    model = MODEL.replace("from .config import", "from .configs import").replace(
+        "return logits, logits, loss", "return logits, loss, [], [], []")  # its five values, the loss second
+    (net / "resnet.py").write_text(textwrap.dedent(model))
+    return root
+
+
+def test_the_man_code_gets_its_momentum_and_the_recipe(tmp_path):
+    code = man_checkout(tmp_path)
+    config = RunConfig(network="resnet32", method="man", k=16, batch_size=4, aux="2c2f",
+                       lambdas=HPFF_INFOPRO_LAMBDAS, man_momentum=0.99)
+    step = OfficialCodeStep(code, config, "cpu", code=MAN_CODE)
+    seen = load_official_model_module(code, MAN_CODE).SEEN
+    assert {k: seen[k] for k in ("local_module_num", "momentum", "aux_net_config", "local_loss_mode")} == {
+        "local_module_num": 16, "momentum": 0.99, "aux_net_config": "2c2f", "local_loss_mode": "cross_entropy"}
+    loss = step.train_step(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    assert loss.dim() == 0 and seen["lambdas"] == {"ixx_1": 5.0, "ixy_1": 0.5, "ixx_2": 0.0, "ixy_2": 0.0}
+
+
+def test_the_auglocal_code_gets_k_minus_depth_modules_and_its_own_weights(tmp_path):
+    code = auglocal_checkout(tmp_path)
+    config = RunConfig(network="resnet32", method="auglocal", k=16, batch_size=4, aux_net_depth=3)
+    step = OfficialCodeStep(code, config, "cpu", code=AUGLOCAL_CODE)
+    seen = load_official_model_module(code, AUGLOCAL_CODE).SEEN
+    assert {k: seen[k] for k in ("local_module_num", "aux_net_depth", "is_pyramid", "paramid_coeff", "rule",
+                                 "aux_net_config")} == {
+        "local_module_num": 13, "aux_net_depth": 3, "is_pyramid": True, "paramid_coeff": 0.5, "rule": "AugLocal",
+        "aux_net_config": "unifSamp"}
+    loss = step.train_step(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    assert loss.dim() == 0  # the second of its five values
+    assert seen["lambdas"] == {"ixx_1": 0.0, "ixy_1": 1.0, "ixx_2": 0.0, "ixy_2": 1.0}  # train.py's defaults
+    with pytest.raises(ConfigError, match="the official AugLocal code runs AugLocal without HiLo or PFF, not man"):
+        OfficialCodeStep(code, RunConfig(network="resnet32", method="man", k=16, batch_size=4), "cpu",
+                         code=AUGLOCAL_CODE)
+
+
+def test_the_speed_benchmark_steps_the_2024_codes_beside_their_cases(tmp_path):
+    suite = _suite("test_method_speed")
+    man, aug = man_checkout(tmp_path / "m"), auglocal_checkout(tmp_path / "a")
+    steps = suite.official_code_configs("resnet32", 16, 2, "cpu", None, None, str(man), str(aug))
+    assert {name: (code.name, cfg.method, cfg.k) for name, (code, _, cfg) in steps.items()} == {
+        "official man code man": ("MAN", "man", 16), "official auglocal code auglocal": ("AugLocal", "auglocal", 16)}
+    # AugLocal at K=4 (depth 2: 2 modules) cannot run its pyramid; MAN has no resnet32 K=5
+    assert suite.official_code_configs("resnet32", 4, 2, "cpu", None, None, None, str(aug)) == {}
+    assert suite.official_code_configs("resnet32", 5, 2, "cpu", None, None, str(man), None) == {}

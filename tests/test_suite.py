@@ -37,7 +37,7 @@ def test_cifar10_suite_is_the_papers_grid():
     runs = {r.name: r for r in plan.runs}
     assert len(runs) == len(plan.runs)  # names are unique (they are file names)
     main = [r for r in plan.runs if r.grid == "main"]
-    ks = {(r.config.network, r.config.k) for r in main if r.config.method != "bp"}
+    ks = {(r.config.network, r.config.k) for r in main if r.config.method not in ("bp", "man", "auglocal")}
     assert ks == {("resnet32", k) for k in (2, 4, 8, 16)} | {("resnet110", k) for k in (2, 4, 8, 16, 55)}
     # bp runs once per network (K=1); gc has no HPFF variant; local methods have both
     assert sorted(r.name for r in main if r.config.method == "bp") == ["resnet110-bp-k1", "resnet32-bp-k1"]
@@ -61,12 +61,19 @@ def test_cifar10_suite_is_the_papers_grid():
     assert train and not any(t.config.method == "gc" or t.config.pff_exec == "streamed" for t in train)
     # epochs = "recipe": InfoPro's 160, HPFF's 400 for HiLo/HPFF runs (hpff_bench/recipes.toml)
     assert all((t.config.batch_size, t.config.lr) == (1024, 0.8) for t in train)
-    assert all(t.options["epochs"] == (400 if t.config.hilo else 160) for t in train)
+    assert all(t.options["epochs"] == (400 if t.config.hilo or t.config.method in ("man", "auglocal") else 160)
+               for t in train)
     assert {t.result_options["epochs"] for t in train} == {160, 400}
     # InfoPro without HPFF: the paper's command for its K; with HPFF: HPFF's settings
     cfgs = {r.name: r.config for r in plan.runs}
     assert (cfgs["resnet32-infopro-k4"].local_loss, cfgs["resnet32-infopro-k4"].lambdas.ixx_1) == ("supcon", 6)
     assert cfgs["resnet32-infopro-k4-hpff-n2"].local_loss == "ce"
+    # MAN and AugLocal: their papers' K only, no HPFF variant, their commands' settings
+    new = {r.name: r.config for r in main if r.config.method in ("man", "auglocal")}
+    assert set(new) == {f"{net}-{m}-k{k}" for net, k in (("resnet32", 16), ("resnet110", 55)) for m in ("man", "auglocal")}
+    assert [new[f"{net}-auglocal-k{k}"].aux_net_depth for net, k in (("resnet32", 16), ("resnet110", 55))] == [2, 3]
+    man = new["resnet32-man-k16"]
+    assert (man.aux, man.local_loss, man.lambdas, man.man_momentum) == ("2c2f", "ce", HPFF_INFOPRO_LAMBDAS, 0.995)
     official = [r.config for r in plan.runs if r.grid == "official"]
     assert {(c.network, c.k, c.variant) for c in official} == {("resnet32", 16, "official"), ("resnet110", 55, "official")}
     assert {t.kind for t in plan.tasks} == {"estimate", "profile", "train"}
@@ -86,7 +93,7 @@ def test_cifar10_quick_preset_is_cpu_sized():
     assert {t.run.name for t in est if t.config.network == "resnet110"} == {
         "resnet110-bp-k1", "resnet110-gc-k55", *(f"resnet110-{m}-k55{v}" for m in ("greedy", "dgl", "infopro")
                                                  for v in ("", "-hpff-n2")),
-        "resnet110-infopro-k55-hpff-n2-official",
+        "resnet110-infopro-k55-hpff-n2-official", "resnet110-man-k55", "resnet110-auglocal-k55",
         "resnet110-dgl-k55-hilo", *(f"resnet110-{m}-k55-r110-{step}" for m in ("infopro", "predsim")
                                           for step in ("base", "hilo", "pff-batched")),
         *(f"resnet110-{m}-k55-hilo-official" for m in ("dgl", "infopro", "predsim"))}

@@ -41,3 +41,17 @@ def test_gpu_runs_are_not_timed_in_the_sweeps_process(monkeypatch):
     cost = TC.estimate_train_cost([_task(cfg)], jobs=1, threads=2, data_root=None, download=None)
     assert cost.per_config == [] and cost.lines() == [
         "training: 1 run(s) not estimated: they run on a GPU, which the sweep's own process leaves to its workers"]
+
+
+def test_a_configuration_that_cannot_step_does_not_stop_the_sweep(monkeypatch):
+    from hpff_bench.runner import sweep
+
+    def broken(*a, **k):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied\nmore")
+
+    monkeypatch.setattr(TC, "estimate_train_cost", broken)
+    cfg = RunConfig(network="resnet20", method="bp", dataset="fake", batch_size=32, device="cpu")
+    lines = []
+    sweep._log_train_cost([_task(cfg)], 1, None, None, lines.append)
+    assert lines[-1] == ("training: cost not estimated (RuntimeError: mat1 and mat2 shapes cannot be multiplied); "
+                         "its task will record the failure")

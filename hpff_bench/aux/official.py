@@ -15,6 +15,8 @@ Every net returns its loss, as the official ones do.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,28 +60,47 @@ class QuadrantDecoder(nn.Module):
         return loss
 
 
-class WholeDecoder(nn.Module):
-    """InfoPro's own decoder (blackfeather-wang/InfoPro-Pytorch, `networks/auxiliary_nets.py`
-    `Decoder`): the whole feature map upsampled (bilinear, corners aligned) to the image size,
-    3x3 conv C -> 12, BN, ReLU, 3x3 conv 12 -> 3, sigmoid, one BCE. The official HPFF code has no
-    HiLo-without-PFF path; `--variant official --hilo` for InfoPro swaps this in for its
-    QuadrantDecoder (the only change), so the paper's IL+CL row runs on the official execution."""
+class OfficialDecoder(nn.Module):
+    """InfoPro's CIFAR `Decoder` (also MAN's): always a bilinear upsample (corners aligned) to the
+    image size, even from the image size (a copy), 3x3 conv C -> 12·w with bias, BN, ReLU (not in
+    place), 3x3 conv 12·w -> 3 with bias, sigmoid. Returns the reconstruction; its loss is torch's
+    BCE against the de-normalised image, computed by the caller in float32."""
 
     def __init__(self, channels: int, image_size: int, widen: int = 1):
         super().__init__()
         self.out_size = image_size
         hidden = 12 * widen
         self.decoder = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, 1, 1),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(),
-            nn.Conv2d(hidden, 3, 3, 1, 1),
+            nn.Conv2d(channels, hidden, 3, 1, 1), nn.BatchNorm2d(hidden), nn.ReLU(), nn.Conv2d(hidden, 3, 3, 1, 1),
             nn.Sigmoid(),
         )
 
-    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(features, size=[self.out_size] * 2, mode="bilinear", align_corners=True)
-        return F.binary_cross_entropy(self.decoder(up), image)
+        return self.decoder(up)
+
+
+class WholeDecoder(OfficialDecoder):
+    """InfoPro's own decoder with QuadrantDecoder's interface, (features, image) -> one BCE. The
+    official HPFF code has no HiLo-without-PFF path; `--variant official --hilo` for InfoPro swaps
+    this in for its QuadrantDecoder (the only change), so the paper's IL+CL row runs on the
+    official execution."""
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return F.binary_cross_entropy(super().forward(features), image)
+
+
+def official_init(module: nn.Module) -> None:
+    """The official CIFAR models' init (InfoPro, HPFF, MAN, AugLocal), applied to every conv the
+    module owns: N(0, sqrt(2 / (k·k·C_out))), BatchNorm2d weight 1, bias 0 (linear layers, conv
+    biases and BatchNorm1d keep torch's default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class OfficialClassifier(nn.Module):

@@ -6,8 +6,11 @@ networks/auxiliary_nets.py` (AuxClassifier, cross-entropy, 10 classes; Decoder, 
 `Experiments on ImageNet/networks/resnet.py` (Decoder(512), the model's `head`), HPFF
 `Exp on Imagenet/networks/InfoProAux.py` (the used sub-decoder; AuxClassifier), DGL
 `auxiliary_nets_study/models.py` (auxillary_classifier2, mlp-sr = n_lin 3, mlp_layers 3) and
-local-loss `train.py` (LocalLossBlockConv's decoder_y + conv_loss, --loss-sup predsim). Where
-ours differs, `difference` names the mechanism.
+local-loss `train.py` (LocalLossBlockConv's decoder_y + conv_loss, --loss-sup predsim), MAN
+(JunhaoSu0/MAN at a6d20c55, `Exp on CIFAR-SVHN-STL/networks/`: two copies of its BasicBlock, the
+LB and EMA_Net, + Decoder + AuxClassifier 2c2f) and AugLocal (ChenxiangMA/AugLocal at 98c90d61,
+`networks/auxiliary_nets.py` AuxNetwork 'unifSamp' with its configs.py net_dim). Where ours
+differs, `difference` names the mechanism.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from hpff_bench.aux import heads, imagenet
+from hpff_bench.aux.auglocal import AugLocalAuxNet, unit_widths
+from hpff_bench.aux.man import MomentumAux
+from hpff_bench.networks.cifar_resnet import BasicBlock
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,28 @@ _HP = "HPFF ImageNet InfoProAux.py"
 _DGL = "DGL auxiliary_nets_study/models.py"
 _LL = "local-loss train.py"
 _CIFAR = ((16, 32), (32, 16), (64, 8))
+_MAN = "MAN @a6d20c55 resnetInfoPro_MAN.py"
+_AUG = "AugLocal @98c90d61 auxiliary_nets.py"
+
+
+def _man(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [MomentumAux(BasicBlock(cin, cout, stride), 32, "2c2f", "ce", 10)]
+
+
+def _rows_2024() -> list[Row]:
+    """MAN's aux net at each kind of next block (its EMA and learnable copies + decoder + 2c2f
+    classifier, at the next block's width), AugLocal's at sampled layers of resnet32 (depth 2, its
+    command's; and 1) and resnet110 (3). Counted by building the official modules on the CPU."""
+    rows = [Row("man", f"block {cin}->{cout} s{s}", cout, 32 // (2 ** (cout // 32)), lambda a=(cin, cout, s): _man(*a),
+                n, _MAN) for cin, cout, s, n in ((16, 16, 1, 30_901), (16, 32, 2, 98_037), (32, 32, 1, 106_101),
+                                                  (32, 64, 2, 206_325), (64, 64, 1, 238_837))]
+    for net, blocks, layer, depth, n in (("resnet32", (5, 5, 5), 0, 2, 72_906), ("resnet32", (5, 5, 5), 6, 2, 76_938),
+                                         ("resnet32", (5, 5, 5), 11, 2, 148_618), ("resnet32", (5, 5, 5), 0, 1, 48_266),
+                                         ("resnet110", (18, 18, 18), 0, 3, 77_578)):
+        widths = unit_widths(blocks)
+        rows.append(Row("auglocal", f"{net} u{layer} d{depth}", widths[layer], 32 >> (widths[layer] // 32),
+                        lambda w=widths, u=layer, d=depth: [AugLocalAuxNet(w, u, d, 10)], n, _AUG))
+    return rows
 
 
 def _rows() -> list[Row]:
@@ -79,7 +107,7 @@ def _rows() -> list[Row]:
     return rows
 
 
-ROWS = _rows()
+ROWS = _rows() + _rows_2024()
 
 
 def markdown() -> str:

@@ -19,20 +19,32 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpff_bench.networks import NETWORKS, get_network
+    from hpff_bench.networks import get_network
 
     if args.network:
-        spec = get_network(args.network)
-        names = getattr(spec, "unit_names", None)
-        n = spec.num_blocks + 2
-        print(f"{args.network}: {n} units ({spec.num_blocks} blocks in stages {list(spec.stage_blocks)})")
-        print(f"{'unit':>5}  {'cut':>6}  starts with")
-        for u in range(n):
-            cut = "" if u >= n - 2 else "{}.{}".format(*_stage_block(spec, u))
-            what = names[u] if names else spec.unit_name(u)
-            print(f"{u:>5}  {cut:>6}  {what}")
-        print("cut: --cuts STAGE.BLOCK for a cut after this unit (none after the last block: the head stays with it)")
-        return 0
+        print_units(args.network, get_network(args.network))
+    else:
+        print_registry()
+    return 0
+
+
+def print_units(name: str, spec) -> None:
+    """A network's units, each with the --cuts name of a cut after it."""
+    names = getattr(spec, "unit_names", None)
+    n = spec.num_blocks + 2
+    print(f"{name}: {n} units ({spec.num_blocks} blocks in stages {list(spec.stage_blocks)})")
+    print(f"{'unit':>5}  {'cut':>6}  starts with")
+    for u in range(n):
+        cut = "" if u >= n - 2 else "{}.{}".format(*_stage_block(spec, u))
+        what = names[u] if names else spec.unit_name(u)
+        print(f"{u:>5}  {cut:>6}  {what}")
+    print("cut: --cuts STAGE.BLOCK for a cut after this unit (none after the last block: the head stays with it)")
+
+
+def print_registry() -> None:
+    """Every registered network: blocks per stage, family, where it came from."""
+    from hpff_bench.networks import NETWORKS
+
     rows = [(name, "x".join(map(str, spec.stage_blocks)) if spec.family != "any" else "-", spec.family,
              NETWORKS.source(name)) for name, spec in NETWORKS.items()]
     width = max(len(r[0]) for r in rows)
@@ -41,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:{width}}  {blocks:12}  {family:8}  {source}")
     print("or --network PKG.MODULE:CALLABLE (e.g. torchvision.models:mobilenet_v2): imports PKG.MODULE, "
           "calls CALLABLE and cuts the model by structure; `hpff-bench networks --network X` lists its units")
-    return 0
 
 
 def _stage_block(spec, unit):

@@ -8,7 +8,7 @@ import sys
 
 from hpff_bench.cli_options import NETWORK_HELP, add_config_arguments, config_from_args
 from hpff_bench.errors import ConfigError
-from hpff_bench.method_registry import METHODS, local_methods, method_names
+from hpff_bench.method_registry import METHODS, hilo_methods, local_methods, method_names
 
 HELP = """\
 Predict (fake tensors, no GPU) every configuration of --methods x --k x split (the papers'
@@ -88,13 +88,15 @@ def configurations(network, dataset, batch, methods, ks) -> list:
             gc_ks = [k for k in ks if k > 1] if m == "gc" else []
             out.extend(_config(network, dataset, batch, m, k, "auto", False) for k in gc_ks or [1])
             continue
+        # AugLocal's modules are its code's own (no split choice); HPFF composes with hilo_methods() only
+        splits = ("auto",) if m == "auglocal" else PAPER_SPLITS + ("balanced",)
         for k in ks:
-            for split in PAPER_SPLITS + ("balanced",):
-                for hpff in (False, True):
+            for split in splits:
+                for hpff in (False, True) if m in hilo_methods() else (False,):
                     try:
                         out.append(_config(network, dataset, batch, m, k, split, hpff))
                     except ConfigError:
-                        if split == "balanced":
+                        if split in ("balanced", "auto"):
                             raise
     return out
 

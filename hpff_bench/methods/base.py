@@ -141,6 +141,11 @@ class Method(nn.Module):
         return x.float()
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """An autocast output in float32 for its loss; float32 and float64 tensors as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def synthetic_batch(
     config: RunConfig, device: torch.device | str = "cpu", generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

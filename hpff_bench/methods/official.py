@@ -31,7 +31,6 @@ and PredSim have no official HPFF code and run the same execution with their own
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from torch import nn
@@ -39,6 +38,7 @@ from torch import nn
 from hpff_bench.aux.heads import DGLHead, GreedyHead, PredSimPrediction, PredSimSimilarity
 from hpff_bench.aux.losses import cross_entropy, similarity_matching
 from hpff_bench.aux.official import OfficialClassifier, QuadrantDecoder, WholeDecoder
+from hpff_bench.aux.official import official_init as _official_init
 from hpff_bench.methods.base import Method, StepOutput
 from hpff_bench.networks.cifar_resnet import WIDTHS
 from hpff_bench.official_code import MODULE_ENDS
@@ -193,15 +193,3 @@ class OfficialHiLo(Method):
             loss = wx * loss_x + wy * loss_y
         loss.backward()  # as every position's: outside any scope, so its FLOPs go where its nodes were made
         return StepOutput(loss_y.detach(), y.detach())
-
-
-def _official_init(module: nn.Module) -> None:
-    """The official model's init, applied to every conv it owns: N(0, sqrt(2 / (k·k·C_out))),
-    BatchNorm weight 1, bias 0 (linear layers and conv biases keep torch's default)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

@@ -28,6 +28,8 @@ _INFOPRO_CIFAR = "blackfeather-wang/InfoPro-Pytorch: Experiments on CIFAR-SVHN-S
 _INFOPRO_IMAGENET = "blackfeather-wang/InfoPro-Pytorch: Experiments on ImageNet/networks/resnet.py (k2_infopro)"
 _HPFF_CIFAR = "Zeudfish/HPFF: Exp on CIFAR_SVHN_STL/network/config.py"
 _HPFF_IMAGENET = "Zeudfish/HPFF: Exp on Imagenet/networks/configs.py (Layer)"
+_MAN_CIFAR = "JunhaoSu0/MAN: Exp on CIFAR-SVHN-STL/networks/config.py, the same InfoPro table as HPFF's"
+_AUGLOCAL_CIFAR = "ChenxiangMA/AugLocal: train.py (local_module_num -= aux_net_depth), networks/configs.py net_config"
 
 
 def _r(stage: int, blocks) -> list[Cut]:
@@ -343,12 +345,32 @@ def split_of(config) -> Split:
     """The resolved split of a RunConfig."""
     if getattr(config, "variant", "ours") == "official":
         return official_split(config.network, config.k)
+    if getattr(config, "method", None) == "auglocal":
+        return auglocal_split(config.network, config.k, config.aux_net_depth)
+    if getattr(config, "method", None) == "man" and config.split == "auto" and not config.cuts \
+            and _entry(config.network, "hpff", config.k, None):
+        s = resolve_cuts(config.network, "hpff", config.k)
+        return Split(s.scheme, s.requested_k, s.cuts, f"auto: MAN's code uses HPFF's module table ({_MAN_CIFAR}); "
+                     f"{s.reason}", s.where)
     if config.split == "balanced" and not config.cuts:  # the search checks K itself (K = 1 too)
         from hpff_bench.networks import get_network
 
         return balanced(SplitRequest(config.network, get_network(config.network), config.k, config.dataset,
                                      config=config))
     return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts, config)
+
+
+def auglocal_split(network: str, k: int, depth: int) -> Split:
+    """AugLocal's modules: its code trains `local_module_num = K - aux_net_depth` modules, one per
+    unit from the stem (its `network_config[...]['net_config']` lists every unit in order), the
+    last module holding the remaining units and the head."""
+    from hpff_bench.networks import get_network
+
+    spec = get_network(network)
+    n = k - depth
+    units = tuple(range(n - 1))
+    return Split("auglocal", k, units, f"{_AUGLOCAL_CIFAR}: K={k} - aux_net_depth {depth} = {n} modules, "
+                 "one per unit from the stem", tuple(_stage_block(spec, u) for u in units))
 
 
 def official_split(network: str, k: int) -> Split:

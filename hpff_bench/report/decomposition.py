@@ -19,7 +19,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hpff_bench.report.figures import _facets, _legend, _legend_rows, _method_patches, compact_settings, style
+from hpff_bench.report.figures import (
+    _facets,
+    _legend,
+    _legend_rows,
+    _method_patches,
+    compact_settings,
+    style,
+)
 from hpff_bench.report.style import MIB, family_of, method_color
 from hpff_bench.report.tables import Table, memory_value, natural_key, ok_rows
 
@@ -69,7 +76,7 @@ def decomposition(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok.assign(step=[step_of(r) for _, r in ok.iterrows()])
     ok = ok[ok["step"].notna()]
     rows = []
-    for (setting, method, modules), g in ok.groupby(["setting", "method", ok["modules"].fillna(-1)], sort=False):
+    for (setting, _method, modules), g in ok.groupby(["setting", "method", ok["modules"].fillna(-1)], sort=False):
         have = {}
         for step in STEPS:
             runs = g[g["step"] == step]

@@ -112,7 +112,15 @@ def _panels(values) -> list[str]:
 
 
 def _title(ax, family: str | None, setting: str) -> None:
-    ax.set_title(f"{family}\n{setting}" if family else setting)
+    text = f"{family}\n{setting}" if family else setting
+    if ax.get_subplotspec().get_gridspec().ncols >= 5:
+        # five family columns or more (MAN, AugLocal) in two paper columns: a fifth of the width
+        # each, so smaller text, a line per setting part, and long names cut
+        lines = [part for line in text.split("\n") for part in (line.split(" · ") if len(line) > 22 else [line])]
+        text = "\n".join(x if len(x) <= 22 else x[:21] + "…" for x in lines)
+        ax.set_title(text, fontsize="x-small")
+        return
+    ax.set_title(text)
 
 
 def compact_settings(c: pd.DataFrame, column: str = "setting") -> pd.DataFrame:

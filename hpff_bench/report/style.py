@@ -4,7 +4,8 @@ A method is identified by its label (`RunConfig.label`, e.g. "InfoPro+HPFF (n=2)
 depends only on the label, never on which other methods a report happens to contain, so the
 same method looks the same in every figure of every report: the base method picks a hue (its
 entry in hpff_bench.method_registry: BP black, GC grey, Greedy SL purple, DGL blue, InfoPro
-orange, ...) and the HPFF variant picks the shade (plain lightest ... full HPFF darkest).
+orange, PredSim green, MAN red, AugLocal magenta) and the HPFF variant picks the shade (plain
+lightest ... full HPFF darkest).
 """
 
 from __future__ import annotations

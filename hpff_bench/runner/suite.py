@@ -194,14 +194,21 @@ def resolve_fields(fields: dict) -> dict:
     if hpff:
         d["hilo"] = True
         d.setdefault("pff_grid", 2)
-    if d.get("method") == "infopro":  # unset aux / local_loss / lambdas: the paper's recipe
-        from hpff_bench.recipes import infopro_defaults
+    where = (d.get("dataset", _DEFAULTS.dataset), d.get("network", _DEFAULTS.network), d.get("k", _DEFAULTS.k))
+    if d.get("method") in ("infopro", "man"):  # unset aux / local_loss / lambdas: the paper's recipe
+        from hpff_bench.recipes import infopro_defaults, man_momentum
 
-        r = infopro_defaults(d.get("dataset", _DEFAULTS.dataset), d.get("network", _DEFAULTS.network),
-                             d.get("k", _DEFAULTS.k), hpff)
+        r = infopro_defaults(*where, hpff, d["method"])
         d.setdefault("aux", r["aux"])
         d.setdefault("local_loss", r["local_loss"])
         d.setdefault("lambdas", dataclasses.asdict(r["lambdas"]))
+        if d["method"] == "man":
+            d.setdefault("man_momentum", man_momentum())
+    if d.get("method") == "auglocal":  # unset depth / pyramid: its command's
+        from hpff_bench.recipes import auglocal_defaults
+
+        for name, value in auglocal_defaults(*where).items():
+            d.setdefault(name, value)
     if isinstance(d.get("lambdas"), dict):
         d["lambdas"] = InfoProLambdas(**d["lambdas"])
     return d

@@ -276,7 +276,12 @@ def _log_train_cost(tasks: list[Task], jobs: int, data_root, download, log) -> N
     threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // jobs))
     log(f"timing {len({t.config.replace(seed=0).config_id() for t in tasks if t.kind == 'train'})} "
         "training configuration(s) to estimate the cost ...")
-    for line in estimate_train_cost(tasks, jobs, threads, data_root, download).lines():
+    try:
+        lines = estimate_train_cost(tasks, jobs, threads, data_root, download).lines()
+    except Exception as e:  # noqa: BLE001 - a configuration that cannot step fails in its own task, recorded
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        lines = [f"training: cost not estimated ({type(e).__name__}: {first}); its task will record the failure"]
+    for line in lines:
         log(line)
 
 
