@@ -10,7 +10,7 @@ import sys
 from hpff_bench.errors import ConfigError
 
 # Each module defines add_parser(subparsers), which sets `func(args) -> int` on its parser.
-COMMANDS = ("profile", "estimate", "plan", "train", "sweep", "report", "aux_params")
+COMMANDS = ("profile", "estimate", "plan", "train", "sweep", "report", "aux_params", "networks")
 
 
 def one_line(text: str) -> str:

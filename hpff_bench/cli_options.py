@@ -14,7 +14,6 @@ from hpff_bench.config import (
     HPFF_INFOPRO_LAMBDAS,
     INFOPRO_AUX,
     LOCAL_LOSSES,
-    METHODS,
     PFF_EXECS,
     PFF_ON,
     PRECISIONS,
@@ -23,6 +22,7 @@ from hpff_bench.config import (
     InfoProLambdas,
     RunConfig,
 )
+from hpff_bench.method_registry import METHODS
 
 HILO_HELP = """\
 HiLo (hierarchical local learning, HPFF paper). The independent level (IL) is each module's
@@ -40,6 +40,12 @@ per quadrant, four BCE losses summed); here every auxiliary net of the chosen le
 patches, and the losses are averaged, as the paper's formula says."""
 
 
+NETWORK_HELP = """a registered network (`hpff-bench networks` lists them) or PKG.MODULE:CALLABLE,
+e.g. torchvision.models:mobilenet_v2: this imports PKG.MODULE, which runs its code (naming it is
+your explicit choice), calls CALLABLE (with num_classes= when it takes it) and cuts the model it
+returns into units by structure (docs/extending.md)"""
+
+
 PRECISION_HELP = f"""{', '.join(PRECISIONS)} (default fp32). bf16/fp16 run every module and
 aux-net forward under torch.autocast (losses in fp32) with a gradient scaler for fp16. CPU and
 CUDA autocast keep different ops in low precision (CUDA: convolutions, linear and matmul in
@@ -52,8 +58,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, step_counts: bool = Tr
     """The RunConfig flags; step_counts=False leaves out --steps/--warmup (training counts epochs)."""
     d = RunConfig()
     g = parser.add_argument_group("run")
-    g.add_argument("--network", default=d.network, help="network (default %(default)s)")
-    g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)} (default %(default)s)")
+    g.add_argument("--network", default=d.network, help=NETWORK_HELP + " (default %(default)s)")
+    g.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS.registered())}, or a method "
+                   "an installed package registers (docs/extending.md) (default %(default)s)")
     g.add_argument("--k", type=int, default=None, help="number of modules K (default 1; with --cuts: their count + 1)")
     g.add_argument(
         "--split",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hpff_bench import validation as V
 from hpff_bench.errors import ConfigError
+from hpff_bench.method_registry import METHODS, hilo_methods, local_methods, method_names
 
 # dataset -> (image size, classes). Profiling and estimation need no data, only these.
 DATASETS: dict[str, tuple[int, int]] = {
@@ -24,13 +25,8 @@ DATASETS: dict[str, tuple[int, int]] = {
     "folder": (32, 10),
     "fake": (32, 10),
 }
-METHODS = ("bp", "gc", "greedy", "dgl", "infopro", "predsim", "man", "auglocal")
-# gradient-isolated modules, each trained by its own local loss
-LOCAL_METHODS = ("greedy", "dgl", "infopro", "predsim", "man", "auglocal")
-# the local methods HiLo and PFF compose with (an aux net on a module's output); MAN's aux net is
-# the next block's moving average and AugLocal's the sampled later layers: no window or patch
-# form of either exists in their papers or code
-HILO_METHODS = ("greedy", "dgl", "infopro", "predsim")
+# the methods (names, labels, which are local) are hpff_bench.method_registry's
+# the built-in --split schemes (for help texts); networks/splits.py SPLIT_SCHEMES registers them
 SPLITS = ("auto", "infopro", "infopro-balanced", "hpff", "uniform", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 INFOPRO_AUX = ("1c2f", "2c2f")
@@ -132,7 +128,8 @@ class RunConfig:
 
     @property
     def is_local(self) -> bool:
-        return self.method in LOCAL_METHODS
+        info = METHODS.get(self.method)
+        return info is not None and info.local
 
     @property
     def ablation(self) -> str | None:
@@ -151,16 +148,7 @@ class RunConfig:
     @property
     def label(self) -> str:
         """Human label used in tables, e.g. `InfoPro+HPFF (n=2)`, `DGL+HiLo (CL)`."""
-        base = {
-            "bp": "BP",
-            "gc": "GC",
-            "greedy": "Greedy SL",
-            "dgl": "DGL",
-            "infopro": "InfoPro",
-            "predsim": "PredSim",
-            "man": "MAN",
-            "auglocal": "AugLocal",
-        }[self.method]
+        base = METHODS[self.method].label if self.method in METHODS else self.method
         if not self.is_local:
             return base
         if self.variant == "official":
@@ -212,12 +200,12 @@ class RunConfig:
     # ----- validation -------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the bad value and what is allowed; cheap, builds nothing."""
-        from hpff_bench.networks import NETWORKS  # local import: networks import config
-        from hpff_bench.networks.splits import split_of
+        from hpff_bench.networks import get_network  # local import: networks import config
+        from hpff_bench.networks.splits import scheme_names, split_of
 
-        _choice("network", self.network, tuple(NETWORKS))
-        _choice("method", self.method, METHODS)
-        _choice("split", self.split, SPLITS)
+        network = get_network(self.network)  # a PKG.MODULE:CALLABLE is imported and probed here
+        _choice("method", self.method, method_names())
+        _choice("split", self.split, scheme_names())
         _choice("dataset", self.dataset, tuple(DATASETS))
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
@@ -255,11 +243,13 @@ class RunConfig:
         V.number("--pyramid-coeff", self.pyramid_coeff, low=0)
         if self.method in ("man", "auglocal"):
             self._validate_2024()
+        if hasattr(network, "check"):  # a network cut by structure: does it take this input?
+            network.check(self.resolved_num_classes, self.resolved_image_size)
         if self.variant == "official" or self.hilo_exec == "official":
             self._validate_official()
             return self
         if self.split == "balanced" and not self.cuts:  # the search traces: check K only here
-            max_k = NETWORKS[self.network].num_blocks + 1
+            max_k = network.num_blocks + 1
             if not 1 <= self.k <= max_k:
                 raise ConfigError(f"--k {self.k} is out of range for {self.network}: K is 1 to {max_k}")
         else:
@@ -267,11 +257,14 @@ class RunConfig:
         if not self.is_local:
             if self.hilo or self.pff_grid > 1:
                 raise ConfigError(
-                    f"--hilo/--pff-grid/--hpff need a local method (one of {', '.join(LOCAL_METHODS)}), "
+                    f"--hilo/--pff-grid/--hpff need a local method (one of {', '.join(local_methods())}), "
                     f"got --method {self.method}"
                 )
             if not self.independent:
                 raise ConfigError("--no-independent needs --hilo with a local method")
+        elif (self.hilo or self.pff_grid > 1) and not METHODS[self.method].hilo:
+            raise ConfigError(f"--hilo/--pff-grid/--hpff compose with {', '.join(hilo_methods())} only (an aux net "
+                              f"on a module's output), got --method {self.method}")
         if self.hilo:
             if self.cascade_span < 2:
                 raise ConfigError(f"--cascade-span must be >= 2, got {self.cascade_span}")
@@ -290,16 +283,16 @@ class RunConfig:
 
     def _validate_2024(self) -> None:
         """MAN and AugLocal run what their official CIFAR code runs: CIFAR ResNets, no HiLo/PFF."""
-        from hpff_bench.networks import NETWORKS
+        from hpff_bench.networks import get_network
 
-        spec = NETWORKS[self.network]
-        label = {"man": "MAN", "auglocal": "AugLocal"}[self.method]
+        spec = get_network(self.network)
+        label = METHODS[self.method].label
         if spec.family != "cifar":
             raise ConfigError(f"--method {self.method}: {label}'s code builds CIFAR ResNets (basic blocks) only, "
                               f"got --network {self.network}")
         if self.hilo or self.pff_grid > 1 or self.variant != "ours":
             raise ConfigError(f"--method {self.method}: --hilo/--pff-grid/--hpff/--variant official compose with "
-                              f"{', '.join(HILO_METHODS)} only ({label} has its own aux nets and no windowed or "
+                              f"{', '.join(hilo_methods())} only ({label} has its own aux nets and no windowed or "
                               "patched form)")
         if self.method == "auglocal":
             if self.split != "auto" or self.cuts:

@@ -31,8 +31,8 @@ import torch
 
 from hpff_bench.errors import ConfigError
 from hpff_bench.memory.tracker import cuda_block_size
-from hpff_bench.networks import NETWORKS
-from hpff_bench.networks.splits import Split, _stage_block, cuts_notation, register_balanced
+from hpff_bench.networks import get_network
+from hpff_bench.networks.splits import Split, _stage_block, cuts_notation
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def unit_costs(cfg) -> UnitCosts:
     """T_b from one trace cut after every unit; A_i from one fake forward (see the module doc)."""
     from hpff_bench.memory.trace import trace_training
 
-    spec = NETWORKS[cfg.network]
+    spec = get_network(cfg.network)
     n = spec.num_blocks + 1
     where = cuts_notation(spec, range(n - 1))
     every = cfg.replace(split="auto", cuts=where, k=n)
@@ -69,7 +69,7 @@ def saved_bytes_per_unit(cfg) -> tuple[int, ...]:
     unit that saves it)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    spec = NETWORKS[cfg.network]
+    spec = get_network(cfg.network)
     seen: set = set()
     out: list[int] = []
     with FakeTensorMode(allow_non_fake_inputs=True):
@@ -139,7 +139,7 @@ def balanced_split(cfg) -> Split:
 
 
 def _search(cfg) -> Split:
-    spec = NETWORKS[cfg.network]
+    spec = get_network(cfg.network)
     n = spec.num_blocks + 1
     if not 1 <= cfg.k <= n:
         raise ConfigError(f"--k {cfg.k} is out of range for {cfg.network}: K is 1 to {n}")
@@ -160,7 +160,7 @@ def _refine(cfg, cuts: tuple[int, ...], n: int) -> tuple[tuple[int, ...], int, i
     Returns (cuts, peak_allocated_bytes, predictions made)."""
     from hpff_bench.memory.predict import predict
 
-    spec = NETWORKS[cfg.network]
+    spec = get_network(cfg.network)
     peaks: dict[tuple[int, ...], int] = {}
 
     def peak(c: tuple[int, ...]) -> int:
@@ -182,5 +182,3 @@ def _refine(cfg, cuts: tuple[int, ...], n: int) -> tuple[tuple[int, ...], int, i
                     best, improved = c, True
     return best, peak(best), len(peaks)
 
-
-register_balanced(balanced_split)

@@ -45,9 +45,17 @@ def test_hpff_decoder_for_every_stage(ratio):
     assert HPFFImageNetDecoder(64, ratio, 64)(torch.randn(1, 64, 64 // ratio, 64 // ratio)).shape == (1, 3, 64, 64)
 
 
-def test_hpff_decoder_names_the_sizes_it_takes():
-    with pytest.raises(ValueError, match="4, 8, 16 or 32 times smaller"):
-        HPFFImageNetDecoder(64, 2, 64)
+@pytest.mark.parametrize("ratio, nearest", [(1, 4), (2, 4), (5, 4), (6, 8), (12, 16), (64, 32)])
+def test_hpff_decoder_takes_the_nearest_of_its_four(ratio, nearest):
+    """Maps of other networks get the decoder of the nearest ResNet stage (log scale), which
+    still ends at the image size."""
+    from hpff_bench.aux.imagenet import HPFF_DECODER_STEPS, nearest_ratio
+
+    assert nearest_ratio(ratio) == nearest
+    dec = HPFFImageNetDecoder(8, ratio, 64)
+    ups = [m.size for m in dec.net if type(m).__name__ == "_Upsample"]
+    assert ups == [round(64 * f) for f, _, _ in HPFF_DECODER_STEPS[nearest]]
+    assert dec(torch.randn(2, 8, max(1, 64 // ratio), max(1, 64 // ratio))).shape == (2, 3, 64, 64)
 
 
 def _aux_types(cfg):

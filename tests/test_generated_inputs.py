@@ -69,7 +69,8 @@ class _StopIteration:
 def stubbed(monkeypatch):
     """The work of every command replaced by `_reached` (the checks before it stay real)."""
     import hpff_bench.aux.param_table as param_table
-    import hpff_bench.networks.splits as splits
+    import hpff_bench.commands.networks as networks
+    import hpff_bench.planning as planning
     import hpff_bench.profiling as profiling
     import hpff_bench.report.build as build
     import hpff_bench.runner.sweep as sweep
@@ -77,8 +78,10 @@ def stubbed(monkeypatch):
 
     for name in ("profile_config", "estimate_config", "estimate_batches"):
         monkeypatch.setattr(profiling, name, _reached)
-    monkeypatch.setattr(splits, "_BALANCED_SEARCH", [_reached])  # --split balanced traces
+    monkeypatch.setattr(planning, "balanced_split", _reached)  # --split balanced traces
     monkeypatch.setattr(train, "train", _reached)
+    monkeypatch.setattr(networks, "print_units", _reached)
+    monkeypatch.setattr(networks, "print_registry", _reached)
     monkeypatch.setattr(build, "render_report", _reached)
     monkeypatch.setattr(param_table, "markdown", _reached)
     monkeypatch.setattr(param_table, "ROWS", _StopIteration())
@@ -269,6 +272,7 @@ BASES = {
     "sweep": ["sweep", "s.toml", "--no-progress", "--no-download"],
     "report": ["report", "r.jsonl"],
     "aux-params": ["aux-params"],
+    "networks": ["networks", "--network", "resnet20"],
 }
 FILES = {"s.toml": toml_text(GOOD_SUITE), "r.jsonl": json.dumps(GOOD_RECORD) + "\n"}
 

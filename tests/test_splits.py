@@ -257,3 +257,24 @@ def test_records_say_the_resolved_split_and_why():
     # the new `cuts` field leaves ids of configs without cuts as they were before it existed
     assert RunConfig(method="dgl", k=4).config_id() == "ab77061bccf12319"
     assert RunConfig(method="dgl", k=2, cuts="2.1").config_id() != RunConfig(method="dgl", k=2).config_id()
+
+
+def test_a_registered_split_scheme_is_a_split_choice_everywhere():
+    """@register_split adds a --split value that validation, resolve_cuts and the error's list know."""
+    from hpff_bench.networks.splits import SPLIT_SCHEMES, Split, register_split
+
+    @register_split("after-stem")
+    def after_stem(r):
+        units = tuple(range(r.k - 1))  # the stem, then one block per extra module
+        return Split("after-stem", r.k, units, "test scheme", tuple((0, 0) if u == 0 else (1, u - 1) for u in units))
+
+    try:
+        assert SPLIT_SCHEMES.source("after-stem") == __name__
+        split = resolve_cuts("resnet20", "after-stem", 3)
+        assert (split.scheme, split.cuts, split.cuts_text) == ("after-stem", (0, 1), "0.0,1.0")
+        assert RunConfig(network="resnet20", method="dgl", split="after-stem", k=3).validate()
+        with pytest.raises(ConfigError, match=r"unknown --split 'x'; allowed: auto, infopro, infopro-balanced, "
+                                              r"hpff, uniform, balanced, after-stem$"):
+            RunConfig(split="x").validate()
+    finally:
+        SPLIT_SCHEMES.remove("after-stem")

@@ -112,9 +112,6 @@ class Decoder(nn.Module):
         return self.net(x)
 
 
-HEADS = {"greedy": GreedyHead, "dgl": DGLHead}
-
-
 class AvgPoolAsConv(nn.Module):
     """`nn.AvgPool2d(kernel_size, padding=padding)` (count_include_pad, as local-loss's), computed
     as a depthwise convolution with weights 1/(kh·kw): the same windows and divisor and equal
@@ -212,6 +209,19 @@ class _SpatialStd(torch.autograd.Function):
             through = grad_dev - grad_dev.mean(dim=(2, 3), keepdim=True)
             grad = through if grad is None else grad.add_(through)
         return grad
+
+
+# InfoPro's CIFAR-SVHN-STL10 code trains images up to STL-10's 96²; its ImageNet code 224²
+CIFAR_DESIGN_MAX_IMAGE = 96
+
+
+def design_family(family: str, image_size: int) -> str:
+    """Which of InfoPro's aux-net designs a network gets: its own family's, and for a network cut by
+    structure (family "any") the one InfoPro used at that image size (CIFAR nets up to 96², else
+    the ImageNet nets)."""
+    if family != "any":
+        return family
+    return "cifar" if image_size <= CIFAR_DESIGN_MAX_IMAGE else "imagenet"
 
 
 def infopro_aux_nets(family: str, design: str, channels: int, spatial: int, ratio: int, out_size: int,

@@ -24,6 +24,8 @@ Sources (read, not copied):
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from hpff_bench.aux.pff import PatchBatchNorm2d
@@ -80,14 +82,20 @@ HPFF_DECODER_STEPS: dict[int, list[tuple[float, int, int]]] = {
 }
 
 
+def nearest_ratio(ratio: int) -> int:
+    """HPFF has decoders for maps 4, 8, 16 and 32 times smaller than the image (ResNet stages);
+    another network's map gets the nearest of them on a log scale (a 112² map of a 224² image:
+    the /4 decoder; its upsampling sizes are the image's, so it still ends at the image size)."""
+    return min(HPFF_DECODER_STEPS, key=lambda r: (abs(math.log2(r) - math.log2(max(ratio, 1))), r))
+
+
 class HPFFImageNetDecoder(nn.Module):
-    """HPFF's ImageNet decoder for a feature map `ratio` times smaller than the image."""
+    """HPFF's ImageNet decoder for a feature map `ratio` times smaller than the image (the
+    nearest of HPFF's four, see nearest_ratio)."""
 
     def __init__(self, channels: int, ratio: int, out_size: int):
         super().__init__()
-        if ratio not in HPFF_DECODER_STEPS:
-            raise ValueError(f"HPFF's ImageNet decoder takes maps 4, 8, 16 or 32 times smaller than the image, got {ratio}")
-        self.net = _decoder(channels, out_size, HPFF_DECODER_STEPS[ratio])
+        self.net = _decoder(channels, out_size, HPFF_DECODER_STEPS[nearest_ratio(ratio)])
 
     def forward(self, x):
         return self.net(x)

@@ -38,8 +38,13 @@ class Term:
 
 
 class AuxObjective(nn.Module):
-    def __init__(self, terms: list[Term], grid: int, exec_mode: str, name: str, autocast=contextlib.nullcontext):
+    """`adapter` (aux/layout.py) turns the unit's output into the NCHW map the nets read (a view:
+    channels-last maps, tokens); the gradient goes back through it to the output's own layout."""
+
+    def __init__(self, terms: list[Term], grid: int, exec_mode: str, name: str, autocast=contextlib.nullcontext,
+                 adapter: nn.Module | None = None):
         super().__init__()
+        self.adapter = adapter
         self.autocast = autocast  # the method's mixed-precision context; losses stay in fp32
         self.nets = nn.ModuleList(t.net for t in terms)
         self.terms = terms
@@ -60,9 +65,18 @@ class AuxObjective(nn.Module):
         step by the caller (None without a reconstruction term)."""
         target = targets[self.target_grid] if targets is not None else None
         with scope("aux", None, self.name):
-            if self.grid == 1 or self.exec_mode == "batched":
-                return self._run_batched(feature, y, target, weight)
-            return self._run_streamed(feature, y, target, weight)
+            if self.adapter is None:
+                return self._run(feature, y, target, weight)
+            a = feature.detach().requires_grad_()
+            fmap = self.adapter(a)
+            total, grad = self._run(fmap, y, target, weight)
+            fmap.backward(grad)
+            return total, a.grad
+
+    def _run(self, feature, y, target, weight):
+        if self.grid == 1 or self.exec_mode == "batched":
+            return self._run_batched(feature, y, target, weight)
+        return self._run_streamed(feature, y, target, weight)
 
     def _run_batched(self, feature, y, target, weight):
         n = self.grid

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from hpff_bench.cli_options import add_config_arguments, config_from_args
-from hpff_bench.config import HILO_METHODS, LOCAL_METHODS, METHODS
+from hpff_bench.cli_options import NETWORK_HELP, add_config_arguments, config_from_args
 from hpff_bench.errors import ConfigError
+from hpff_bench.method_registry import METHODS, hilo_methods, local_methods, method_names
 
 HELP = """\
 Predict (fake tensors, no GPU) every configuration of --methods x --k x split (the papers'
@@ -27,12 +27,13 @@ PAPER_SPLITS = ("infopro", "infopro-balanced", "hpff")
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plan", help="what fits my GPU: configurations under a memory budget",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", default="resnet110")
+    p.add_argument("--network", default="resnet110", help=NETWORK_HELP + " (default %(default)s)")
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--batch-size", default="1024", help="(default %(default)s)")
     p.add_argument("--budget", required=True, metavar="SIZE", help="GPU memory, e.g. 24GiB or 80GB")
     p.add_argument("--methods", default="bp,infopro",
-                   help=f"comma-separated, from {', '.join(METHODS)} (default %(default)s)")
+                   help=f"comma-separated, from {', '.join(METHODS.registered())} and those installed packages "
+                   "register (default %(default)s)")
     p.add_argument("--k", default="2,3,4", help="K values for local methods and gc's checkpointed segments, "
                    "comma-separated (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON record per line instead of the table")
@@ -72,28 +73,26 @@ def _config(network, dataset, batch, method, k, split, hpff):
 def configurations(network, dataset, batch, methods, ks) -> list:
     """Every candidate RunConfig, validated (ConfigError for bad input); paper splits that have
     no table entry for this network/K are skipped, not errors."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    if network not in NETWORKS:
-        raise ConfigError(f"unknown --network {network!r}; allowed: {', '.join(NETWORKS)}")
-    max_k = NETWORKS[network].num_blocks + 1
+    max_k = get_network(network).num_blocks + 1
     for k in ks:
         if k > max_k:
             raise ConfigError(f"--k {k} is out of range for {network}: K is 1 to {max_k}")
     out = []
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r} in --methods; allowed: {', '.join(METHODS)}")
-        if m not in LOCAL_METHODS:
+        if m not in method_names():
+            raise ConfigError(f"unknown method {m!r} in --methods; allowed: {', '.join(method_names())}")
+        if m not in local_methods():
             # gc checkpoints at K's module boundaries (K=1 would be BP itself); bp has no K
             gc_ks = [k for k in ks if k > 1] if m == "gc" else []
             out.extend(_config(network, dataset, batch, m, k, "auto", False) for k in gc_ks or [1])
             continue
-        # AugLocal's modules are its code's own (no split choice); HPFF composes with HILO_METHODS only
+        # AugLocal's modules are its code's own (no split choice); HPFF composes with hilo_methods() only
         splits = ("auto",) if m == "auglocal" else PAPER_SPLITS + ("balanced",)
         for k in ks:
             for split in splits:
-                for hpff in (False, True) if m in HILO_METHODS else (False,):
+                for hpff in (False, True) if m in hilo_methods() else (False,):
                     try:
                         out.append(_config(network, dataset, batch, m, k, split, hpff))
                     except ConfigError:
@@ -125,7 +124,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"hpff-bench plan: note: {note}", file=sys.stderr)
     rows, seen = [], set()
     for cfg in tqdm(cfgs, desc="plan", unit="config", disable=None):
-        split = split_of(cfg)
+        try:
+            split = split_of(cfg)
+        except ConfigError as e:
+            if cfg.split != "balanced" or cfg.pff_grid == 1:
+                raise
+            # the search cuts after every unit to cost it; PFF cannot split some units' maps into its
+            # grid (odd or 1x1 maps of a network cut by structure): this configuration is left out
+            print(f"hpff-bench plan: note: left out {cfg.label} K={cfg.k} --split balanced: {e}", file=sys.stderr)
+            continue
         key = (cfg.method, cfg.hilo, cfg.pff_grid, split.cuts)
         if key in seen:  # a paper table and the search can give the same cuts
             continue

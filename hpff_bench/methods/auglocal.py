@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hpff_bench.aux.auglocal import AugLocalAuxNet, pyramid_depths, unit_widths
 from hpff_bench.config import InfoProLambdas
 from hpff_bench.methods.base import Method, StepOutput, full_precision
-from hpff_bench.networks import NETWORKS
+from hpff_bench.networks import get_network
 from hpff_bench.scope import scope
 
 # train.py's defaults (the README commands set neither): the task term only, weight 1 throughout
@@ -32,7 +32,7 @@ class AugLocal(Method):
         c = config
         self.name = c.method
         n = len(self.modules_)
-        widths = unit_widths(NETWORKS[c.network].stage_blocks)
+        widths = unit_widths(get_network(c.network).stage_blocks)
         self.depths = pyramid_depths(c.aux_net_depth, n, c.pyramid_coeff) if c.pyramid else [c.aux_net_depth] * (n - 1)
         with torch.device(self.device):
             for j in range(n - 1):

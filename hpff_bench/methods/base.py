@@ -16,7 +16,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from hpff_bench.config import RunConfig
 from hpff_bench.data.normalization import MEAN_STD
-from hpff_bench.networks import NETWORKS
+from hpff_bench.networks import get_network
 from hpff_bench.networks.splits import Split, module_unit_ranges, split_of
 from hpff_bench.scope import scope
 
@@ -34,7 +34,7 @@ class Method(nn.Module):
         self.config = config
         self.device = torch.device(device)
         self.split: Split = split_of(config)
-        spec = NETWORKS[config.network]
+        spec = get_network(config.network)
         with torch.device(self.device):
             network = spec.build(config.resolved_num_classes)
         units = list(network.units)

@@ -27,18 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-from hpff_bench.aux.heads import (
-    DGLHead,
-    GreedyHead,
-    PredSimPrediction,
-    PredSimSimilarity,
-    infopro_aux_nets,
-)
-from hpff_bench.aux.losses import LOCAL_LOSSES, cross_entropy, similarity_matching
-from hpff_bench.aux.objective import AuxObjective, Term
+from hpff_bench.aux.builders import AUX_NETS, AuxSite
+from hpff_bench.aux.layout import map_adapter
+from hpff_bench.aux.objective import AuxObjective
 from hpff_bench.aux.pff import check_divisible, fold_patches
 from hpff_bench.methods.base import Method, StepOutput
-from hpff_bench.networks import NETWORKS
+from hpff_bench.networks import get_network
 from hpff_bench.scope import scope
 
 
@@ -80,51 +74,32 @@ class LocalLearning(Method):
 
     # ----- construction ------------------------------------------------------------------
     def _module_output_shapes(self) -> list[tuple[int, ...]]:
-        """(C, H, W) after each module (they do not depend on the batch: cached per split)."""
+        """Each module's output shape without the batch ((C, H, W) for a CNN; tokens (N, D), ...);
+        they do not depend on the batch: cached per split."""
         c = self.config
         ranges = tuple((r.start, r.stop) for r in self.unit_ranges)
         return list(_module_output_shapes(c.network, c.resolved_num_classes, c.resolved_image_size, ranges))
 
     def _objective(self, shape, position: int, grid: int, name: str) -> AuxObjective:
         c = self.config
-        channels, height, width = shape
+        adapter, (channels, height, width) = map_adapter(shape, f"the output of module {position}")
         size = c.resolved_image_size
         if grid > 1:
             check_divisible(height, width, grid, f"the output of module {position} ({name})")
             check_divisible(size, size, grid, "the input image")
-        spatial = height // grid
-        classes = c.resolved_num_classes
-        if c.method == "greedy":
-            terms = [Term(GreedyHead(channels, spatial, classes), 1.0, "averaged", cross_entropy)]
-        elif c.method == "dgl":
-            terms = [Term(DGLHead(channels, spatial, classes), 1.0, "averaged", cross_entropy)]
-        elif c.method == "infopro":
-            lam1, lam2 = c.lambdas.at(position, len(self.modules_) - 1)
-            out_dim = classes if c.local_loss == "ce" else 128
-            decoder, classifier = infopro_aux_nets(
-                NETWORKS[c.network].family, "hpff" if c.hilo else "infopro", channels, spatial,
-                size // height, size // grid, out_dim, c.aux,
-            )
-            terms = [
-                Term(decoder, lam1, "per-patch"),
-                Term(classifier, lam2, "averaged", LOCAL_LOSSES[c.local_loss]),
-            ]
-        elif c.method == "predsim":
-            beta = c.predsim_beta
-            terms = [
-                Term(PredSimPrediction(channels, spatial, classes), 1 - beta, "averaged", cross_entropy),
-                Term(PredSimSimilarity(channels, spatial), beta, "averaged",
-                     functools.partial(similarity_matching, num_classes=classes)),
-            ]
-        else:
-            raise ValueError(f"not a local method: {c.method}")
-        return AuxObjective(terms, grid, c.pff_exec, name, self.autocast)
+        if c.method not in AUX_NETS:
+            raise ValueError(f"not a local method (no aux nets registered): {c.method}")
+        site = AuxSite(c, channels, height // grid, height, position, len(self.modules_), grid,
+                       get_network(c.network).family)
+        terms = AUX_NETS[c.method](site)
+        return AuxObjective(terms, grid, c.pff_exec, name, self.autocast, adapter)
 
     # ----- training step -----------------------------------------------------------------
     def _targets(self, x):
-        """InfoPro's reconstruction target, folded once per step for every grid an aux net uses
-        (only those: the unfolded image is not kept when no aux net reads it)."""
-        if self.config.method != "infopro":
+        """The reconstruction target (InfoPro's decoder, any per-patch term), folded once per step
+        for every grid an aux net uses (only those: the unfolded image is not kept when no aux net
+        reads it)."""
+        if not any(t.kind == "per-patch" for obj in self.aux_nets.values() for t in obj.terms):
             return None
         image = self.denormalize(x)
         grids = {obj.target_grid for obj in self.aux_nets.values()}
@@ -239,8 +214,8 @@ def _module_output_shapes(network: str, num_classes: int, size: int,
     plan builds the same network and split at many batch sizes (~0.3 s each for resnet110)."""
     # outside any fake-tensor mode: meta tensors need no faking (and it costs seconds)
     with unset_fake_temporarily(), torch.device("meta"):
-        units = list(NETWORKS[network].build(num_classes).units)
-        h = torch.empty(1, 3, size, size)
+        units = list(get_network(network).build(num_classes).units)
+        h = torch.empty(2, 3, size, size)  # 2: training-mode BatchNorm refuses one value per channel (1x1 maps)
         shapes = []
         for start, stop in ranges:
             for u in range(start, stop):

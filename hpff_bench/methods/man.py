@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from hpff_bench.aux.losses import LOCAL_LOSSES
 from hpff_bench.aux.man import MomentumAux
 from hpff_bench.methods.base import Method, StepOutput, full_precision
-from hpff_bench.networks import NETWORKS
+from hpff_bench.networks import get_network
 from hpff_bench.scope import scope
 
 
@@ -46,7 +46,7 @@ class MAN(Method):
         super().__init__(config, device, foreach)
         c = config
         self.name = c.method
-        spec = NETWORKS[c.network]
+        spec = get_network(c.network)
         n = len(self.modules_)
         self._stage = []  # the stage of the block that follows each module: its λ ratio's numerator
         with torch.device(self.device):

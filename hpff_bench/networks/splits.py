@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hpff_bench import validation as V
-from hpff_bench.config import SPLITS as SCHEMES
 from hpff_bench.errors import ConfigError
+from hpff_bench.registry import Registry
 
 Cut = tuple[int, int]
 
@@ -160,9 +160,9 @@ class Split:
 def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
     """`"1.14,2.8"` -> ((1, 14), (2, 8)), checked against `network`'s blocks: ConfigError naming
     the bad cut and the allowed range."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    spec = NETWORKS[network]
+    spec = get_network(network)
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"--cuts must be a string like '1.14,2.8' (STAGE.BLOCK, comma-separated), got {text!r}")
     last_stage = len(spec.stage_blocks)
@@ -195,9 +195,9 @@ def parse_cuts(text: str, network: str) -> tuple[Cut, ...]:
 
 
 def _max_k(network: str) -> int:
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    return NETWORKS[network].num_blocks + 1
+    return get_network(network).num_blocks + 1
 
 
 def _entry(network: str, scheme: str, k: int, dataset: str | None) -> TableEntry | None:
@@ -227,15 +227,17 @@ def _missing(network: str, scheme: str, k: int, dataset: str | None) -> ConfigEr
     return ConfigError(f"the {scheme} split table has no K={k} for {network}; it has {has}" + tail)
 
 
-def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, cuts: str = "") -> Split:
+def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, cuts: str = "",
+                 config=None) -> Split:
     """The cut points for `network` at K=`k` (or the user's `cuts`); ConfigError naming what is
     allowed otherwise. `auto` takes the InfoPro table, else HPFF's, else uniform, and says which."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    spec = NETWORKS[network]
+    spec = get_network(network)
     max_k = spec.num_blocks + 1
-    if split not in SCHEMES:
-        raise ConfigError(f"unknown --split {split!r}; allowed: {', '.join(SCHEMES)}")
+    schemes = scheme_names()
+    if split not in schemes:
+        raise ConfigError(f"unknown --split {split!r}; allowed: {', '.join(schemes)}")
     if cuts:
         where = parse_cuts(cuts, network)
         if split != "auto":
@@ -257,18 +259,70 @@ def resolve_cuts(network: str, split: str, k: int, dataset: str | None = None, c
             split, reason = "hpff", f"auto: HPFF's table has {network} K={k} (InfoPro's has not)"
         else:
             split, reason = "uniform", f"auto: neither InfoPro's nor HPFF's table has {network} K={k}"
-    if split == "uniform":
-        # cut positions are "after unit u" for u = stem, blocks but the last; the head rides
-        # with the last block
-        units = tuple(round(i * max_k / k) - 1 for i in range(1, k))
-        where = tuple(_stage_block(spec, u) for u in units)
-        return Split("uniform", k, units, reason or f"{k} modules of about {max_k / k:.1f} units each", where)
-    entry = _entry(network, split, k, dataset)
-    if entry is None:
-        raise _missing(network, split, k, dataset)
-    units = tuple(spec.unit_index(s, b) for s, b in entry.cuts)
-    reason = f"{reason}; " if reason else ""
-    return Split(split, k, units, f"{reason}{entry.source}", entry.cuts)
+    return SPLIT_SCHEMES[split](SplitRequest(network, spec, k, dataset, reason, config))
+
+
+# --split schemes: name -> fn(SplitRequest) -> Split, for K >= 2 (K and --cuts are checked before)
+SPLIT_SCHEMES = Registry("split scheme", "hpff_bench.splits")
+
+
+def register_split(name: str | None = None):
+    """Decorator: `@register_split("mine")` on `fn(request: SplitRequest) -> Split`."""
+    return SPLIT_SCHEMES.register(name)
+
+
+def scheme_names() -> tuple[str, ...]:
+    """What --split takes: auto (which picks a table or uniform) and every registered scheme."""
+    return ("auto", *SPLIT_SCHEMES)
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    network: str
+    spec: object  # the NetworkSpec (stage_blocks, unit_index)
+    k: int
+    dataset: str | None
+    reason: str = ""  # auto's reason for choosing this scheme
+    config: object = None  # the RunConfig, where the scheme is asked for one (balanced searches with it)
+
+
+def _table_scheme(scheme: str):
+    def split(r: SplitRequest) -> Split:
+        entry = _entry(r.network, scheme, r.k, r.dataset)
+        if entry is None:
+            raise _missing(r.network, scheme, r.k, r.dataset)
+        units = tuple(r.spec.unit_index(s, b) for s, b in entry.cuts)
+        reason = f"{r.reason}; " if r.reason else ""
+        return Split(scheme, r.k, units, f"{reason}{entry.source}", entry.cuts)
+
+    split.__doc__ = f"The {scheme} table's cuts (the official code's, each naming its file)."
+    return split
+
+
+for _scheme in ("infopro", "infopro-balanced", "hpff"):
+    SPLIT_SCHEMES.add(_scheme, _table_scheme(_scheme), "hpff_bench.networks.splits (the papers' tables)")
+
+
+@register_split("uniform")
+def uniform(r: SplitRequest) -> Split:
+    """K modules of about equal unit counts: cut positions are "after unit u" for u = stem,
+    blocks but the last; the head rides with the last block."""
+    max_k = r.spec.num_blocks + 1
+    units = tuple(round(i * max_k / r.k) - 1 for i in range(1, r.k))
+    where = tuple(_stage_block(r.spec, u) for u in units)
+    return Split("uniform", r.k, units, r.reason or f"{r.k} modules of about {max_k / r.k:.1f} units each", where)
+
+
+@register_split("balanced")
+def balanced(r: SplitRequest) -> Split:
+    """The cuts of the smallest predicted peak, searched by hpff_bench.planning (it traces: a
+    layer above networks/, imported here when asked for)."""
+    if r.config is None:
+        raise ConfigError("--split balanced searches for one configuration (network, batch, method, K); "
+                          "it needs a run's configuration")
+    from hpff_bench.planning import balanced_split
+
+    return balanced_split(r.config)
 
 
 def cuts_notation(spec, units) -> str:
@@ -287,14 +341,6 @@ def _stage_block(spec, unit: int) -> Cut:
     raise IndexError(unit)
 
 
-_BALANCED_SEARCH = []  # hpff_bench.planning registers its search here (it traces: above memory)
-
-
-def register_balanced(search) -> None:
-    """`--split balanced` needs a search that traces; networks/ cannot import it, so it hooks in."""
-    _BALANCED_SEARCH[:] = [search]
-
-
 def split_of(config) -> Split:
     """The resolved split of a RunConfig."""
     if getattr(config, "variant", "ours") == "official":
@@ -306,20 +352,21 @@ def split_of(config) -> Split:
         s = resolve_cuts(config.network, "hpff", config.k)
         return Split(s.scheme, s.requested_k, s.cuts, f"auto: MAN's code uses HPFF's module table ({_MAN_CIFAR}); "
                      f"{s.reason}", s.where)
-    if config.split == "balanced" and not config.cuts:
-        if not _BALANCED_SEARCH:
-            import hpff_bench.planning  # noqa: F401  (registers the search)
-        return _BALANCED_SEARCH[0](config)
-    return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts)
+    if config.split == "balanced" and not config.cuts:  # the search checks K itself (K = 1 too)
+        from hpff_bench.networks import get_network
+
+        return balanced(SplitRequest(config.network, get_network(config.network), config.k, config.dataset,
+                                     config=config))
+    return resolve_cuts(config.network, config.split, config.k, config.dataset, config.cuts, config)
 
 
 def auglocal_split(network: str, k: int, depth: int) -> Split:
     """AugLocal's modules: its code trains `local_module_num = K - aux_net_depth` modules, one per
     unit from the stem (its `network_config[...]['net_config']` lists every unit in order), the
     last module holding the remaining units and the head."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
-    spec = NETWORKS[network]
+    spec = get_network(network)
     n = k - depth
     units = tuple(range(n - 1))
     return Split("auglocal", k, units, f"{_AUGLOCAL_CIFAR}: K={k} - aux_net_depth {depth} = {n} modules, "
@@ -328,11 +375,11 @@ def auglocal_split(network: str, k: int, depth: int) -> Split:
 
 def official_split(network: str, k: int) -> Split:
     """`--variant official`: the official HPFF CIFAR code's modules for local_module_num = k."""
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
     from hpff_bench.official_code import MODULE_ENDS, SOURCE
 
     where = tuple(MODULE_ENDS[network][k][:-1])
-    spec = NETWORKS[network]
+    spec = get_network(network)
     return Split("official", k, tuple(spec.unit_index(s, b) for s, b in where), SOURCE, where)
 
 

@@ -15,7 +15,10 @@ class NetworkSpec:
     name: str
     stage_blocks: tuple[int, ...]  # blocks per stage (stage 1 .. S); stage 0 is the stem
     build: Callable[[int], UnitNetwork]
-    family: str = "cifar"  # "cifar" (He et al.'s CIFAR ResNets) or "imagenet" (torchvision's)
+    # "cifar" (He et al.'s CIFAR ResNets), "imagenet" (torchvision's ResNets) or "any" (a network
+    # cut by structure: InfoPro's aux-net design then follows the image size, docs/methods.md)
+    family: str = "cifar"
+    source: str = "hpff_bench.networks"  # where it was registered (module, entry point, import spec)
 
     @property
     def num_blocks(self) -> int:
@@ -57,12 +60,19 @@ class Head(nn.Module):
 
 
 class UnitNetwork(nn.Module):
-    """units[0] = stem, units[1..N] = blocks, units[N+1] = head."""
+    """units[0] = stem, units[1..N] = blocks, units[N+1] = head.
 
-    def __init__(self, units: list[nn.Module], spec_name: str):
+    `stage_blocks` (blocks per stage) and `names` (one per unit) are set for networks cut by
+    structure (networks/cutting.py); the built-in ones have them in their NetworkSpec."""
+
+    def __init__(self, units: list[nn.Module], spec_name: str, stage_blocks: tuple[int, ...] | None = None,
+                 names: tuple[str, ...] | None = None):
         super().__init__()
         self.units = nn.ModuleList(units)
         self.spec_name = spec_name
+        self.stage_blocks = stage_blocks
+        self.names = names
+        self.head_from: int | None = None  # set by networks/cutting.py for a traced network
 
     def forward(self, x):
         for unit in self.units:

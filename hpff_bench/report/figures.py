@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 
 from hpff_bench.config import RunConfig
 from hpff_bench.errors import ConfigError
+from hpff_bench.method_registry import global_methods
 from hpff_bench.report.style import (
     BREAKDOWN,
     BREAKDOWN_COLORS,
@@ -41,7 +42,6 @@ from hpff_bench.report.style import (
     order_methods,
 )
 from hpff_bench.report.tables import (
-    GLOBAL_METHODS,
     NO_SIDE_BY_SIDE,
     PARITY_MISSING,
     flop_efficiency,
@@ -105,7 +105,7 @@ def _source_handles(sources) -> list:
 
 def _families(c: pd.DataFrame) -> list[str]:
     """The local method families present, in the one order (Greedy SL, DGL, InfoPro, PredSim)."""
-    return order_methods({family_of(n) for n, m in zip(c["name"], c["method"]) if m not in GLOBAL_METHODS})
+    return order_methods({family_of(n) for n, m in zip(c["name"], c["method"]) if m not in global_methods()})
 
 
 def _panels(values) -> list[str]:
@@ -150,7 +150,7 @@ def _hide_empty(axes, zero_floor: bool = True) -> None:
 
 def _x_groups(rows: pd.DataFrame) -> list[tuple[int, int | None]]:
     """x positions: one per (K, real module count) of the rows' local methods."""
-    local = rows[~rows["method"].isin(GLOBAL_METHODS)]
+    local = rows[~rows["method"].isin(global_methods())]
     pairs = {(int(k), None if m != m or m is None else int(m)) for k, m in zip(local["k"], local["modules"])}
     if not pairs:
         pairs = {(int(k), None) for k in rows["k"]}
@@ -268,7 +268,7 @@ def _panel_rows(c: pd.DataFrame, row_key: str, row: str, family: str | None) -> 
     sub = c[c[row_key] == row]
     if family is None:
         return sub
-    return sub[sub["method"].isin(GLOBAL_METHODS) | (sub["name"].map(family_of) == family)]
+    return sub[sub["method"].isin(global_methods()) | (sub["name"].map(family_of) == family)]
 
 
 # ----- the figures -------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def breakdown(cfg: pd.DataFrame) -> Figure | str:
             mixed = sub["breakdown_source"].nunique() > 1
             labels = [
                 r["name"] + ("" if r["method"] == "bp" else
-                             f", K={r['k']}" if r["method"] in GLOBAL_METHODS else
+                             f", K={r['k']}" if r["method"] in global_methods() else
                              f", {k_text(r['k'], r['modules'], sep=' ')}")
                 + (" (pred.)" if mixed and r["breakdown_source"] == "predicted" else "")
                 for _, r in sub.iterrows()
@@ -351,7 +351,7 @@ def pff(cfg: pd.DataFrame) -> Figure | str:
     """PFF: one aux step's activations and the whole-step peak by patch grid n and execution."""
     if cfg.empty:
         return "no successful runs"
-    local = cfg[~cfg["method"].isin(GLOBAL_METHODS) & cfg["aux_step_bytes"].notna()]
+    local = cfg[~cfg["method"].isin(global_methods()) & cfg["aux_step_bytes"].notna()]
     groups = [g for _, g in local.groupby(["setting", "method", "variant", "k", local["modules"].fillna(-1), "hilo"], sort=False)
               if g["pff_grid"].nunique() > 1]
     if not groups:
@@ -453,7 +453,7 @@ def parity(cfg: pd.DataFrame) -> Figure | str:
     if c.empty:
         return PARITY_MISSING
     unit, scale = memory_unit(float(max(c["measured_bytes"].max(), c["comparable_bytes"].max())))
-    fams = (["BP / GC"] if c["method"].isin(GLOBAL_METHODS).any() else []) + _families(c)
+    fams = (["BP / GC"] if c["method"].isin(global_methods()).any() else []) + _families(c)
     sources = [s for s in ("cuda-allocator", "tensor-tracker") if s in set(c["measured_source"])]
     markers = {"cuda-allocator": "o", "tensor-tracker": "s"}
     source_text = {
@@ -472,7 +472,7 @@ def parity(cfg: pd.DataFrame) -> Figure | str:
         side = (DOUBLE - 0.8) / ncols if ncols > 1 else COLUMN * 0.75
         fig, axes = _facets(nrows, ncols, math.ceil((len(fams) + len(sources) + 1) / 2), panel_h=side + 0.45)
         for ax, fam in zip(axes.ravel(), fams):
-            sub = c[c["method"].isin(GLOBAL_METHODS)] if fam == "BP / GC" else c[c["name"].map(family_of) == fam]
+            sub = c[c["method"].isin(global_methods())] if fam == "BP / GC" else c[c["name"].map(family_of) == fam]
             line = np.linspace(max(lo, 1e-12), hi, 200)
             ax.plot(line, line, color="#444444", lw=0.8)
             ax.fill_between(line, line * 0.9, line * 1.1, color="#999999", alpha=0.2, lw=0)
@@ -535,7 +535,7 @@ def speed(cfg: pd.DataFrame) -> Figure | str:
                 sub = _panel_rows(c, "panel", p, fam)
                 if value == "step_ms":
                     plain = {(int(r["k"]), r["modules"]): r for _, r in sub.iterrows()
-                             if r["method"] not in GLOBAL_METHODS and r["name"] == fam}
+                             if r["method"] not in global_methods() and r["name"] == fam}
                     drawn |= set(_bars(ax, sub, "step_ms", 1.0, err=("q1_ms", "q3_ms"), noise_ref=plain))
                     _title(ax, fam, p)
                 else:

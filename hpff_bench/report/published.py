@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hpff_bench.method_registry import METHODS
+
 SOURCES = {
     "infopro": (
         "Wang, Ni, Song, Yang, Huang. Revisiting Locally Supervised Learning: an Alternative to "
@@ -38,7 +40,7 @@ class Published:
 
     @property
     def name(self) -> str:
-        base = {"bp": "BP", "greedy": "Greedy SL", "dgl": "DGL", "infopro": "InfoPro"}[self.method]
+        base = METHODS[self.method].label
         if self.local_loss:
             base += " (softmax)" if self.local_loss == "ce" else " (contrast)"
         return base + (f" [{self.variant}]" if self.variant else "")

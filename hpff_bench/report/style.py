@@ -2,38 +2,48 @@
 
 A method is identified by its label (`RunConfig.label`, e.g. "InfoPro+HPFF (n=2)"). The colour
 depends only on the label, never on which other methods a report happens to contain, so the
-same method looks the same in every figure of every report: the base method picks a hue
-(BP black, GC grey, Greedy SL purple, DGL blue, InfoPro orange, PredSim green, MAN red, AugLocal
-magenta) and the HPFF variant picks the
-shade (plain lightest ... full HPFF darkest).
+same method looks the same in every figure of every report: the base method picks a hue (its
+entry in hpff_bench.method_registry: BP black, GC grey, Greedy SL purple, DGL blue, InfoPro
+orange, PredSim green, MAN red, AugLocal magenta) and the HPFF variant picks the shade (plain
+lightest ... full HPFF darkest).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 import matplotlib.colors as mcolors
 from matplotlib import colormaps
 
 from hpff_bench.memory.tracker import CATEGORIES
+from hpff_bench.method_registry import METHODS
 
-BASES = ("BP", "GC", "Greedy SL", "DGL", "InfoPro", "PredSim", "MAN", "AugLocal")
 # variant key -> position (order within a base method, and shade)
 VARIANTS = ("", "PFF", "HiLo (CL)", "HiLo", "HPFF (CL)", "HPFF", "HiLo (official)", "HPFF (official)")
-_BASE_CMAP = {"Greedy SL": "Purples", "DGL": "Blues", "InfoPro": "Oranges", "PredSim": "Greens",
-              "MAN": "Reds", "AugLocal": "RdPu"}
-_FIXED = {"BP": "#222222", "GC": "#8c8c8c"}
-_MARKERS = {"BP": "*", "GC": "X", "Greedy SL": "v", "DGL": "o", "InfoPro": "s", "PredSim": "^", "MAN": "P",
-            "AugLocal": "D"}
 _EXTRA = ("#2ca02c", "#d62728", "#17becf", "#bcbd22", "#e377c2", "#8c564b")
 
-_LABEL_RE = re.compile(
-    r"^(?P<base>BP|GC|Greedy SL|DGL|InfoPro|PredSim|MAN|AugLocal)"
-    r"(?:\+(?P<variant>HPFF|HiLo|PFF))?"
-    r"(?: \(n=(?P<n>\d+)\))?"
-    r"(?P<cl> \(CL\))?"
-    r"(?P<official> \(official code\))?$"
-)
+
+def _methods() -> dict:
+    """label -> MethodInfo, in the registry's order (hpff_bench.method_registry: label, colour, marker)."""
+    return {m.label: m for m in METHODS.values()}
+
+
+def bases() -> tuple[str, ...]:
+    """The base methods' labels, in the order every table and figure lists them."""
+    return tuple(_methods())
+
+
+@functools.lru_cache(maxsize=8)
+def _label_re(labels: tuple[str, ...]) -> re.Pattern:
+    return re.compile(
+        rf"^(?P<base>{'|'.join(map(re.escape, sorted(labels, key=len, reverse=True)))})"
+        r"(?:\+(?P<variant>HPFF|HiLo|PFF))?"
+        r"(?: \(n=(?P<n>\d+)\))?"
+        r"(?P<cl> \(CL\))?"
+        r"(?P<official> \(official code\))?$"
+    )
+
 
 # breakdown categories in stacking order: the tracker's own (memory.breakdown_bytes)
 BREAKDOWN = CATEGORIES
@@ -63,7 +73,7 @@ GIB = 2**30
 
 def parse_label(label: str) -> tuple[str, str, int]:
     """(base, variant key, patch grid n) of a method label; unknown labels -> (label, '', 1)."""
-    m = _LABEL_RE.match(str(label or "").split(" [")[0])
+    m = _label_re(bases()).match(str(label or "").split(" [")[0])
     if not m:
         return (label or "?", "", 1)
     variant = m.group("variant") or ""
@@ -76,8 +86,9 @@ def parse_label(label: str) -> tuple[str, str, int]:
 
 def method_sort_key(label: str) -> tuple:
     base, variant, n = parse_label(label)
-    if base in BASES and variant in VARIANTS:
-        return (0, BASES.index(base), VARIANTS.index(variant), n, label)
+    order = bases()
+    if base in order and variant in VARIANTS:
+        return (0, order.index(base), VARIANTS.index(variant), n, label)
     return (1, 0, 0, 0, label)
 
 
@@ -97,10 +108,11 @@ def method_color(label: str) -> str:
         mixed = [v * (1 - f) if f > 0 else v + (1 - v) * -f for v in rgb]
         return mcolors.to_hex(mixed)
     base, variant, n = parse_label(label)
-    if base in _FIXED and not variant:
-        return _FIXED[base]
-    if base in _BASE_CMAP and variant in VARIANTS:
-        cmap = colormaps[_BASE_CMAP[base]]
+    info = _methods().get(base)
+    if info is not None and info.color and not variant:
+        return info.color
+    if info is not None and info.colormap and variant in VARIANTS:
+        cmap = colormaps[info.colormap]
         rgb = mcolors.to_rgb(cmap(0.4 + 0.55 * VARIANTS.index(variant) / (len(VARIANTS) - 1)))
         if n > 2:  # a finer patch grid: the same shade, much darker
             rgb = tuple(0.55 * v for v in rgb)
@@ -125,8 +137,9 @@ def method_marker(label: str) -> str:
     if " [" in str(label):
         return "X"
     base, variant, n = parse_label(label)
-    if base in _MARKERS and not variant and base in _FIXED:
-        return _MARKERS[base]
+    info = _methods().get(base)
+    if info is not None and info.color and not variant:  # a global method: its own marker
+        return info.marker
     m = _VARIANT_MARKERS.get(variant, "P")
     return "p" if (variant == "HPFF" and n > 2) else m
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hpff_bench.config import HPFF_INFOPRO_LAMBDAS, RunConfig
+from hpff_bench.method_registry import global_methods
 from hpff_bench.recipes import infopro_recipe
 from hpff_bench.report import published as pub
 from hpff_bench.report.style import (
@@ -25,7 +26,6 @@ from hpff_bench.report.style import (
     method_sort_key,
 )
 
-GLOBAL_METHODS = ("bp", "gc")  # one gradient-isolated module; every other method is local
 MEASURED_PREFERENCE = ("cuda-allocator", "tensor-tracker")
 # config fields that are the axes of a report, never part of a method's name
 _AXIS_FIELDS = {
@@ -305,13 +305,13 @@ def main_variants(cfg: pd.DataFrame) -> pd.DataFrame:
         return cfg
     plain = ~cfg["hilo"] & (cfg["pff_grid"] == 1)
     hpff = cfg["hilo"] & cfg["independent"] & (cfg["pff_grid"] == 2) & (cfg["pff_exec"].fillna("batched") == "batched")
-    c = cfg[cfg["method"].isin(GLOBAL_METHODS) | plain | hpff]
+    c = cfg[cfg["method"].isin(global_methods()) | plain | hpff]
     # a '[...]' name is a second configuration of a label; drop it where the plain label is there
     plain_names = set(zip(c["setting"], c["name"]))
     bracketed = c["name"].str.contains(r" \[", regex=True)
     c = c[~bracketed | ~pd.Series([(s, lb) in plain_names for s, lb in zip(c["setting"], c["label"])], index=c.index)]
     keep = pd.Series(True, index=c.index)
-    for _, g in c[~c["method"].isin(GLOBAL_METHODS)].groupby("setting"):
+    for _, g in c[~c["method"].isin(global_methods())].groupby("setting"):
         common = g["split"].astype(str).value_counts().index[0]
         keep[g.index] = g["split"].astype(str) == common
     return c[keep]
@@ -457,7 +457,7 @@ def _published_for(r) -> list[pub.Published]:
 def ablation_table(cfg: pd.DataFrame) -> Table | str:
     if cfg.empty:
         return "no successful runs"
-    local = cfg[~cfg["method"].isin(GLOBAL_METHODS)]
+    local = cfg[~cfg["method"].isin(global_methods())]
     groups = [
         g for _, g in local.groupby(["setting", "method", "k"], sort=False)
         if g["hilo"].any() and len(g[["hilo", "independent", "pff_grid"]].drop_duplicates()) > 1
@@ -492,7 +492,7 @@ def ablation_table(cfg: pd.DataFrame) -> Table | str:
 def patch_grid_table(cfg: pd.DataFrame) -> Table | str:
     if cfg.empty:
         return "no successful runs"
-    local = cfg[~cfg["method"].isin(GLOBAL_METHODS)]
+    local = cfg[~cfg["method"].isin(global_methods())]
     groups = [
         g for _, g in local.groupby(["setting", "method", "k", "hilo", "independent"], sort=False)
         if g["pff_grid"].nunique() > 1
@@ -565,7 +565,7 @@ def speed_table(cfg: pd.DataFrame) -> Table | str:
         plain = same[(same["label"] == family_of(r["label"])) & (same["k"] == r["k"])
                      & (same["modules"].fillna(-1) == (r["modules"] if r["modules"] == r["modules"] else -1))]
         plain = plain[plain["name"] == plain["label"]]
-        is_plain = r["method"] in GLOBAL_METHODS or r["name"] == family_of(r["label"])
+        is_plain = r["method"] in global_methods() or r["name"] == family_of(r["label"])
         vs_plain.append(_noise_word(r, plain.iloc[0]) if not plain.empty and not is_plain else None)
     data = pd.DataFrame({
         "setting": c["setting"].values, "device": c["speed_device"].values, "method": c["name"].values,

@@ -69,15 +69,15 @@ def _sample_numels(cfg: RunConfig) -> tuple[int, int]:
 def _numels(network: str, size: int, num_classes: int) -> tuple[int, int]:
     import torch
 
-    from hpff_bench.networks import NETWORKS
+    from hpff_bench.networks import get_network
 
     with torch.device("meta"):
-        units = NETWORKS[network].build(num_classes).units
-        h = torch.empty(1, 3, size, size)
+        units = get_network(network).build(num_classes).units
+        h = torch.empty(2, 3, size, size)  # 2: training-mode BatchNorm refuses one value per channel (1x1 maps)
         largest = 0
         for u in units:
             h = u(h)
-            largest = max(largest, h.numel())
+            largest = max(largest, h[0].numel())
     return 3 * size * size, largest
 
 

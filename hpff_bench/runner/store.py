@@ -100,11 +100,11 @@ def make_record(
             rec.update(_derived_from_config_dict(config))
     rec.update(parts)
     if hasattr(config, "to_dict"):
-        from hpff_bench.config import LOCAL_METHODS
+        from hpff_bench.method_registry import local_methods
 
         split = _split_summary(config)
         if rec["modules"] is None and split is not None:  # failed runs still say how many modules they had
-            rec["modules"] = split["modules"] if config.method in LOCAL_METHODS else 1
+            rec["modules"] = split["modules"] if config.method in local_methods() else 1
         rec.setdefault("split", split)
     return rec
 
