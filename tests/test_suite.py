@@ -293,3 +293,51 @@ def test_unknown_preset_and_preset_axis():
 def test_exclude_that_matches_nothing_is_noted():
     plan = suite(BASIC + '[[exclude]]\nmethod = "greedy"\n').plan()
     assert any("matched nothing" in n for n in plan.notes)
+
+
+def _grid_suite(extra: str) -> Suite:
+    import tomllib
+
+    text = textwrap.dedent("""
+        [suite]
+        name = "s"
+        [[grid]]
+        name = "main"
+        [grid.axes]
+        method = ["bp"]
+        [[grid]]
+        name = "study"
+        presets = ["study"]
+        [grid.axes]
+        method = ["dgl"]
+        k = [2]
+        [preset.study]
+        name = "s-study"
+        grids = ["study"]
+    """) + textwrap.dedent(extra)
+    return Suite(tomllib.loads(text), "s.toml")
+
+
+def test_a_grid_named_for_presets_runs_only_under_them_into_the_presets_directory():
+    s = _grid_suite("[preset.other]\n")
+    assert {t.config.method for t in s.plan(None).tasks} == {"bp"}
+    assert {t.config.method for t in s.plan("other").tasks} == {"bp"}
+    study = s.plan("study")
+    assert {t.config.method for t in study.tasks} == {"dgl"} and study.suite == "s-study"
+    assert s.plan(None).suite == "s"
+
+
+def test_a_grid_naming_an_unknown_preset_is_one_line():
+    text = """
+        [suite]
+        name = "s"
+        [[grid]]
+        name = "g"
+        presets = ["nope"]
+        [grid.axes]
+        method = ["bp"]
+    """
+    import tomllib
+
+    with pytest.raises(SuiteError, match=r"grid 'g': presets = \['nope'\] must list presets of this suite \(none\)"):
+        Suite(tomllib.loads(textwrap.dedent(text)), "s.toml").plan(None)
