@@ -52,6 +52,6 @@ def test_a_configuration_that_cannot_step_does_not_stop_the_sweep(monkeypatch):
     monkeypatch.setattr(TC, "estimate_train_cost", broken)
     cfg = RunConfig(network="resnet20", method="bp", dataset="fake", batch_size=32, device="cpu")
     lines = []
-    sweep._log_train_cost([_task(cfg)], 1, None, None, lines.append)
+    sweep._log_train_cost([_task(cfg)], 1, 2, None, None, lines.append)
     assert lines[-1] == ("training: cost not estimated (RuntimeError: mat1 and mat2 shapes cannot be multiplied); "
                          "its task will record the failure")

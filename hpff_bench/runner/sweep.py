@@ -254,7 +254,7 @@ def run_sweep(
         claims.finish(t.key, "skipped")
 
     if estimate_cost and launcher == "local" and any(t.kind == "train" for t in runnable):
-        _log_train_cost(runnable, runner.jobs, data_root, download, log)
+        _log_train_cost(runnable, runner.jobs, runner.worker_threads, data_root, download, log)
 
     dispatch = Dispatch(
         suite=plan.suite, preset=preset, results_dir=results_dir, tasks=runnable,
@@ -269,13 +269,11 @@ def run_sweep(
     return res
 
 
-def _log_train_cost(tasks: list[Task], jobs: int, data_root, download, log) -> None:
+def _log_train_cost(tasks: list[Task], jobs: int, threads: int, data_root, download, log) -> None:
     """Print what the training tasks will cost (runner.train_cost), before any of them starts."""
     from hpff_bench.runner.train_cost import estimate_train_cost
 
-    threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // jobs))
-    log(f"timing {len({t.config.replace(seed=0).config_id() for t in tasks if t.kind == 'train'})} "
-        "training configuration(s) to estimate the cost ...")
+    log("timing a few steps of each training configuration to estimate the cost ...")
     try:
         lines = estimate_train_cost(tasks, jobs, threads, data_root, download).lines()
     except Exception as e:  # noqa: BLE001 - a configuration that cannot step fails in its own task, recorded

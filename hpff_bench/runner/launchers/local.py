@@ -205,6 +205,11 @@ class LocalLauncher(Launcher):
             raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         self.jobs, self.isolate, self.timeout_s, self.log = jobs, isolate, timeout_s, log
 
+    @property
+    def worker_threads(self) -> int:
+        """torch threads per worker: $HPFF_BENCH_THREADS, else the cores shared over the jobs."""
+        return int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // self.jobs))
+
     def run(self, d: Dispatch) -> Outcome:
         from tqdm.auto import tqdm
 
@@ -214,7 +219,7 @@ class LocalLauncher(Launcher):
             self.log(f"note: --jobs {self.jobs} with a GPU: concurrent runs share it, so NVML's device-wide numbers "
                      "include each other (allocator peaks stay per process); --gpus gives each its own")
         env = dict(os.environ)
-        env.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // self.jobs)))
+        env[THREADS_ENV] = str(self.worker_threads)
         host = socket.gethostname()
         ledger.append(d.results_dir, [ledger.entry("queued", "local", f"{host}:{os.getpid()}", t) for t in d.tasks])
 
