@@ -313,6 +313,16 @@ def _fact_text(v) -> str:
     return str(v)
 
 
+def _results_name(name, where: str) -> str:
+    """results/<name>/ (the suite's name, or a preset's own): sanitised like run names, so "../x"
+    or "/abs" never leave --results."""
+    from hpff_bench.runner.store import safe_name
+
+    if not isinstance(name, str) or not name.strip():
+        raise SuiteError(f"{where} name must be a non-empty string, got {name!r}")
+    return safe_name(name)
+
+
 # ----- the file's shape ------------------------------------------------------------------------
 def _shown(value) -> str:
     return V.shown(value, 40)
@@ -421,13 +431,7 @@ class Suite:
         self.data = data
         check_shape(data, self.path)
         meta = data.get("suite", {})
-        from hpff_bench.runner.store import safe_name
-
-        name = meta.get("name", self.path.stem)
-        if not isinstance(name, str) or not name.strip():
-            raise SuiteError(f"{self.path}: [suite] name must be a non-empty string, got {name!r}")
-        # results/<name>/: sanitised like run names, so "../x" or "/abs" never leave --results
-        self.name = safe_name(name)
+        self.name = _results_name(meta.get("name", self.path.stem), f"{self.path}: [suite]")
         self.description = meta.get("description", "")
         if not isinstance(self.description, str):
             raise SuiteError(f"{self.path}: [suite] description must be a string, got {self.description!r}")
@@ -504,15 +508,6 @@ class Suite:
             kinds[k] = {**kinds.get(k, {}), **v}
         data["kind"] = kinds
         return data
-
-    def _results_name(self, meta: dict, where: str) -> str:
-        """results/<name>/: the suite's name, or a preset's own `name` (a separate study)."""
-        from hpff_bench.runner.store import safe_name
-
-        name = meta.get("name", self.name)
-        if not isinstance(name, str) or not name.strip():
-            raise SuiteError(f"{where}: name must be a non-empty string, got {name!r}")
-        return safe_name(name)
 
     def _grids_for(self, data: dict, preset: str | None) -> list[dict]:
         """The grids that run under `preset`: a grid with `presets = [...]` runs only under those
@@ -684,7 +679,7 @@ class Suite:
         runs_left = {t.run.name for t in tasks}
         runs = [r for r in runs if r.name in runs_left]
         sweep_options = {k: meta[k] for k in ("jobs", "timeout_s") if k in meta}
-        return Plan(self._results_name(meta, where0), preset, runs, tasks, notes, sweep_options)
+        return Plan(_results_name(meta.get("name", self.name), where0), preset, runs, tasks, notes, sweep_options)
 
     def _check_field(self, where: str, key: str, value) -> None:
         if key not in CONFIG_FIELDS and key != "hpff":
