@@ -24,9 +24,9 @@ from hpff_bench.report.orderings import (
     NOT_RESOLVED,
     REVERSED,
     comparisons,
-    published_error,
 )
 from hpff_bench.report.style import method_color, method_marker
+from hpff_bench.report.tables import published_error
 
 VERDICT_COLORS = {AS_PUBLISHED: "#2a7f3f", REVERSED: "#c0392b", NOT_RESOLVED: "#9a9a9a"}
 ROW_H = 0.19  # inches per row of a panel
@@ -62,7 +62,7 @@ def _errors_panel(ax, rows: pd.DataFrame, setting: str) -> None:
                     color=col, ms=4, capsize=2, elinewidth=0.9, zorder=3)
         seeds = r["seed_errors"] if isinstance(r["seed_errors"], list) else []
         ax.plot(seeds, [yi] * len(seeds), "o", color="#555555", ms=1.8, zorder=4)
-        p = published_error(r) if r["variant"] == "ours" else math.nan
+        p = published_error(r)[0]
         if math.isfinite(p):
             ax.annotate(f"paper {p:.2f}", (1.0, yi), xycoords=("axes fraction", "data"), xytext=(3, 0),
                         textcoords="offset points", va="center", fontsize="x-small", color="#555555")

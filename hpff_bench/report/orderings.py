@@ -21,8 +21,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from hpff_bench.report import published as pub
-from hpff_bench.report.tables import Table
+from hpff_bench.report.tables import Table, published_error
 
 AS_PUBLISHED, REVERSED, NOT_RESOLVED = "as published", "reversed", "not resolved"
 # (better, worse) method pairs of the plain methods (InfoPro's Table 2)
@@ -79,18 +78,12 @@ def _row(setting, k, claim, better, worse) -> dict:
         verdict = AS_PUBLISHED if diff > 0 else REVERSED
     else:
         verdict = NOT_RESOLVED
-    pb, pw = published_error(better), published_error(worse)
+    pb, pw = published_error(better)[0], published_error(worse)[0]
     return {
         "setting": setting, "K": int(k), "claim": claim, "better": better["name"], "worse": worse["name"],
         "difference": diff, "bound": bound, "seeds": f"{int(better['seeds'])} / {int(worse['seeds'])}",
         "verdict": verdict, "published difference": pw - pb if _finite(pb) and _finite(pw) else math.nan,
     }
-
-
-def published_error(r) -> float:
-    p = pub.match(r["network"], r["dataset"], r["method"], r["modules"], r["hilo"], r["independent"],
-                  r["pff_grid"], r["local_loss"])
-    return p[0].test_error_pct if p else math.nan
 
 
 def _finite(x) -> bool:

@@ -398,7 +398,7 @@ def accuracy_table(cfg: pd.DataFrame) -> Table | str:
     if c.empty:
         return "no successful run has an accuracy (accuracy.test_error_pct or accuracy.top1)"
     unit, scale = _mem_cols(c, ["acc_memory_bytes"])
-    published = [_published_error(r) for _, r in c.iterrows()]
+    published = [published_error(r) for _, r in c.iterrows()]
     data = pd.DataFrame({
         "setting": c["setting"].values, "method": c["name"].values, "K": c["k"].values,
         "modules": c["modules"].values,
@@ -426,8 +426,8 @@ def accuracy_table(cfg: pd.DataFrame) -> Table | str:
     )
 
 
-def _published_error(r) -> tuple[float, str | None]:
-    """The published test error of the row's configuration (first match) and its source."""
+def published_error(r) -> tuple[float, str | None]:
+    """The published test error of a configuration row of ours (first match) and its source."""
     p = _published_for(r) if r["variant"] == "ours" else []
     return (p[0].test_error_pct, pub.SHORT[p[0].source]) if p else (np.nan, None)
 
